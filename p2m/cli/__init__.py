@@ -1,0 +1,89 @@
+"""The `p2m` command: a click group whose stage commands live one per module and load lazily.
+
+Each module ``p2m/cli/<stage>.py`` defines a click command (or group) named ``command``: it parses
+options and makes one call into its stage. Loading them lazily keeps ``p2m --help`` fast and keeps torch
+out of commands that do not need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from p2m import __version__
+from p2m.errors import P2MError
+
+# name -> (module under p2m.cli, one-line help shown by `p2m --help`)
+STAGES: dict[str, tuple[str, str]] = {
+    "crawl": ("crawl", "Harvest images of people from pages, sitemaps and feeds (resumable)."),
+    "annotate": ("annotate", "Validate, detect, fit, review or import annotations (COCO + Human3.6M layout)."),
+    "synth": ("synth", "Make a fully annotated synthetic dataset from the body model and mocap poses."),
+    "shard": ("shard", "Write, verify and summarise WebDataset shards."),
+    "train": ("train", "Train PoseNet + MeshNet from shards; --resume continues exactly."),
+    "eval": ("evaluate", "Report MPJPE, PA-MPJPE and MPVPE of a checkpoint on shards."),
+    "infer": ("infer", "Turn a 2D pose into a mesh file and a picture."),
+    "plot": ("plot", "Draw a run's training curves as PNG."),
+    "demo": ("demo", "Run the whole pipeline on a small local example."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a stage's command module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(STAGES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in STAGES:
+            return None
+        module_name, short_help = STAGES[name]
+        try:
+            module = importlib.import_module(f"p2m.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"p2m.cli.{module_name}":
+                raise
+            return _not_built(name, short_help)
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Use the static help so that `p2m --help` imports no stage module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, help_) in STAGES.items()])
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except P2MError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _not_built(name: str, short_help: str) -> click.Command:
+    @click.command(name, short_help=short_help, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stub(args: tuple[str, ...]) -> None:
+        raise click.ClickException(f"`p2m {name}` is not built yet in p2m {__version__}.")
+
+    stub.help = f"{short_help}\n\nNot built yet in this version: exits with status 1."
+    return stub
+
+
+def configure_logging(verbose: int) -> None:
+    """Handlers are set up here only; modules use ``logging.getLogger(__name__)``."""
+    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="p2m")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """p2m: from images of people to a trained Pose2Mesh model on an open body model.
+
+    \b
+    crawl -> annotate -> shard -> train [--resume] -> eval / infer
+                ^
+    synth ------+   (body model + real mocap -> annotated data)
+    """
+    configure_logging(verbose)

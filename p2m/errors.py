@@ -1,0 +1,35 @@
+"""The exceptions p2m raises on bad input; the CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class P2MError(Exception):
+    """Base class: a problem with the user's input, files or environment, with a message that says where."""
+
+
+class ConfigError(P2MError):
+    """A config file or option holds an unknown key or an invalid value."""
+
+
+class LayoutError(P2MError):
+    """A dataset folder does not follow the layout (DESIGN.md, Contract 1)."""
+
+
+class ShardError(P2MError):
+    """A shard set is missing, corrupt or inconsistent with its index (Contract 2)."""
+
+
+class CheckpointError(P2MError):
+    """A run folder or checkpoint cannot be used (Contract 3)."""
+
+
+class BodyModelError(P2MError):
+    """The body model cannot be built: missing files, unknown topology or backend."""
+
+
+class CrawlError(P2MError):
+    """A crawl cannot start or resume: bad seeds, a broken journal, an unusable output folder."""
+
+
+class NotBuiltError(P2MError):
+    """A stage of the pipeline that this version of p2m does not provide yet."""
