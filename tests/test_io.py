@@ -18,6 +18,9 @@ def test_write_json_round_trip(tmp_path):
     write_json(path, {"x": [1, 2]})
     assert read_json(path) == {"x": [1, 2]}
     assert [p.name for p in path.parent.iterdir()] == ["a.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
