@@ -59,3 +59,94 @@ def validate_cmd(dataset: Path, tolerance_px: float, no_pycocotools: bool, quiet
     click.echo(report.summary())
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------------- detect
+@command.command("detect", short_help="2D keypoints from MediaPipe Pose for a crawl output or image folder.")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder to write (created or extended).")  # fmt: skip
+@click.option("--name", default="photos", show_default=True, help="Dataset name (annotation file prefix).")
+@click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
+              help="Least mean keypoint confidence for a detection to count as a person.")  # fmt: skip
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images per step; the dataset is written after each, so a rerun resumes there.")  # fmt: skip
+def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int) -> None:
+    """Find one person per image of SRC and write COCO-17 + H36M-17 keypoints, bbox and a camera to OUT.
+
+    SRC is a crawl output folder (manifest.parquet + images/) or any folder of images. Images without a
+    person are kept as image records without annotation and listed in the info file; unreadable images
+    are reported and skipped.
+    """
+    from p2m.annotate.detect import detect
+
+    stats = detect(src, out, name=name, min_score=min_score, batch=batch)
+    click.echo(
+        f"{out}: {stats.get('images/person', 0)} images with a person, {stats.get('images/no_person', 0)} "
+        f"without, {stats.get('images/unreadable', 0)} unreadable, {stats.get('images/already_done', 0)} "
+        f"already done ({stats['seconds']:.1f} s)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- import
+@command.group("import", short_help="Import Human3.6M (Pose2Mesh release) or COCO keypoints.")
+def import_group() -> None:
+    """Convert other datasets' annotation files into the dataset layout."""
+
+
+@import_group.command("h36m", short_help="Import Pose2Mesh's Human3.6M files (data, camera, joint_3d, smpl_param).")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="Human36M", show_default=True, help="Dataset name (annotation file prefix).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of the images by file_name [default: SRC/images if present, else pose-only].")  # fmt: skip
+def import_h36m_cmd(src: Path, out: Path, name: str, images: Path | None) -> None:
+    """Import Pose2Mesh's Human36M_subject{S}_{data,camera,joint_3d,smpl_param}.json files from SRC."""
+    from p2m.annotate.import_h36m import import_h36m
+
+    stats = import_h36m(src, out, name=name, images=images)
+    click.echo(f"{out}: {stats['subjects']} subjects, {stats['images']} images, {stats['annotations']} annotations, "
+               f"{stats.get('body_params', 0)} SMPL parameter sets, {stats.get('images/copied', 0)} image files")  # fmt: skip
+
+
+@import_group.command("coco", short_help="Import a COCO person_keypoints JSON file and its images.")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="coco", show_default=True, help="Dataset name (annotation file prefix).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder the file_name values are relative to [default: the JSON's folder].")  # fmt: skip
+@click.option("--no-images", is_flag=True, help="Annotations only (pose-only dataset; images not checked).")
+def import_coco_cmd(src: Path, out: Path, name: str, images: Path | None, no_images: bool) -> None:
+    """Import a COCO person_keypoints JSON file SRC (and its images)."""
+    from p2m.annotate.import_coco import import_coco
+
+    stats = import_coco(src, out, name=name, images=images, with_images=not no_images)
+    click.echo(f"{out}: {stats['images']} images, {stats['annotations']} annotations, "
+               f"{stats.get('images/copied', 0)} image files")  # fmt: skip
+
+
+@command.command("review", short_help="Correct keypoints and reject people in a local web page.")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="TCP port on 127.0.0.1; 0 picks a free one.")  # fmt: skip
+@click.option("--open/--no-open", "open_browser", default=False, show_default=True,
+              help="Open the page in the default web browser.")  # fmt: skip
+def review_cmd(dataset: Path, port: int, open_browser: bool) -> None:
+    """Serve a review page for DATASET on 127.0.0.1 until Ctrl+C.
+
+    \b
+    Page through the images, drag keypoints, set their visibility (2 visible,
+    1 occluded, 0 unlabelled), accept or reject each person, and save. A save
+    rewrites only that annotation of its data.json, atomically; a save from a
+    stale tab is refused with a conflict message. Rejected people stay in the
+    file with review.status = "rejected". The URL carries a random token:
+    only someone with the URL can use the page. Over SSH, forward the port
+    (ssh -L PORT:127.0.0.1:PORT host) and pass --port PORT.
+    """
+    from p2m.annotate.review import review
+
+    def ready(url: str) -> None:
+        click.echo(f"Reviewing {dataset} at {url}")
+        click.echo("Press Ctrl+C to stop.")
+
+    review(dataset, port=port, open_browser=open_browser, on_ready=ready)
