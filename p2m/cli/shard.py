@@ -1,0 +1,125 @@
+"""`p2m shard`: write shards (the default action), `p2m shard verify`, `p2m shard info`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+WRITE_USAGE = "p2m shard DATASET... --out SHARDS [OPTIONS]"
+
+
+class DefaultWriteGroup(click.Group):
+    """A group whose default action is ``write``: arguments that do not start with a subcommand name go to it.
+
+    So ``p2m shard DATA --out S`` runs ``p2m shard write DATA --out S`` while ``p2m shard verify S`` and
+    ``p2m shard info S`` run those subcommands. (A dataset folder literally named ``verify`` or ``info`` must
+    be written as ``./verify``.)
+    """
+
+    default_command = "write"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("p2m shard", "[DATASET... --out SHARDS | verify SHARDS | info SHARDS] [OPTIONS]")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        write = self.commands[self.default_command]
+        with formatter.section(f"Options of {WRITE_USAGE}"):
+            rows = [r for p in write.get_params(ctx) if (r := p.get_help_record(ctx)) is not None]
+            formatter.write_dl(rows)
+        self.format_commands(ctx, formatter)
+
+
+def _parse_split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, subjects = value.partition("=")
+        if not sep or not name or not subjects:
+            raise click.BadParameter(f"{value!r}: expected NAME=S1,S5 (e.g. train=S1,S5,S6,S7,S8)", ctx, param)
+        if name in out:
+            raise click.BadParameter(f"split {name!r} is given twice", ctx, param)
+        out[name] = subjects
+    return out
+
+
+@click.group("shard", cls=DefaultWriteGroup, invoke_without_command=False)
+def command() -> None:
+    """Write WebDataset shards from datasets (default), verify them, or summarise them.
+
+    \b
+    p2m shard DATASET... --out SHARDS [--split NAME=S1,S5] [--pose-only | --with-images [--crop]]
+    p2m shard verify SHARDS
+    p2m shard info SHARDS
+    """
+
+
+@command.command("write", hidden=True)
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False),
+                metavar="DATASET...")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Shard folder to write.")
+@click.option("--split", "splits", multiple=True, callback=_parse_split, metavar="NAME=S1,S5",
+              help="Subjects of a split (repeat per split; '*' = all others). Default: everything to train.")
+@click.option("--pose-only/--with-images", "pose_only", default=True,
+              help="Pose and camera only (default), or also a JPEG per sample.")
+@click.option("--crop", is_flag=True, help="With images: store the person crop, not the frame.")
+@click.option("--crop-size", default=256, show_default=True, type=click.IntRange(16, 4096), help="Crop side, px.")
+@click.option("--crop-margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
+              help="Crop margin, fraction of the box's longer side per side.")
+@click.option("--jpeg-quality", default=90, show_default=True, type=click.IntRange(1, 95))
+@click.option("--max-side", type=click.IntRange(16), default=None, help="Downscale stored frames to this longer side.")
+@click.option("--maxcount", default=10_000, show_default=True, type=click.IntRange(1), help="Samples per shard.")
+@click.option("--maxsize", default=1_000_000_000, show_default=True, type=click.IntRange(4096),
+              help="Bytes per shard.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Processes that parse and encode whole subjects in parallel.")
+@click.option("--overwrite", is_flag=True, help="Replace shards written with other options.")
+def write(datasets: tuple[str, ...], out: str, splits: dict[str, str], pose_only: bool, crop: bool, crop_size: int,
+          crop_margin: float, jpeg_quality: int, max_side: int | None, maxcount: int, maxsize: int, workers: int,
+          overwrite: bool) -> None:  # fmt: skip
+    """Write shards + index.json; rerunning the same command resumes an interrupted run."""
+    from p2m.shards import build_shards
+
+    if crop and pose_only:
+        raise click.BadParameter("--crop needs --with-images", param_hint="--crop")
+    stats = build_shards(
+        list(datasets), out, splits=splits or None, with_images=not pose_only, crop=crop, crop_size=crop_size,
+        crop_margin=crop_margin, jpeg_quality=jpeg_quality, max_side=max_side, maxcount=maxcount, maxsize=maxsize,
+        workers=workers, overwrite=overwrite,
+    )  # fmt: skip
+    parts = [f"{k.split('/')[1]}: {v} samples" for k, v in stats.items() if k.startswith("split/") and k.endswith("/samples")]
+    click.echo(
+        f"{out}: {stats.get('samples/written', 0)} samples in {stats.get('shards/written', 0)} new shards, "
+        f"{stats.get('shards/kept', 0)} shards kept ({'; '.join(parts)}) in {stats['duration_s']:.1f} s"
+    )
+    skipped = {k: v for k, v in stats.items() if k.startswith("samples/skipped/")}
+    if skipped:
+        click.echo("skipped: " + ", ".join(f"{k.rsplit('/', 1)[1]} {v}" for k, v in skipped.items()))
+
+
+@command.command("verify")
+@click.argument("shards")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Processes.")
+def verify(shards: str, workers: int) -> None:
+    """Re-read every shard with webdataset; check sha256, counts, decoding and shapes. Exit 1 on any problem."""
+    from p2m.shards import verify_shards
+
+    report = verify_shards(shards, workers=workers)
+    click.echo(report.format())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@command.command("info")
+@click.argument("shards")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(shards: str, as_json: bool) -> None:
+    """Print splits, samples, bytes and sources of a shard set."""
+    from p2m.shards.index import format_info, shard_info
+
+    summary = shard_info(shards)
+    click.echo(json.dumps(summary, indent=1) if as_json else format_info(summary))
