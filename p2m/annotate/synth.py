@@ -54,6 +54,9 @@ class SynthOptions:
     name: str = "synth"
     batch_size: int = 64
     jpeg_quality: int = 90
+    #: Number of the first subject: subjects are ``first_subject .. first_subject + subjects - 1`` (so that a
+    #: second dataset, e.g. an evaluation set, can take subject numbers of its own).
+    first_subject: int = 1
 
 
 def _rotz(angle: np.ndarray) -> np.ndarray:
@@ -167,6 +170,8 @@ def synth(out: str | Path, options: SynthOptions, progress: bool = True) -> dict
         raise P2MError(f"--cameras {opts.cameras!r}: expected one of {', '.join(CAMERA_MODES)}")
     if not 1 <= opts.subjects <= opts.num:
         raise P2MError(f"--subjects {opts.subjects}: expected between 1 and --num ({opts.num})")
+    if opts.first_subject < 1:
+        raise P2MError(f"first_subject {opts.first_subject}: expected a subject number >= 1")
     t0 = time.perf_counter()
     rng = np.random.default_rng(opts.seed)
     source = _pose_source(opts.poses)
@@ -176,7 +181,8 @@ def synth(out: str | Path, options: SynthOptions, progress: bool = True) -> dict
     size = H36M_IMAGE_SIZE if opts.cameras == "h36m" else (opts.image_size, opts.image_size)
     num_frames = math.ceil(opts.num / views)
     # Contiguous blocks of frames per subject, like Human3.6M's per-subject sessions.
-    subject_of = np.minimum(np.arange(num_frames) * opts.subjects // num_frames, opts.subjects - 1) + 1
+    block = np.minimum(np.arange(num_frames) * opts.subjects // num_frames, opts.subjects - 1)
+    subject_of = block + opts.first_subject
     out = Path(out)
     info = {
         "description": "synthetic people rendered from the anny body model (p2m synth)",

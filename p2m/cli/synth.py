@@ -23,7 +23,9 @@ from p2m.annotate.synth import CAMERA_MODES, SynthOptions, synth
               help="Image width and height for --cameras random.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--subjects", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Split the frames into this many subject files (subject 1..K).")
+              help="Split the frames into this many subject files.")
+@click.option("--first-subject", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of the first subject (e.g. 9 for an evaluation set beside subjects 1..8).")
 @click.option("--topology", default="full", show_default=True,
               help="Body mesh used to regress the joints: full, notoes, 1229, 615, 369.")
 @click.option("--name", default="synth", show_default=True, help="Dataset name (file prefix).")
