@@ -26,6 +26,9 @@ import torch  # noqa: E402
 from p2m.body import create, resolve_topology  # noqa: E402
 from p2m.body.anny_model import axis_angle_to_transforms, import_anny  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import emit  # noqa: E402
+
 
 def interleaved_median_ms(fns: dict, repeats: int) -> dict[str, float]:
     """Median milliseconds of each function, timed round-robin so that machine noise hits every variant alike."""
@@ -104,6 +107,14 @@ def main() -> None:
     rows = [r for t in (args.topology or ["full", "1229"]) for r in bench_topology(t, args.batch, args.repeats)]
     for row in rows:
         print(json.dumps(row))
+    by = {(r["topology"], r["variant"]): r for r in rows}
+    for (topology, variant), r in by.items():
+        if variant == "p2m-auto":
+            continue
+        ours = by[(topology, "p2m-auto")]
+        for what in ("forward", "forward_backward"):
+            emit("body", f"{what.replace('_', '+')} ms, B={r['batch']}, {topology} mesh", ours[f"{what}_ms"], "ms",
+                 variant, r[f"{what}_ms"], higher_is_better=False)
     print("| topology | B | variant | forward ms | fwd+bwd ms | forward x p2m | fwd+bwd x p2m |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import emit  # noqa: E402
+
 
 # -- the server (child process) -------------------------------------------------------------------
 def serve(n_images: int, n_hosts: int, latency: float, ready_file: str) -> None:
@@ -189,6 +192,14 @@ def main() -> None:
     ratio = ours["images_per_s"] / max(base["images_per_s"], 1e-9)
     steady = ours["images_per_s_after_startup"] / max(base["images_per_s_after_startup"], 1e-9)
     mem = ours["peak_rss_mb"] / max(base["peak_rss_mb"], 1e-9)
+    where = f"{args.images} JPEGs, {args.hosts} loopback hosts, {args.latency * 1000:.0f} ms latency"
+    emit("crawl", f"images/s end to end ({where})", ours["images_per_s"], "img/s", "img2dataset, same URL list",
+         base["images_per_s"], note=f"p2m politeness on: {ours['config']}; img2dataset: {base['config']}")
+    emit("crawl", "images/s after start-up", ours["images_per_s_after_startup"], "img/s",
+         "img2dataset after start-up", base["images_per_s_after_startup"],
+         note=f"start-up: p2m {ours['startup_s']:.1f} s, img2dataset {base['startup_s']:.1f} s")
+    emit("crawl", "peak memory (RSS)", ours["peak_rss_mb"], "MB", "img2dataset", base["peak_rss_mb"],
+         higher_is_better=False)
     print(f"| crawl ({args.images} JPEGs, {args.hosts} loopback hosts, {args.latency * 1000:.0f} ms latency) "
           f"| p2m {ours['images_per_s']} img/s ({ours['images_per_s_after_startup']} after start-up), "
           f"{ours['peak_rss_mb']} MB peak ({ours['config']}) "

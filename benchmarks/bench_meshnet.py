@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from p2m.pose2mesh.graph import joint_adjacency, load_or_build_hierarchy
 from p2m.pose2mesh.meshnet import MeshNet
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from rows import emit  # noqa: E402
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,6 +203,11 @@ def main() -> None:
             if "peak_mb_per_sample" in dense
             else "n/a (CPU)"
         )
+        emit("meshnet", f"forward+backward samples/s, {case['topology']} ({case['vertices']} v), {case['config']}, "
+             f"B={same['batch']}, {main_run['device']}", same["samples_per_s"], "samples/s",
+             "dense-Laplacian MeshNet, same architecture and batch", dense["samples_per_s"],
+             note=f"saved activations {main_run['saved_mb_per_sample']} MB/sample; graph operators "
+                  f"{main_run['graph_mb']} MB sparse vs {dense['graph_mb']} MB dense")
         sparse_txt = f"{main_run['samples_per_s']} @{main_run['batch']}"
         if same is not main_run:
             sparse_txt += f", {same['samples_per_s']} @{same['batch']}"
