@@ -114,7 +114,7 @@ def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
     from p2m.layout import read_dataset
     from p2m.shards import build_shards, load_index
     from p2m.shards.codec import iter_tar
-    from p2m.shards.encode import EncodeOptions, Job, camera_array, camera_json, encode_job, sample_key
+    from p2m.shards.encode import EncodeOptions, Job, SampleEncoder, camera_array, camera_json, sample_key
     from p2m.shards.write import _SplitWriter, aggregate_split
 
     def end_to_end(workers: int) -> None:
@@ -133,7 +133,7 @@ def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
         for s in read_dataset(ds).iter_samples()
     ]  # fmt: skip
     opts = EncodeOptions()
-    encoded = [encode_job(job, opts) for job in jobs]  # ... and its members, encoded
+    encoded = list(map(SampleEncoder(opts).encode, jobs))  # ... and its members, encoded
 
     def archive(source) -> None:
         out = work / "stage"
@@ -147,7 +147,7 @@ def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
         aggregate_split(records)
 
     t_archive = _best(lambda: archive(lambda: encoded))
-    t_encode = _best(lambda: archive(lambda: (encode_job(job, opts) for job in jobs)))
+    t_encode = _best(lambda: archive(lambda: map(SampleEncoder(opts).encode, jobs)))  # one encoder per run
     # baseline: the same members as files, archived by tar in shard order
     members = work / "members"
     shutil.rmtree(members, ignore_errors=True)

@@ -108,12 +108,13 @@ class Sample:
         subject: subject number S.
         image: the ``images[]`` record (dict, as stored).
         annotation: the ``annotations[]`` record (dict, as stored).
-        image_path: ``root/images/<file_name>`` (may not exist: pose-only datasets have no pixels).
+        images_dir: ``root/images``; :attr:`image_path` is ``images_dir/<file_name>``.
         camera: the image's camera, or None when the subject has no camera file.
-        joints_3d_world: (17, 3) float64 world mm (H36M order), or None.
+        joints_3d_world: (17, 3) float64 world mm (H36M order), or None. Read-only: the images of one frame
+            (its cameras) share one array.
         joints_3d_cam: (17, 3) float64 camera mm, or None (needs the camera and the world joints).
         body_param: ``{"model", "rig", "pose", "shape", "trans"}`` dict, or None. Records of a Pose2Mesh
-            ``smpl_param`` file come with ``"model": "smpl"`` added.
+            ``smpl_param`` file come with ``"model": "smpl"`` added. The images of one frame share one dict.
         person: index of the annotation among its image's annotations, in file order (for stable keys).
 
     joint_3d and body_param files hold one person per frame (as in Human3.6M); they are attached to every
@@ -124,12 +125,17 @@ class Sample:
     subject: int
     image: dict[str, Any]
     annotation: dict[str, Any]
-    image_path: Path
+    images_dir: Path = field(repr=False)
     camera: Camera | None = None
     joints_3d_world: np.ndarray | None = None
     joints_3d_cam: np.ndarray | None = None
     body_param: dict[str, Any] | None = None
     person: int = 0
+
+    @property
+    def image_path(self) -> Path:
+        """``root/images/<file_name>`` (may not exist: pose-only datasets have no pixels). Made on access."""
+        return self.images_dir / str(self.image.get("file_name", ""))
 
     @property
     def joints_2d_h36m(self) -> np.ndarray | None:
@@ -268,7 +274,9 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
             raise LayoutError(f"{files.data}: images[] record {_short(img)} has no 'id'")
         images[img["id"]] = img
     legacy = files.body_param is None and files.smpl_param is not None
+    images_dir = root / IMAGES_DIR
     cache: dict[Any, tuple[Camera | None, np.ndarray | None, np.ndarray | None, dict | None]] = {}
+    frames: dict[tuple[str, str, str], tuple[np.ndarray | None, dict | None]] = {}  # shared by a frame's cameras
     persons: dict[Any, int] = {}
     for ann in content.data["annotations"]:
         if not isinstance(ann, dict):
@@ -280,7 +288,7 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
                 f"{files.data}: annotation id {ann.get('id')}: field 'image_id' = {image_id!r} names no image"
             )
         if image_id not in cache:
-            cache[image_id] = _frame_facts(files, content, img, legacy)
+            cache[image_id] = _frame_facts(files, content, img, legacy, frames)
         camera, j3d_world, j3d_cam, params = cache[image_id]
         person = persons.get(image_id, 0)
         persons[image_id] = person + 1
@@ -289,7 +297,7 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
             subject=files.subject,
             image=img,
             annotation=ann,
-            image_path=root / IMAGES_DIR / str(img.get("file_name", "")),
+            images_dir=images_dir,
             camera=camera,
             joints_3d_world=j3d_world,
             joints_3d_cam=j3d_cam,
@@ -299,8 +307,13 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
 
 
 def _frame_facts(
-    files: SubjectFiles, content: SubjectContent, img: dict[str, Any], legacy: bool
+    files: SubjectFiles,
+    content: SubjectContent,
+    img: dict[str, Any],
+    legacy: bool,
+    frames: dict[tuple[str, str, str], tuple[np.ndarray | None, dict | None]],
 ) -> tuple[Camera | None, np.ndarray | None, np.ndarray | None, dict | None]:
+    """Camera, world and camera joints, body parameters of one image; ``frames`` caches the per-frame part."""
     camera = None
     if files.camera is not None:
         cam_idx = str(img.get("cam_idx"))
@@ -319,7 +332,19 @@ def _frame_facts(
                 f"to find its 3D joints / body parameters ({exc!r})"
             ) from exc
         return camera, None, None, None
-    j3d_world = j3d_cam = None
+    frame = frames.get(key)
+    if frame is None:
+        frame = frames[key] = _frame_data(files, content, key, img, legacy)
+    j3d_world, params = frame
+    j3d_cam = camera.world_to_camera(j3d_world) if camera is not None and j3d_world is not None else None
+    return camera, j3d_world, j3d_cam, params
+
+
+def _frame_data(
+    files: SubjectFiles, content: SubjectContent, key: tuple[str, str, str], img: dict[str, Any], legacy: bool
+) -> tuple[np.ndarray | None, dict | None]:
+    """World joints (read-only (17, 3) float64) and body parameters of one frame, as every camera sees them."""
+    j3d_world = None
     raw = _lookup(content.joint_3d, key)
     if raw is not None:
         try:
@@ -329,8 +354,7 @@ def _frame_facts(
                 f"{files.joint_3d}: frame {'/'.join(key)} (image id {img.get('id')}): expected 17x3 numbers, "
                 f"got {_short(raw)}"
             ) from exc
-        if camera is not None:
-            j3d_cam = camera.world_to_camera(j3d_world)
+        j3d_world.setflags(write=False)
     params = _lookup(content.body_param, key)
     if params is not None:
         if not isinstance(params, dict):
@@ -338,7 +362,7 @@ def _frame_facts(
             raise LayoutError(f"{where}: frame {'/'.join(key)}: expected an object, got {_short(params)}")
         if legacy and "model" not in params:
             params = {"model": "smpl", **params}
-    return camera, j3d_world, j3d_cam, params
+    return j3d_world, params
 
 
 def _lookup(nested: Mapping[str, Any], key: tuple[str, str, str]) -> Any:

@@ -166,3 +166,12 @@ def test_reads_pose2mesh_human36m_layout():
         uv = s.camera.project(s.joints_3d_world)  # no k, p in these files: pinhole
         x, y, w, h = s.annotation["bbox"]
         assert np.all((uv >= [x, y]) & (uv <= [x + w, y + h]))
+
+
+def test_cameras_of_a_frame_share_its_3d_data(tmp_path):
+    write_toy_dataset(tmp_path, subjects=(1,), frames=2)
+    a, b = list(read_dataset(tmp_path).iter_samples())[:2]  # frame 0 seen by two cameras
+    assert a.image["frame_idx"] == b.image["frame_idx"] and a.image["cam_idx"] != b.image["cam_idx"]
+    assert a.joints_3d_world is b.joints_3d_world and not a.joints_3d_world.flags.writeable
+    assert a.body_param is b.body_param
+    assert a.image_path == tmp_path / "images" / a.image["file_name"] and "images_dir" not in repr(a)

@@ -6,14 +6,19 @@ Sample format (DESIGN.md Contract 2, schema version 1):
   the source name is sanitised (every character outside ``[A-Za-z0-9_-]`` becomes ``-``), so a key never
   holds a dot (WebDataset cuts keys at the first dot). ``person`` is the annotation's position among the
   annotations of its image, in file order.
-- ``.npz`` (stored zip of float32 ``.npy`` entries):
+- ``.npz`` (stored zip of float32 ``.npy`` entries, headers padded to 16 bytes: see :mod:`p2m.shards.codec`):
   ``j2d`` (17, 3) px + visibility; ``j3d`` (17, 3) camera-frame mm (when known); ``bbox`` (4,) [x, y, w, h] px;
   ``cam`` (4,) [fx, fy, cx, cy] px (when the camera is known); ``pose``, ``shape``, ``trans`` as the dataset
   stores them (their shapes depend on the body model and rig) with ``model`` (0-d unicode array, the body
   model id ``name`` or ``name/rig``) when body parameters are known.
 - ``.json``: key, source, image/annotation ids, subject, action, subaction, cam, frame, person, file name,
-  image width/height, bbox, the camera dict (R, t mm, f, c[, k, p]), body model/rig, crop box when a crop is
-  stored, plus ``source_url``/``license`` of crawled images.
+  image width/height, bbox (the npz's float32 values, 9 significant digits), the camera dict (R, t mm, f, c[, k,
+  p]), body model/rig, crop box when a crop is stored, plus ``source_url``/``license`` of crawled images.
+
+Encoding is per person and pure Python on the hot path (:class:`SampleEncoder`, ~25 us per pose-only sample):
+numbers go to float32 through ``struct`` (numpy decides whenever a value is not a plain list or float64 array),
+npz and tar bytes come from cached layouts, the .json from a template, and a frame's body parameters (shared by
+its cameras) are converted once.
 - ``.jpg`` (``with_images``): the person crop (square, ``crop_margin`` around the bbox, ``crop_size`` px) or the
   whole frame (its original bytes when it is a JPEG and no ``max_side`` applies). Joints stay in frame pixels;
   the json's ``crop`` gives ``[x0, y0, side]`` so that ``(u - x0) * crop_size / side`` maps into the crop.
@@ -21,25 +26,30 @@ Sample format (DESIGN.md Contract 2, schema version 1):
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import math
 import re
+import struct
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from p2m.shards.codec import encode_npz, tar_member
+from p2m.shards.codec import NpyEntry, npy_entry, pack_npz, tar_members
 
 logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+@functools.lru_cache(maxsize=1024)
 def sanitize_key_part(text: str) -> str:
     """Replace every run of characters outside ``[A-Za-z0-9_-]`` (dots included) by ``-``.
 
@@ -100,7 +110,7 @@ class Job:
         person: its position among the annotations of its image.
         sample: the :class:`p2m.layout.Sample`.
         camera_json: the sample's camera as a JSON fragment (serialised once per camera), or "null".
-        cam: ``[fx, fy, cx, cy]`` float32 of the camera (made once per camera), or None.
+        cam: ``[fx, fy, cx, cy]`` (4,) float32 of the camera (made once per camera), or None.
     """
 
     split: str
@@ -153,7 +163,7 @@ def camera_array(camera: Any) -> np.ndarray | None:
 
 
 def _float_array(value: Any, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
-    """``value`` as a finite float32 array (of ``shape`` when given), or None."""
+    """``value`` as a finite float32 array (of ``shape`` when given), or None (numpy's rules: the reference)."""
     if value is None:
         return None
     try:
@@ -166,7 +176,86 @@ def _float_array(value: Any, shape: tuple[int, ...] | None = None) -> np.ndarray
     return arr if arr.size and math.isfinite(arr.sum(dtype=np.float64)) else None
 
 
+_PACKERS: dict[int, struct.Struct] = {}
+_LITTLE = sys.byteorder == "little"
+_BBOX_VALUES = struct.Struct("<4f").unpack
+
+
+def _pack_f32(flat: list[Any]) -> bytes | None:
+    """Little-endian float32 bytes of a non-empty flat list of finite numbers, else None."""
+    n = len(flat)
+    packer = _PACKERS.get(n)
+    if packer is None:
+        if len(_PACKERS) > 256:
+            _PACKERS.clear()
+        packer = _PACKERS[n] = struct.Struct(f"<{n}f")
+    try:
+        # struct rounds like a C cast (as numpy does) and refuses values beyond float32; floats of float32 range
+        # cannot overflow a float64 sum, so a non-finite sum means a nan or inf in the list.
+        data = packer.pack(*flat)
+        finite = math.isfinite(sum(flat))
+    except (TypeError, ValueError, OverflowError, struct.error):
+        return None
+    return data if n and finite else None
+
+
+def float32_bytes(value: Any, shape: tuple[int, ...] | None = None) -> tuple[bytes, tuple[int, ...]] | None:
+    """``value`` as finite float32: ``(C-order bytes, shape)``, or None when it is missing, malformed or not finite.
+
+    Decides exactly as ``np.asarray(value, np.float32).reshape(shape)`` + a finiteness check would, in a few
+    microseconds for what datasets hold (flat lists, lists of 3-number rows, float64 arrays); anything else
+    goes through numpy.
+
+    Args:
+        value: a list (flat, or rows of 3 numbers for a ``(n, 3)`` shape), an array, or None.
+        shape: the required shape; None keeps the value's own shape.
+    """
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is list and (shape is None or (len(shape) == 1 and len(value) == shape[0])):
+        data = _pack_f32(value)
+        if data is not None:
+            return data, (len(value),)
+    elif kind is list and len(shape) == 2 and shape[1] == 3 and len(value) == shape[0]:
+        try:
+            flat = [v for x, y, z in value for v in (x, y, z)]
+        except (TypeError, ValueError):
+            flat = []
+        data = _pack_f32(flat)
+        if data is not None:
+            return data, shape
+    elif kind is np.ndarray and value.dtype == np.float64 and (shape is None or value.shape == shape):
+        native = value.astype(np.float32).tobytes()
+        if not (value.size and math.isfinite(sum(memoryview(native).cast("f")))):
+            return None
+        return (native if _LITTLE else value.astype("<f4").tobytes()), value.shape
+    arr = _float_array(value, shape)
+    return None if arr is None else (arr.tobytes(), arr.shape)
+
+
 _JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+#: The .json member up to the camera; the key needs no escaping (it is [A-Za-z0-9_-]); bbox numbers have the 9
+#: significant digits that give back the npz's float32 values exactly.
+_META = (
+    '{"key":"%s","source":%s,"image_id":%s,"ann_id":%s,"subject":%s,"action":%s,"subaction":%s,"cam":%s,'
+    '"frame":%s,"person":%s,"file_name":%s,"width":%s,"height":%s,"bbox":[%.9g,%.9g,%.9g,%.9g],'
+    '"body_model":%s,"body_rig":%s'
+)
+
+
+def _json_value(value: Any) -> str:
+    """JSON text of one value: ints and strings directly (the common cases), anything else via json."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    return "null" if value is None else _JSON.encode(value)
+_J2D = npy_entry("j2d", "<f4", (17, 3))
+_J3D = npy_entry("j3d", "<f4", (17, 3))
+_BBOX = npy_entry("bbox", "<f4", (4,))
+_CAM = npy_entry("cam", "<f4", (4,))
 
 
 def body_model_id(params: Mapping[str, Any]) -> str:
@@ -176,82 +265,126 @@ def body_model_id(params: Mapping[str, Any]) -> str:
     return f"{model}/{rig}" if rig else model
 
 
-def encode_job(job: Job, opts: EncodeOptions) -> Encoded:
-    """Encode one person. Never raises for bad data: returns an :class:`Encoded` with ``skip`` set instead."""
-    s = job.sample
-    img, ann = s.image, s.annotation
-    if ann.get("joints_2d_h36m") is None:
-        return Encoded(job.split, job.key, b"", job.source, skip="no_joints_2d")
-    j2d = _float_array(ann["joints_2d_h36m"], (17, 3))
-    if j2d is None:
-        return Encoded(job.split, job.key, b"", job.source, skip="bad_joints_2d")
-    arrays: dict[str, np.ndarray] = {"j2d": j2d}
-    if s.joints_3d_cam is not None:
-        j3d = _float_array(s.joints_3d_cam, (17, 3))
-        if j3d is None:
-            return Encoded(job.split, job.key, b"", job.source, skip="bad_joints_3d")
-        arrays["j3d"] = j3d
-    bbox = _float_array(ann.get("bbox"), (4,))
-    if bbox is None:
-        return Encoded(job.split, job.key, b"", job.source, skip="bad_bbox")
-    arrays["bbox"] = bbox
-    if job.cam is not None:
-        arrays["cam"] = job.cam
-    model = rig = ident = None
-    body_shapes = None
-    params = s.body_param
-    if params:
-        body = {}
+@dataclass(frozen=True)
+class _Body:
+    """The npz part of one body-parameter record: entries and data of pose/shape/trans (those that are valid)
+    and the model id."""
+
+    entries: tuple[NpyEntry, ...]
+    datas: tuple[bytes, ...]
+    model: Any
+    rig: Any
+    ident: str
+    shapes: dict[str, list[int]]
+
+
+class SampleEncoder:
+    """Encodes persons into shard samples; one per task, so that what persons share is converted once.
+
+    Cached: a body-parameter record's arrays (the images of one frame, one per camera, share the record) and
+    the npz field names of each layout.
+    """
+
+    def __init__(self, opts: EncodeOptions, cache_size: int = 65536) -> None:
+        self.opts = opts
+        self.cache_size = cache_size
+        self._bodies: dict[int, tuple[Any, _Body | None]] = {}  # id(record) -> (record, body)
+        self._fields: dict[tuple[NpyEntry, ...], tuple[str, ...]] = {}
+        self._shapes: dict[tuple[NpyEntry, ...], dict[str, list[int]]] = {}  # one shapes dict per body layout
+
+    def body(self, params: Mapping[str, Any]) -> _Body | None:
+        """The npz part of a body-parameter record (None when none of pose/shape/trans is valid)."""
+        hit = self._bodies.get(id(params))
+        if hit is not None and hit[0] is params:
+            return hit[1]
+        entries, datas, shapes = [], [], {}
         for name in ("pose", "shape", "trans"):
-            arr = _float_array(params.get(name))
-            if arr is not None:
-                body[name] = arr
-        if body:
-            model, rig, ident = params.get("model"), params.get("rig"), body_model_id(params)
-            arrays.update(body)
-            arrays["model"] = np.array(ident)
-            body_shapes = {k: list(v.shape) for k, v in body.items()}
-    meta: dict[str, Any] = {
-        "key": job.key,
-        "source": job.source,
-        "image_id": img.get("id"),
-        "ann_id": ann.get("id"),
-        "subject": s.subject,
-        "action": img.get("action_idx"),
-        "subaction": img.get("subaction_idx"),
-        "cam": img.get("cam_idx"),
-        "frame": img.get("frame_idx"),
-        "person": job.person,
-        "file_name": img.get("file_name"),
-        "width": img.get("width"),
-        "height": img.get("height"),
-        "bbox": bbox.tolist(),
-        "body_model": model,
-        "body_rig": rig,
-    }
-    for extra in ("source_url", "license"):
-        if extra in img:
-            meta[extra] = img[extra]
-    members: list[bytes] = []
-    fields = tuple(arrays)
-    if opts.with_images:
-        try:
-            jpg, crop = _image_bytes(Path(s.image_path), bbox, opts)
-        except FileNotFoundError:
-            return Encoded(job.split, job.key, b"", job.source, skip="image_missing")
-        except (OSError, ValueError) as exc:
-            logger.debug("%s: cannot read image %s: %s", job.key, s.image_path, exc)
-            return Encoded(job.split, job.key, b"", job.source, skip="image_unreadable")
-        if crop is not None:
-            meta["crop"] = crop
-        members.append(tar_member(f"{job.key}.jpg", jpg))
-        fields += ("jpg",)
-    # The camera fragment is serialised once per camera, not once per person.
-    text = _JSON.encode(meta)
-    text = text[:-1] + ',"camera":' + job.camera_json + "}"
-    members.insert(0, tar_member(f"{job.key}.json", text.encode("utf-8")))
-    members.insert(1, tar_member(f"{job.key}.npz", encode_npz(arrays)))
-    return Encoded(job.split, job.key, b"".join(members), job.source, fields, ident, body_shapes)
+            got = float32_bytes(params.get(name))
+            if got is not None:
+                entries.append(npy_entry(name, "<f4", got[1]))
+                datas.append(got[0])
+                shapes[name] = list(got[1])
+        body = None
+        if entries:
+            ident = body_model_id(params)
+            model = np.array(ident)  # 0-d unicode
+            entries.append(npy_entry("model", model.dtype, ()))
+            datas.append(model.tobytes())
+            shapes = self._shapes.setdefault(tuple(entries), shapes)  # shared: writers group samples by it
+            body = _Body(tuple(entries), tuple(datas), params.get("model"), params.get("rig"), ident, shapes)
+        if len(self._bodies) >= self.cache_size:
+            self._bodies.clear()
+        self._bodies[id(params)] = (params, body)  # the record is kept, so its id is not reused meanwhile
+        return body
+
+    def encode(self, job: Job) -> Encoded:
+        """Encode one person. Never raises for bad data: returns an :class:`Encoded` with ``skip`` set instead."""
+        s = job.sample
+        img, ann = s.image, s.annotation
+        raw = ann.get("joints_2d_h36m")
+        if raw is None:
+            return Encoded(job.split, job.key, b"", job.source, skip="no_joints_2d")
+        j2d = float32_bytes(raw, (17, 3))
+        if j2d is None:
+            return Encoded(job.split, job.key, b"", job.source, skip="bad_joints_2d")
+        entries, datas = [_J2D], [j2d[0]]
+        if s.joints_3d_cam is not None:
+            j3d = float32_bytes(s.joints_3d_cam, (17, 3))
+            if j3d is None:
+                return Encoded(job.split, job.key, b"", job.source, skip="bad_joints_3d")
+            entries.append(_J3D)
+            datas.append(j3d[0])
+        bbox = float32_bytes(ann.get("bbox"), (4,))
+        if bbox is None:
+            return Encoded(job.split, job.key, b"", job.source, skip="bad_bbox")
+        entries.append(_BBOX)
+        datas.append(bbox[0])
+        if job.cam is not None:
+            entries.append(_CAM)
+            datas.append(job.cam.astype("<f4", copy=False).tobytes())
+        body = self.body(s.body_param) if s.body_param else None
+        if body is not None:
+            entries += body.entries
+            datas += body.datas
+        box = _BBOX_VALUES(bbox[0])
+        text = _META % (
+            job.key, _json_value(job.source), _json_value(img.get("id")), _json_value(ann.get("id")),
+            _json_value(s.subject), _json_value(img.get("action_idx")), _json_value(img.get("subaction_idx")),
+            _json_value(img.get("cam_idx")), _json_value(img.get("frame_idx")), _json_value(job.person),
+            _json_value(img.get("file_name")), _json_value(img.get("width")), _json_value(img.get("height")), *box,
+            _json_value(body.model if body else None), _json_value(body.rig if body else None),
+        )  # fmt: skip
+        extras = {k: img[k] for k in ("source_url", "license") if k in img}
+        layout = tuple(entries)
+        fields = self._fields.get(layout)
+        if fields is None:
+            fields = self._fields[layout] = tuple(e.name for e in layout)
+        jpg = None
+        if self.opts.with_images:
+            try:
+                jpg, crop = _image_bytes(Path(s.image_path), np.frombuffer(bbox[0], "<f4"), self.opts)
+            except FileNotFoundError:
+                return Encoded(job.split, job.key, b"", job.source, skip="image_missing")
+            except (OSError, ValueError) as exc:
+                logger.debug("%s: cannot read image %s: %s", job.key, s.image_path, exc)
+                return Encoded(job.split, job.key, b"", job.source, skip="image_unreadable")
+            if crop is not None:
+                extras["crop"] = crop
+            fields += ("jpg",)
+        if extras:
+            text += "," + _JSON.encode(extras)[1:-1]
+        # The camera fragment is serialised once per camera, not once per person.
+        text += ',"camera":' + job.camera_json + "}"
+        members = [(f"{job.key}.json", text.encode("utf-8")), (f"{job.key}.npz", pack_npz(layout, datas))]
+        if jpg is not None:
+            members.append((f"{job.key}.jpg", jpg))
+        return Encoded(job.split, job.key, tar_members(members), job.source, fields,
+                       body.ident if body else None, body.shapes if body else None)  # fmt: skip
+
+
+def encode_job(job: Job, opts: EncodeOptions) -> Encoded:
+    """Encode one person (a one-off :class:`SampleEncoder`; use one encoder for many persons)."""
+    return SampleEncoder(opts).encode(job)
 
 
 def _image_bytes(path: Path, bbox: np.ndarray, opts: EncodeOptions) -> tuple[bytes, list[float] | None]:

@@ -25,9 +25,9 @@ from p2m.shards.encode import (
     Encoded,
     EncodeOptions,
     Job,
+    SampleEncoder,
     camera_array,
     camera_json,
-    encode_job,
     sample_key,
     sanitize_key_part,
 )
@@ -99,6 +99,7 @@ def run_task(task: SubjectTask, opts: EncodeOptions) -> Iterator[list[Encoded] |
     chunk: list[Encoded] = []
     persons: Counter[Any] = Counter()
     cams: dict[int, tuple[Any, str, Any]] = {}
+    encoder = SampleEncoder(opts)
     for sample in task.dataset.iter_samples():
         if task.mode == "count":
             stats["samples/skipped/no_split"] += 1
@@ -125,7 +126,7 @@ def run_task(task: SubjectTask, opts: EncodeOptions) -> Iterator[list[Encoded] |
             cached = cams.get(id(cam))
             if cached is None or cached[0] is not cam:
                 cached = cams[id(cam)] = (cam, camera_json(cam), camera_array(cam))
-            enc = encode_job(Job(task.split, key, sample.dataset, person, sample, cached[1], cached[2]), opts)
+            enc = encoder.encode(Job(task.split, key, sample.dataset, person, sample, cached[1], cached[2]))
         enc.image_id = img.get("id")
         chunk.append(enc)
         if len(chunk) >= CHUNK:

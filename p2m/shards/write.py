@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from p2m.errors import ConfigError, LayoutError, ShardError
 from p2m.io import write_json
-from p2m.shards.codec import TAR_END
+from p2m.shards.codec import NPY_ALIGN, TAR_END
 from p2m.shards.encode import Encoded, EncodeOptions
 from p2m.shards.index import (
     BODY_FIELDS,
@@ -112,9 +112,9 @@ class _SplitWriter:
         self.hash = hashlib.sha256()
         self.count = self.size = 0
         self.first_key = self.last_key = ""
-        self.sources: Counter[str] = Counter()
-        self.fields: Counter[str] = Counter()
-        self.models: dict[str, dict[str, Any]] = {}
+        # samples per (source, fields, body model, id(body shapes)), with the shapes: few groups per shard, so
+        # the per-sample cost is one dict update; the index's counters are made from them at commit
+        self.groups: dict[tuple[str, tuple[str, ...], str | None, int], list[Any]] = {}
 
     def add(self, enc: Encoded) -> None:
         if self.fh is not None and self.count and (
@@ -133,14 +133,28 @@ class _SplitWriter:
         self.size += len(enc.data)
         self.first_key = self.first_key or enc.key
         self.last_key = enc.key
-        self.sources[enc.source] += 1
-        self.fields.update(enc.fields)
-        if enc.body_model is not None:
-            rec = self.models.setdefault(enc.body_model, {"samples": 0, **(enc.body_shapes or {})})
-            rec["samples"] += 1
-            for field, shape in (enc.body_shapes or {}).items():
-                if rec.get(field) != shape:
-                    rec[field] = None  # shapes differ within one model: the reader cannot stack it
+        group = (enc.source, enc.fields, enc.body_model, id(enc.body_shapes))
+        counted = self.groups.get(group)
+        if counted is None:
+            counted = self.groups[group] = [0, enc.body_shapes]  # holds the shapes, so the id stays theirs
+        counted[0] += 1
+
+    def _summary(self) -> tuple[Counter[str], Counter[str], dict[str, dict[str, Any]]]:
+        """Samples per source, per field, and per body model with its per-sample shapes (None where they differ)."""
+        sources: Counter[str] = Counter()
+        fields: Counter[str] = Counter()
+        models: dict[str, dict[str, Any]] = {}
+        for (source, names, model, _), (count, shapes) in self.groups.items():  # in order of first appearance
+            sources[source] += count
+            for name in names:
+                fields[name] += count
+            if model is not None:
+                rec = models.setdefault(model, {"samples": 0, **(shapes or {})})
+                rec["samples"] += count
+                for field, shape in (shapes or {}).items():
+                    if rec.get(field) != shape:
+                        rec[field] = None  # shapes differ within one model: the reader cannot stack it
+        return sources, fields, models
 
     def commit(self) -> None:
         if self.fh is None or self.tmp is None:
@@ -154,10 +168,11 @@ class _SplitWriter:
         name = shard_name(self.split, self.next_index)
         os.replace(self.tmp, self.out / name)
         _fsync_dir(self.out)
+        sources, fields, models = self._summary()
         record = {
             "name": name, "samples": self.count, "bytes": self.size, "sha256": self.hash.hexdigest(),
-            "first_key": self.first_key, "last_key": self.last_key, "sources": dict(sorted(self.sources.items())),
-            "fields": dict(sorted(self.fields.items())), "body_models": dict(sorted(self.models.items())),
+            "first_key": self.first_key, "last_key": self.last_key, "sources": dict(sorted(sources.items())),
+            "fields": dict(sorted(fields.items())), "body_models": dict(sorted(models.items())),
         }  # fmt: skip
         self.fh = self.tmp = None
         self.next_index += 1
@@ -308,7 +323,9 @@ def build_shards(
     opts = EncodeOptions(with_images, crop, int(crop_size), float(crop_margin), int(jpeg_quality), max_side)
     split_map = normalise_splits(splits)
     opened, sources = _source_records(datasets)
-    config = {**opts.to_config(), "maxcount": int(maxcount), "maxsize": int(maxsize), "splits": split_map}
+    # npy_align: how .npy headers are padded (p2m before it: numpy's 64), so a resume never mixes the two
+    config = {**opts.to_config(), "maxcount": int(maxcount), "maxsize": int(maxsize), "splits": split_map,
+              "npy_align": NPY_ALIGN}  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stats: Counter[str] = Counter()
