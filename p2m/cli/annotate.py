@@ -88,6 +88,46 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int) ->
     )
 
 
+# ---------------------------------------------------------------------------------------------------- fit
+@command.command("fit", short_help="Fit the body model to 2D keypoints: joint_3d, body_param, fit error.")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N].")
+@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Optimisation steps of the pose stage.")  # fmt: skip
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="People fitted at once.")
+@click.option("--max-error", "max_error", type=click.FloatRange(min=0.0, min_open=True), default=15.0,
+              show_default=True, help="Largest mean reprojection error (px) of a valid fit.")  # fmt: skip
+@click.option("--topology", default="full", show_default=True,
+              help="anny topology of the written body parameters and joints.")  # fmt: skip
+@click.option("--name", "names", multiple=True, help="Dataset name(s) to fit (default: all).")
+@click.option("--overwrite", is_flag=True, help="Refit frames that already have 3D or an earlier fit.")
+def fit_cmd(dataset: Path, device: str, iters: int, batch: int, max_error: float, topology: str,
+            names: tuple[str, ...], overwrite: bool) -> None:  # fmt: skip
+    """Fit anny (pose, shape, translation) to each person's 2D keypoints through its camera.
+
+    \b
+    Writes joint_3d.json (world mm), body_param.json (anny, metres) and
+    camera.json (unchanged where present; single-photo cameras otherwise), and
+    sets fit_error_px / fit_valid on each annotation (invalid fits are marked,
+    not deleted). joints_2d_h36m becomes the projection of the fitted joints;
+    the detected 2D stays in keypoints. A rerun skips people already fitted.
+    """
+    from p2m.annotate.fit import fit
+
+    stats = fit(dataset, device=device, iters=iters, batch=batch, max_error_px=max_error, topology=topology,
+                names=names or None, overwrite=overwrite)  # fmt: skip
+    for problem in stats["problems"][:10]:
+        click.echo(f"warning {problem}", err=True)
+    skipped = sum(v for k, v in stats.items() if k.startswith("annotations/skipped/"))
+    error = f", mean error {stats['fit_error_px/mean']:.2f} px" if "fit_error_px/mean" in stats else ""
+    click.echo(
+        f"{dataset}: {stats.get('annotations/fitted', 0)} people fitted ({stats.get('annotations/valid', 0)} valid, "
+        f"{stats.get('annotations/invalid', 0)} over {max_error} px){error}; "
+        f"{stats.get('annotations/too_few_keypoints', 0)} with too few keypoints, {skipped} skipped "
+        f"({stats['device']}, {stats['seconds']:.1f} s)"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------- import
 @command.group("import", short_help="Import Human3.6M (Pose2Mesh release) or COCO keypoints.")
 def import_group() -> None:
