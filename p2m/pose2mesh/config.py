@@ -154,13 +154,24 @@ class LossConfig:
     form: str = "l1"
     #: 0-based epoch from which the edge loss is added. The original's ``epoch > 7`` with 1-based epochs is 7 here.
     edge_start_epoch: int = 7
+    #: Per-term forms of the coordinate losses (added by the trainer); None: ``form``.
+    vertex_form: str | None = None
+    joint_form: str | None = None
+    lift_form: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("vertex", "normal", "edge", "joint", "lift"):
             _positive(getattr(self, name), name, allow_zero=True)
         _choice(self.form, COORD_LOSS_FORMS, "form")
+        for name in ("vertex_form", "joint_form", "lift_form"):
+            if getattr(self, name) is not None:
+                _choice(getattr(self, name), COORD_LOSS_FORMS, name)
         if self.edge_start_epoch < 0:
             raise ConfigError(f"edge_start_epoch: {self.edge_start_epoch!r}, expected >= 0")
+
+    def form_of(self, term: str) -> str:
+        """The form of coordinate loss ``term`` ("vertex", "joint" or "lift"): its own, else ``form``."""
+        return getattr(self, f"{term}_form") or self.form
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,287 @@
+"""Shard batches -> network inputs and targets on the training device (GT meshes from body parameters, a batch at
+a time), plus the train loader and an evaluation reader that visits every sample of a split once.
+
+Frames and units: the body model gives vertices and H36M joints in metres in the dataset's world frame (anny's
+frame; world mm = anny m x 1000, Contract 1); each sample's camera rotation ``R`` (from the sample's ``.json``)
+turns them into the camera frame, and everything is made root-relative at the body's regressed pelvis, in mm:
+``mesh = 1000 R (v - j_0)``. The 3D joint targets are the shards' ``j3d`` (camera mm, e.g. mocap joints) minus
+their pelvis where present, else the body's regressed joints.
+
+Samples whose body model is not the configured one (e.g. Human3.6M imported with SMPL parameters while training
+on anny) have no mesh target: their mesh losses (vertex, normal, edge) are masked and only their joints
+supervise the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from p2m.errors import ConfigError
+from p2m.pose2mesh.config import BodyConfig, Config
+from p2m.pose2mesh.transforms import Pose2DTransform, sample_rng
+from p2m.shards.index import load_index
+
+logger = logging.getLogger(__name__)
+
+#: ShardStream arguments that turn body-parameter collation off.
+NO_BODY: dict[str, Any] = {"body_model": "-", "body_shapes": {}}
+#: Human3.6M action names by action_idx (2..16), for per-action tables.
+H36M_ACTIONS: dict[int, str] = {
+    2: "Directions", 3: "Discussion", 4: "Eating", 5: "Greeting", 6: "Phoning", 7: "Posing", 8: "Purchases",
+    9: "Sitting", 10: "SittingDown", 11: "Smoking", 12: "Photo", 13: "Waiting", 14: "Walking", 15: "WalkDog",
+    16: "WalkTogether",
+}  # fmt: skip
+
+
+def body_ids(body: BodyConfig) -> tuple[str, ...]:
+    """Body-model ids in shards (``model/rig`` or ``model``) that the configured body model can rebuild."""
+    return (f"{body.model}/{body.rig}", body.model)
+
+
+def body_selection(data: str | Path, split: str, cfg: Config, need_body: bool) -> tuple[dict[str, Any], str | None]:
+    """ShardStream body arguments for ``split``, and the shard body-model id used (None: no mesh targets).
+
+    Logs how many samples of the split will be trained on joints only.
+    """
+    if not need_body:
+        return dict(NO_BODY), None
+    index = load_index(data)
+    rec = index["splits"].get(split)
+    if rec is None:
+        return dict(NO_BODY), None  # the reader reports the missing split
+    models = rec.get("body_models", {}) or {}
+    chosen = next((i for i in body_ids(cfg.model.body) if i in models), None)
+    total = int(rec.get("samples", 0))
+    with_mesh = int(models[chosen].get("samples", 0)) if chosen else 0
+    if with_mesh < total:
+        logger.warning(
+            "split %r: %d of %d samples have no %s body parameters (body models in the shards: %s); their mesh "
+            "losses are masked (joints-only supervision)", split, total - with_mesh, total,
+            body_ids(cfg.model.body)[0], {k: v.get("samples") for k, v in models.items()} or "none",
+        )  # fmt: skip
+    if chosen is None:
+        return dict(NO_BODY), None
+    return {"body_model": chosen}, chosen
+
+
+def check_supported(cfg: Config) -> None:
+    """Reject configs the shard format cannot feed (raises ConfigError naming the key)."""
+    if cfg.model.joint_set != "h36m":
+        raise ConfigError(
+            f"model.joint_set: {cfg.model.joint_set!r}; shards (schema 1) store H36M-17 2D joints only, so the trainer "
+            "supports joint_set 'h36m'"
+        )
+    if cfg.model.stage == "pose2mesh" and cfg.transform.flip_prob > 0:
+        raise ConfigError(
+            f"transform.flip_prob: {cfg.transform.flip_prob}; meshes are not mirrored, so stage 'pose2mesh' needs "
+            "flip_prob 0 (as the original's stage 2)"
+        )
+
+
+@dataclass
+class BatchInputs:
+    """One batch ready for the model and the losses (all on the training device, mm, root-relative).
+
+    Attributes:
+        pose2d: (B, 17, 2) normalised (and, in training, noised) 2D joints.
+        joints: (B, 17, 3) GT H36M joints; ``joints_valid`` (B,) where known.
+        lifted: (B, 17, 3) the PoseNet target (``joints``, mirrored where the sample was flipped).
+        mesh: (B, V, 3) GT mesh (zeros where ``mesh_valid`` is False), None without a body model.
+        keys, meta: the samples' keys and decoded json (meta may be None).
+    """
+
+    pose2d: torch.Tensor
+    joints: torch.Tensor
+    joints_valid: torch.Tensor
+    lifted: torch.Tensor
+    mesh: torch.Tensor | None
+    mesh_valid: torch.Tensor
+    keys: list[str]
+    meta: list[Any] | None
+
+    @property
+    def size(self) -> int:
+        return int(self.pose2d.shape[0])
+
+
+def camera_rotations(meta: Sequence[Any] | None, n: int) -> np.ndarray:
+    """(n, 3, 3) world->camera rotations from the samples' json (identity where the camera is unknown)."""
+    out = np.tile(np.eye(3, dtype=np.float32), (n, 1, 1))
+    if meta is None:
+        return out
+    for i, m in enumerate(meta):
+        cam = m.get("camera") if isinstance(m, Mapping) else None
+        if isinstance(cam, Mapping) and cam.get("R") is not None:
+            out[i] = np.asarray(cam["R"], dtype=np.float32).reshape(3, 3)
+    return out
+
+
+class BatchPreparer:
+    """Turns a collated shard batch into :class:`BatchInputs` (see the module docstring).
+
+    Args:
+        cfg: the run config.
+        body: the body model layer on ``device`` (None: no mesh targets, e.g. ``stage: posenet``).
+        device: the training device.
+        train: training inputs (noise + flips from the batch rng) or evaluation inputs.
+        eval_input: evaluation 2D input: "noisy" (error model, per-sample seed from ``eval_seed`` and the key) or
+            "gt".
+        eval_seed: seed of the evaluation noise.
+    """
+
+    def __init__(self, cfg: Config, body: torch.nn.Module | None, device: torch.device, *, train: bool = True,
+                 eval_input: str = "noisy", eval_seed: int = 0) -> None:  # fmt: skip
+        self.cfg, self.body, self.device, self.train = cfg, body, device, train
+        self.eval_input, self.eval_seed = eval_input, int(eval_seed)
+        joint_set = cfg.model.joint_set
+        if train:
+            self.transform = Pose2DTransform(cfg.transform, joint_set, train=True)
+        elif eval_input == "noisy":
+            no_flip = dataclasses.replace(cfg.transform, flip_prob=0.0)
+            self.transform = Pose2DTransform(no_flip, joint_set, train=True)
+        elif eval_input == "gt":
+            self.transform = Pose2DTransform(cfg.transform, joint_set, train=False)
+        else:
+            raise ConfigError(f"eval input {eval_input!r}: expected 'noisy' or 'gt'")
+
+    def __call__(self, batch: Mapping[str, Any], rng: np.random.Generator | None = None) -> BatchInputs:
+        """Prepare ``batch`` (from the shard reader); ``rng`` drives the training noise and flips."""
+        dev = self.device
+        j2d = batch["j2d"].numpy()
+        n = j2d.shape[0]
+        j3d = batch["j3d"].numpy().astype(np.float64)
+        j3d_rel = j3d - j3d[:, :1]
+        has_j3d = batch["has_j3d"].numpy().astype(bool)
+        joints = torch.from_numpy(j3d_rel.astype(np.float32)).to(dev)
+        joints_valid = torch.from_numpy(has_j3d).to(dev)
+        mesh = None
+        mesh_valid = torch.zeros(n, dtype=torch.bool, device=dev)
+        if self.body is not None:
+            mesh, body_joints, mesh_valid = self._body_targets(batch, n)
+            joints = torch.where(joints_valid[:, None, None], joints, body_joints)
+            joints_valid = joints_valid | mesh_valid
+        vis = j2d[..., 2]
+        if self.train:
+            if rng is None:
+                raise ValueError("training inputs need a batch rng")
+            flips = self.cfg.transform.flip_prob > 0  # only then does the 3D target change (a device sync)
+            res = self.transform(j2d[..., :2], joints.cpu().numpy() if flips else None, rng=rng, vis=vis)
+            pose2d = res.pose2d
+            lifted = torch.from_numpy(res.joints3d).to(dev) if flips else joints
+        else:
+            pose2d = self._eval_pose2d(j2d, vis, batch["key"])
+            lifted = joints
+        return BatchInputs(torch.from_numpy(pose2d).to(dev), joints, joints_valid, lifted, mesh, mesh_valid,
+                           list(batch["key"]), batch.get("meta"))  # fmt: skip
+
+    def _eval_pose2d(self, j2d: np.ndarray, vis: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+        if self.eval_input == "gt":
+            return self.transform(j2d[..., :2], vis=vis).pose2d
+        # per-sample generators: the noise of a sample depends on its key only, not on batching or ranks
+        out = np.empty((len(keys), j2d.shape[1], 2), np.float32)
+        for i, key in enumerate(keys):
+            rng = sample_rng(self.eval_seed, zlib.crc32(str(key).encode("utf-8")))
+            out[i] = self.transform(j2d[i, :, :2], rng=rng, vis=vis[i]).pose2d
+        return out
+
+    def _body_targets(self, batch: Mapping[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mesh (B, V, 3), joints (B, 17, 3), valid (B,)) from the body parameters, on the device."""
+        dev, body = self.device, self.body
+        assert body is not None
+        nv = int(body.num_vertices)
+        mesh = torch.zeros(n, nv, 3, device=dev)
+        joints = torch.zeros(n, 17, 3, device=dev)
+        has = batch.get("has_body")
+        valid = torch.zeros(n, dtype=torch.bool) if has is None else has.clone()
+        rows = torch.nonzero(valid).flatten()
+        if rows.numel():
+            pose = batch["pose"][rows].to(dev, non_blocking=True)
+            shape = batch["shape"][rows].to(dev, non_blocking=True)
+            trans = batch["trans"][rows].to(dev, non_blocking=True)
+            rot = torch.from_numpy(camera_rotations(batch.get("meta"), n)[rows.numpy()]).to(dev)
+            with torch.no_grad():
+                out = body(pose, shape, trans)
+                root = out.joints[:, :1]
+                rows_d = rows.to(dev)
+                mesh[rows_d] = torch.einsum("bij,bvj->bvi", rot, out.vertices - root) * 1000.0
+                joints[rows_d] = torch.einsum("bij,bvj->bvi", rot, out.joints - root) * 1000.0
+        return mesh, joints, valid.to(dev)
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+
+def make_train_loader(data: str | Path, cfg: Config, micro_batch: int, rank: int, world_size: int,
+                      body_kwargs: Mapping[str, Any], pin_memory: bool = False) -> Any:  # fmt: skip
+    """The shard loader of the training split (exact epochs unless ``train.epoch_length``)."""
+    from p2m.shards.read import make_loader
+
+    t = cfg.train
+    return make_loader(
+        str(data), t.train_split, micro_batch, num_workers=t.num_workers, pin_memory=pin_memory,
+        shuffle_buffer=t.shuffle_buffer, seed=t.seed, epoch_length=t.epoch_length, rank=rank,
+        world_size=world_size, with_meta=True, **body_kwargs,
+    )  # fmt: skip
+
+
+def has_split(data: str | Path, split: str | None) -> bool:
+    """Whether the shard set's index lists ``split``."""
+    return split is not None and split in load_index(data)["splits"]
+
+
+def iter_eval_batches(
+    data: str | Path, split: str, batch_size: int, *, rank: int = 0, world_size: int = 1,
+    body_kwargs: Mapping[str, Any] | None = None, max_samples: int | None = None,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Every sample of ``split`` once, in index order, batched (the last batch may be smaller).
+
+    Shards are balanced over ranks by sample count; ``max_samples`` keeps the first samples of the split (in index
+    order), whichever rank reads them. Unlike the training reader, nothing is dropped.
+    """
+    from p2m.shards.read import ShardStream, balance, collate, open_shards
+
+    stream = ShardStream(str(data), split, 1, shuffle_buffer=0, seed=0, rank=0, world_size=1, num_workers=0,
+                         shuffle_shards=False, with_meta=True, **dict(body_kwargs or NO_BODY))  # fmt: skip
+    counts = stream.counts or []
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    mine = balance(counts, world_size)[rank] if world_size > 1 else list(range(len(counts)))
+    batch: list[Any] = []
+    for i in mine:
+        limit = counts[i] if max_samples is None else max(0, min(counts[i], max_samples - offsets[i]))
+        if limit == 0:
+            continue
+        for j, sample in enumerate(open_shards([stream.urls[i]])):
+            if j >= limit:
+                break
+            batch.append(sample)
+            if len(batch) == batch_size:
+                yield collate(batch, stream.spec)
+                batch = []
+    if batch:
+        yield collate(batch, stream.spec)
+
+
+def split_size(data: str | Path, split: str, max_samples: int | None = None) -> int:
+    """Samples :func:`iter_eval_batches` visits over all ranks."""
+    n = int(load_index(data)["splits"][split]["samples"])
+    return n if max_samples is None else min(n, max_samples)
+
+
+def action_label(meta: Any) -> str:
+    """A sample's action for per-action tables: the Human3.6M name where the source is Human3.6M, else the index."""
+    if not isinstance(meta, Mapping) or meta.get("action") is None:
+        return "-"
+    act = meta["action"]
+    source = str(meta.get("source") or "").lower().replace(".", "").replace("_", "")
+    if ("h36m" in source or "human36m" in source) and act in H36M_ACTIONS:
+        return H36M_ACTIONS[act]
+    return str(act)
