@@ -1,0 +1,52 @@
+"""`p2m infer`: options -> one call to p2m.pose2mesh.infer.infer -> the fitted camera and a one-line summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("infer")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--pose2d", "pose2d", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="2D pose: JSON or .npy, COCO-17 or H36M-17, (17, 2) or (17, 3) with visibility; a data.json "
+                   "from `p2m annotate detect`, one annotation, or a plain list.")  # fmt: skip
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: mesh.obj, mesh.ply, joints3d.json, mesh.png, infer.json.")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Photo to draw the mesh on (default: the photo a data.json names, else a blank canvas).")
+@click.option("--joint-set", type=click.Choice(["auto", "coco", "h36m"]), default="auto", show_default=True,
+              help="Joint set of the 2D pose (auto: from the file's fields, else from the joint layout).")
+@click.option("--person", type=click.IntRange(min=0), default=None,
+              help="0-based person in the file (annotations of a data.json, a list of people).  [default: 0]")
+@click.option("--annotation-id", type=int, default=None, help="Pick a data.json annotation by its id instead.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--mesh-axes", type=click.Choice(["y-up", "camera"]), default="y-up", show_default=True,
+              help="Axes of the mesh files: y-up (x right, y up, z to the viewer) or the camera's (y down, z ahead).")
+@click.option("--full-image", is_flag=True, help="Show the whole photo even when the person is small in it.")
+def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint_set: str, person: int | None,
+            annotation_id: int | None, device: str, mesh_axes: str, full_image: bool) -> None:  # fmt: skip
+    """Turn one person's 2D pose into a mesh, 3D joints and a picture.
+
+    CHECKPOINT is a run folder (its best.pt, else last.pt, else best.safetensors), a .pt checkpoint or a
+    best.safetensors file.
+
+    \b
+    p2m infer runs/p2m --pose2d pose.json --out out/
+    p2m infer runs/p2m/best.safetensors --pose2d DS/annotations/photos_subject1_data.json --person 2 --out out/
+    """
+    if person is not None and annotation_id is not None:
+        raise click.UsageError("give --person or --annotation-id, not both")
+    from p2m.pose2mesh.infer import infer
+
+    result = infer(checkpoint, pose2d, out, image=image, joint_set=joint_set, person=person,
+                   annotation_id=annotation_id, device=device, mesh_axes=mesh_axes.replace("-", "_"),
+                   crop=not full_image)  # fmt: skip
+    click.echo(f"camera: {json.dumps(result.camera.to_dict())}")
+    if result.root_translation_mm is not None:
+        click.echo(f"root in the photo's camera frame: {[round(float(v), 1) for v in result.root_translation_mm]} mm")
+    for kind, path in result.files.items():
+        click.echo(f"written: {path}  ({kind})")
+    click.echo(result.summary())
