@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import emit  # noqa: E402
+
 REGIONS = ("hands", "feet", "hands+feet", "body", "hands (shape)", "feet (shape)")
 METHODS = ("fit", "fit-whole", "paste")
 
@@ -190,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         after = {m: scores(v, gt["mesh"], regions) for m, (v, _) in refined.items()}
         for region in REGIONS:
             cells = [after[m][region] if m in after else float("nan") for m in METHODS]
+            for m in ("fit", "paste"):
+                if m in after:
+                    emit("refine", f"MPVPE {region}, {label} input, {body.topology}, after {m}", round(after[m][region], 2),
+                         "mm", "the same meshes before refinement", round(before[region], 2), higher_is_better=False)
             lines.append(f"| {label} | {region} | {before[region]:.1f} | " + " | ".join(f"{c:.1f}" for c in cells) +
                          f" | {cells[0] / before[region]:.2f} | {cells[2] / before[region]:.2f} |")  # fmt: skip
         for m, (_, sec) in refined.items():

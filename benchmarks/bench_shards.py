@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import emit  # noqa: E402
+
 from p2m.camera import Camera, bbox_from_joints
 from p2m.layout import DatasetWriter
 
@@ -287,6 +290,14 @@ def main() -> None:
         print(json.dumps({k: ((None if v != v else round(v, 3)) if isinstance(v, float) else v) for k, v in row.items()}))
     print("\n| benchmark | measured (wall; CPU) | baseline | baseline (wall; CPU) | ratio (wall; CPU) |")
     print("|---|---|---|---|---|")
+    for r in rows:
+        if "samples_per_s" in r:
+            emit("shards", f"{r['bench']} samples/s (wall)", round(r["samples_per_s"]), "samples/s", r["baseline"],
+                 round(r["baseline_samples_per_s"]),
+                 note=f"CPU-time ratio {r['cpu_ratio']:.2f}x")
+        else:
+            emit("shards", f"{r['bench']} bytes/sample", round(r["bytes_per_sample"]), "B", r["baseline"],
+                 round(r["baseline_bytes"]), higher_is_better=False)
     for r in rows:
         if "samples_per_s" in r:
             fig = f"{r['samples_per_s']:,.0f}; {r['cpu_samples_per_s']:,.0f} samples/s"

@@ -32,7 +32,14 @@ TINY_SETS = ["model.body.topology=notoes_collapse3pc", "train.batch_size=16", "t
              "train.shuffle_buffer=64", "train.val_batch_size=64", "train.log_every=1"]  # fmt: skip
 
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from rows import emit as emit_row  # noqa: E402
+
+
 def emit(name: str, value: float, unit: str, baseline_name: str, baseline: float, note: str = "") -> None:
+    lower = unit in ("s", "MB", "GB")  # times and bytes: lower is better
+    emit_row("train", name, round(value, 4), unit, baseline_name, round(baseline, 4), higher_is_better=not lower,
+             note=note)
     ratio = value / baseline if baseline else float("nan")
     row = {"benchmark": name, "value": round(value, 4), "unit": unit, "baseline": baseline_name,
            "baseline_value": round(baseline, 4), "ratio": round(ratio, 3), "note": note}  # fmt: skip

@@ -24,16 +24,16 @@ from rows import PREFIX, machine  # noqa: E402
 
 # name -> (script, full arguments, --quick arguments)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "synth": ("bench_synth.py", ["--num", "10000"], ["--num", "2000"]),
+    "synth": ("bench_synth.py", ["--num", "10000"], ["--num", "10000"]),
     "body": ("bench_body.py", [], ["--repeats", "3"]),
     "render": ("bench_render.py", [], []),
     "crawl": ("bench_crawl.py", ["--images", "5000"], ["--images", "1000"]),
     "shards": ("bench_shards.py", ["--frames", "2000"], ["--frames", "500"]),
     "meshnet": ("bench_meshnet.py", [], ["--min-time", "2"]),
-    "train": ("bench_train.py", [], []),
-    "fit": ("bench_fit.py", [], []),
+    "train": ("bench_train.py", [], ["--full-steps", "2"]),
+    "fit": ("bench_fit.py", [], ["--num", "32", "--images", "16"]),
     "infer": ("bench_infer.py", [], ["--num", "500"]),
-    "refine": ("bench_refine.py", [], []),
+    "refine": ("bench_refine.py", ["--out", "/tmp/p2m-refine"], ["--num", "16", "--out", "/tmp/p2m-refine"]),
 }
 
 
