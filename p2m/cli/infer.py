@@ -14,7 +14,8 @@ import click
               help="2D pose: JSON or .npy, COCO-17 or H36M-17, (17, 2) or (17, 3) with visibility; a data.json "
                    "from `p2m annotate detect`, one annotation, or a plain list.")  # fmt: skip
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: mesh.obj, mesh.ply, joints3d.json, mesh.png, infer.json.")
+              help="Output folder: mesh.obj, mesh.ply (and mesh.glb, per --format), joints3d.json, mesh.png, "
+                   "refine.png, infer.json.")  # fmt: skip
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Photo to draw the mesh on (default: the photo a data.json names, else a blank canvas).")
 @click.option("--joint-set", type=click.Choice(["auto", "coco", "h36m"]), default="auto", show_default=True,
@@ -26,8 +27,21 @@ import click
 @click.option("--mesh-axes", type=click.Choice(["y-up", "camera"]), default="y-up", show_default=True,
               help="Axes of the mesh files: y-up (x right, y up, z to the viewer) or the camera's (y down, z ahead).")
 @click.option("--full-image", is_flag=True, help="Show the whole photo even when the person is small in it.")
+@click.option("--format", "formats", multiple=True, metavar="FORMATS",
+              help="Mesh files to write: obj, ply, glb (rigged glTF binary, H36M-17 skeleton); repeat the option or "
+                   "give a comma list.  [default: obj,ply]")  # fmt: skip
+@click.option("--refine/--no-refine", default=True, show_default=True,
+              help="Restore the hands and feet from the body model (a graph CNN blurs them); refine.png shows "
+                   "before / after.")  # fmt: skip
+@click.option("--refine-method", type=click.Choice(["fit", "paste"]), default="fit", show_default=True,
+              help="fit: fit the body model to the whole mesh and take its hands and feet (~1 s); paste: rigidly "
+                   "align the template's.")  # fmt: skip
+@click.option("--texture", is_flag=True,
+              help="Texture the mesh from the photo (needs --image, or a data.json naming its photo): mesh.obj + "
+                   "mesh.mtl + mesh_texture.png, and a textured mesh.glb.")  # fmt: skip
 def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint_set: str, person: int | None,
-            annotation_id: int | None, device: str, mesh_axes: str, full_image: bool) -> None:  # fmt: skip
+            annotation_id: int | None, device: str, mesh_axes: str, full_image: bool, formats: tuple[str, ...],
+            refine: bool, refine_method: str, texture: bool) -> None:  # fmt: skip
     """Turn one person's 2D pose into a mesh, 3D joints and a picture.
 
     CHECKPOINT is a run folder (its best.pt, else last.pt, else best.safetensors), a .pt checkpoint or a
@@ -36,14 +50,20 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
     \b
     p2m infer runs/p2m --pose2d pose.json --out out/
     p2m infer runs/p2m/best.safetensors --pose2d DS/annotations/photos_subject1_data.json --person 2 --out out/
+    p2m infer runs/p2m --pose2d pose.json --image photo.jpg --format obj,glb --texture --out out/
     """
     if person is not None and annotation_id is not None:
         raise click.UsageError("give --person or --annotation-id, not both")
+    fmts = tuple(dict.fromkeys(f.strip().lower() for arg in formats for f in arg.split(",") if f.strip()))
+    allowed = ("obj", "ply", "glb")
+    if bad := [f for f in fmts if f not in allowed]:
+        raise click.BadParameter(f"{', '.join(bad)}: expected obj, ply or glb", param_hint="--format")
     from p2m.pose2mesh.infer import infer
 
     result = infer(checkpoint, pose2d, out, image=image, joint_set=joint_set, person=person,
                    annotation_id=annotation_id, device=device, mesh_axes=mesh_axes.replace("-", "_"),
-                   crop=not full_image)  # fmt: skip
+                   crop=not full_image, formats=fmts or ("obj", "ply"), refine=refine, refine_method=refine_method,
+                   texture=texture)  # fmt: skip
     click.echo(f"camera: {json.dumps(result.camera.to_dict())}")
     if result.root_translation_mm is not None:
         click.echo(f"root in the photo's camera frame: {[round(float(v), 1) for v in result.root_translation_mm]} mm")

@@ -65,6 +65,7 @@ def export_mesh(
     f: Any = None,
     c: Any = None,
     tex_size: int = 1024,
+    texture_name: str | None = None,
 ) -> ExportResult:
     """Write a predicted body mesh as ``NAME.glb`` (rigged, H36M-17 skeleton) and/or ``NAME.obj`` (+ .mtl + .png).
 
@@ -84,6 +85,7 @@ def export_mesh(
             then in the photo's camera frame (z > 0).
         c: principal point of the pinhole camera.
         tex_size: texture side in texels.
+        texture_name: file name of the .obj's texture PNG (default ``NAME.png``).
 
     Returns:
         An :class:`ExportResult`.
@@ -125,6 +127,6 @@ def export_mesh(
             write_text(result.files["obj"], "\n".join(lines) + "\n")
         else:
             _, result.files["mtl"], result.files["texture"] = write_textured_obj(
-                result.files["obj"], file_verts, faces, texture[1], texture[0]
+                result.files["obj"], file_verts, faces, texture[1], texture[0], texture_name=texture_name
             )
     return result

@@ -282,7 +282,8 @@ def texture_from_photo(
 
 
 def write_textured_obj(
-    path: str | os.PathLike, vertices: Any, faces: Any, uv: UVLayout | Any, texture: Any
+    path: str | os.PathLike, vertices: Any, faces: Any, uv: UVLayout | Any, texture: Any,
+    texture_name: str | None = None,
 ) -> tuple[Path, Path, Path]:
     """Write a textured Wavefront OBJ: ``NAME.obj`` + ``NAME.mtl`` + ``NAME.png`` side by side, each atomically.
 
@@ -293,6 +294,7 @@ def write_textured_obj(
         faces: (F, 3) int, counter-clockwise seen from outside.
         uv: a :class:`~p2m.export.uv.UVLayout` or (V, 2) UVs (v up, OBJ's convention).
         texture: (H, W, 3) uint8 image (e.g. ``TextureResult.texture``).
+        texture_name: file name of the texture PNG beside the .obj (default ``NAME.png``).
 
     Returns:
         The (obj, mtl, png) paths.
@@ -310,7 +312,8 @@ def write_textured_obj(
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"write_textured_obj: texture has shape {img.shape}, dtype {img.dtype}; expected (H, W, 3) uint8")
     obj = Path(path)
-    mtl, png = obj.with_suffix(".mtl"), obj.with_suffix(".png")
+    mtl = obj.with_suffix(".mtl")
+    png = obj.with_name(texture_name) if texture_name else obj.with_suffix(".png")
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     write_bytes(png, buf.getvalue())

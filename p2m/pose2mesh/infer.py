@@ -13,7 +13,9 @@ glTF, slot in between prediction and writing):
    always reads all J joints: first from the body model's rest pose placed on the known joints by the same camera
    fit (seen from the front or from behind, whichever fits), then ``FILL_ITERATIONS`` times from the projection of the network's own prediction. Known joints are never
    changed, and only they enter the camera fit.
-4. :func:`write_outputs`: ``mesh.obj`` / ``mesh.ply`` (trimesh; metres, root-relative, vertex order of the body
+4. Optional (:mod:`p2m.pose2mesh.infer_extras`): refine the hands and feet (on by default; ``refine.png`` shows
+   before / after), and write a rigged ``mesh.glb`` and / or a mesh textured from the photo (:mod:`p2m.export`).
+5. :func:`write_outputs`: ``mesh.obj`` / ``mesh.ply`` (trimesh; metres, root-relative, vertex order of the body
    model's topology; by default **y up**: the camera frame turned 180 degrees about x, i.e. x right, y up, z
    towards the viewer, the OpenGL camera frame, so viewers show the person upright and facing them; ``mesh_axes=
    "camera"`` keeps x right, y down, z forward), ``joints3d.json`` (camera frame, mm), ``mesh.png`` and
@@ -34,6 +36,7 @@ import numpy as np
 
 from p2m import joints as J
 from p2m.errors import CheckpointError, ConfigError, P2MError
+from p2m.pose2mesh.infer_extras import FORMATS, check_options, refine_prediction, write_extras
 from p2m.pose2mesh.infer_input import Pose2DInput, read_pose2d, to_model_joints
 from p2m.pose2mesh.infer_view import Figure, WeakPerspective, draw_figure, fit_weak_perspective
 
@@ -311,7 +314,7 @@ class InferResult:
 
     Attributes:
         out: the output folder.
-        files: kind ("obj", "ply", "joints", "png", "json") -> path written.
+        files: kind ("obj", "ply", "glb", "mtl", "texture", "joints", "png", "refine_png", "json") -> path written.
         prediction: the :class:`Prediction` (mm, camera frame, root-relative).
         input: the :class:`p2m.pose2mesh.infer_input.Pose2DInput` read.
         joint_names: names of ``prediction.joints3d``.
@@ -373,9 +376,13 @@ def mesh_file_vertices(vertices_mm: np.ndarray, mesh_axes: str = "y_up") -> np.n
 
 def write_outputs(
     out: Path, pred: Predictor, prediction: Prediction, figure: Figure, record: dict[str, Any],
-    mesh_axes: str = "y_up", formats: tuple[str, ...] = MESH_FORMATS,
+    mesh_axes: str = "y_up", formats: tuple[str, ...] = MESH_FORMATS, extra_files: dict[str, Path] | None = None,
 ) -> dict[str, Path]:  # fmt: skip
-    """Write the mesh files, ``joints3d.json``, ``mesh.png`` and ``infer.json`` into ``out`` (atomically each)."""
+    """Write the mesh files, ``joints3d.json``, ``mesh.png`` and ``infer.json`` into ``out`` (atomically each).
+
+    ``formats`` are trimesh's ("obj", "ply"); ``extra_files`` (kind -> path, already written, e.g. by
+    :func:`p2m.pose2mesh.infer_extras.write_extras`) are listed in ``infer.json`` and returned too.
+    """
     from PIL import Image
 
     from p2m.io import write_bytes, write_json, write_text
@@ -411,6 +418,7 @@ def write_outputs(
     Image.fromarray(figure.image).save(buf, format="PNG")
     files["png"] = out / "mesh.png"
     write_bytes(files["png"], buf.getvalue())
+    files.update(extra_files or {})
     files["json"] = out / "infer.json"
     record = {**record, "files": {k: p.name for k, p in files.items()}}
     write_json(files["json"], record, indent=1)
@@ -434,6 +442,9 @@ def infer(
     mesh_axes: str = "y_up",
     formats: tuple[str, ...] = MESH_FORMATS,
     crop: bool = True,
+    refine: bool = True,
+    refine_method: str = "fit",
+    texture: bool = False,
 ) -> InferResult:
     """Predict the mesh of one person from a 2D pose file and write it with a picture (the entry of ``p2m infer``).
 
@@ -446,8 +457,13 @@ def infer(
         person: 0-based person index in the file; annotation_id: a data.json annotation id instead.
         device: "cpu", "cuda" or "auto".
         mesh_axes: "y_up" (default) or "camera" axes for the mesh files (module docstring).
-        formats: mesh files to write ("obj", "ply").
+        formats: mesh files to write: "obj", "ply" (trimesh, untextured) and / or "glb" (rigged glTF binary, H36M-17
+            skeleton, y up, metres).
         crop: in the picture, show only the part of the photo around the person when the person is small in it.
+        refine: restore the hands and feet from the body model (:mod:`p2m.pose2mesh.refine`; writes ``refine.png``).
+        refine_method: "fit" (fit the body model to the whole mesh, ~1 s on a CPU) or "paste" (rigid template).
+        texture: texture the mesh from the photo (needs one): the .obj becomes ``mesh.obj`` + ``mesh.mtl`` +
+            ``mesh_texture.png``, and the .glb carries the texture.
 
     Returns:
         An :class:`InferResult` (``summary()`` gives the one-line report).
@@ -457,11 +473,17 @@ def infer(
     """
     if mesh_axes not in MESH_AXES:
         raise ConfigError(f"mesh axes {mesh_axes!r}: expected one of {list(MESH_AXES)}")
+    formats = tuple(dict.fromkeys(formats))
+    check_options(formats, refine_method, texture, has_photo=True)
     pred = checkpoint if isinstance(checkpoint, Predictor) else load_predictor(checkpoint, device)
     inp = read_pose2d(pose2d, joint_set, person=person, annotation_id=annotation_id, model_joint_set=pred.joint_set)
     xy, known, conv_notes = to_model_joints(inp, pred.joint_set)
-    prediction = predict(pred, xy, known, where=inp.source)
     img_path = Path(image) if image is not None else inp.image_path
+    check_options(formats, refine_method, texture, has_photo=img_path is not None)
+    prediction = predict(pred, xy, known, where=inp.source)
+    if prediction.vertices is None and ("glb" in formats or texture):
+        logger.warning("%s is a posenet checkpoint (3D joints, no mesh): no glb / texture", pred.checkpoint)
+    refined = refine_prediction(pred, prediction, refine_method) if refine else None
     photo = _read_image(img_path) if img_path is not None else None
     if photo is not None and inp.image_size is not None and inp.image_size != (photo.shape[1], photo.shape[0]):
         logger.warning("%s is %dx%d but %s states %dx%d: the joints may not match the picture", img_path,
@@ -490,6 +512,8 @@ def infer(
         "model_joint_set": pred.joint_set,
         "camera": cam.to_dict(),
         "root_translation_mm": None if root_t is None else _round(root_t, 1),
+        "refine": None if refined is None else refined.to_dict(prediction.vertices),
+        "texture": None if not texture or prediction.vertices is None else {"image": str(img_path)},
         "mesh_axes": "x right, y up, z towards the viewer (metres)" if mesh_axes == "y_up"
         else "camera: x right, y down, z forward (metres)",
         "figure": {"size": [int(figure.image.shape[1]), int(figure.image.shape[0])],
@@ -497,7 +521,9 @@ def infer(
                    "view": {k: [float(x) for x in v] for k, v in figure.view.items()}},
     }  # fmt: skip
     out_dir = Path(out)
-    files = write_outputs(out_dir, pred, prediction, figure, record, mesh_axes, tuple(formats))
+    extra = write_extras(out_dir, pred, prediction, refined, formats, mesh_axes, photo if texture else None)
+    own = tuple(f for f in formats if f in MESH_FORMATS and not (f == "obj" and "obj" in extra))
+    files = write_outputs(out_dir, pred, prediction, figure, record, mesh_axes, own, extra)
     result = InferResult(out_dir, files, prediction, inp, pred.joint_names,
                          (int(figure.image.shape[1]), int(figure.image.shape[0])), figure.panels, figure.view, notes,
                          pred.checkpoint, root_t)  # fmt: skip
@@ -505,5 +531,5 @@ def infer(
     return result
 
 
-__all__ = ["InferResult", "Prediction", "Predictor", "infer", "load_predictor", "load_state", "mesh_file_vertices",
+__all__ = ["FORMATS", "InferResult", "Prediction", "Predictor", "infer", "load_predictor", "load_state", "mesh_file_vertices",
            "predict", "template_fill", "write_outputs"]  # fmt: skip

@@ -100,7 +100,7 @@ def test_h36m_npy_on_a_run_folder_writes_mesh_joints_and_picture(run, data, tmp_
     res = infer(run, tmp_path / "pose.npy", tmp_path / "out")
     assert res.input.joint_set == "h36m" and res.prediction.known.all()
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"mesh.obj", "mesh.ply", "joints3d.json", "mesh.png",
-                                                              "infer.json"}  # fmt: skip
+                                                              "refine.png", "infer.json"}  # fmt: skip
     body = create("anny", topology=TOPOLOGY)
     nv, nf = int(body.num_vertices), int(body.faces.shape[0])
     assert res.prediction.vertices.shape == (nv, 3)
@@ -429,3 +429,107 @@ def test_cli_prints_camera_and_summary_and_fails_cleanly(run, data, tmp_path):
     bad = runner.invoke(main, ["infer", str(run), "--pose2d", str(tmp_path / "pose.json"), "--out", str(tmp_path / "x"),
                                "--joint-set", "mpii"])  # fmt: skip
     assert bad.exit_code == 2 and "mpii" in bad.output
+
+
+# ------------------------------------------------------------------------------------------------ refine, glb, texture
+
+
+def _obj_vertices(path: Path) -> np.ndarray:
+    return np.array([[float(x) for x in ln.split()[1:4]] for ln in path.read_text().splitlines() if ln.startswith("v ")])
+
+
+def test_refine_is_on_by_default_and_no_refine_keeps_the_network_mesh(predictor, data, tmp_path):
+    from p2m.pose2mesh.infer import infer, mesh_file_vertices, predict
+    from p2m.pose2mesh.refine import extremity_regions
+
+    kp = _h36m(data["anns"][2])
+    (tmp_path / "pose.json").write_text(json.dumps(kp.tolist()))
+    net = predict(predictor, kp[:, :2], kp[:, 2] > 0).vertices  # the network's own mesh
+    on = infer(predictor, tmp_path / "pose.json", tmp_path / "on")
+    assert (tmp_path / "on" / "refine.png").is_file() and on.files["refine_png"].name == "refine.png"
+    record = json.loads((tmp_path / "on" / "infer.json").read_text())
+    assert record["refine"]["method"] == "fit" and record["refine"]["fit_rms_mm"] > 0
+    assert record["files"]["refine_png"] == "refine.png"
+    with Image.open(tmp_path / "on" / "refine.png") as im:  # caption row + one row per extremity, before | after
+        assert im.size == (2 * 200, 18 + 200 * len(extremity_regions(predictor.body)))
+    weight = sum(e.weight for e in extremity_regions(predictor.body).values())
+    moved = np.linalg.norm(on.prediction.vertices - net, axis=1)
+    assert np.array_equal(on.prediction.vertices[weight == 0], net[weight == 0])  # the body is left as predicted
+    assert moved[weight > 0.99].mean() > 1.0  # the hands and feet took the body model's geometry (mm)
+    assert np.allclose(_obj_vertices(tmp_path / "on" / "mesh.obj"), mesh_file_vertices(on.prediction.vertices),
+                       atol=2e-6)  # fmt: skip
+    off = infer(predictor, tmp_path / "pose.json", tmp_path / "off", refine=False)
+    assert not (tmp_path / "off" / "refine.png").exists() and "refine_png" not in off.files
+    assert json.loads((tmp_path / "off" / "infer.json").read_text())["refine"] is None
+    assert np.array_equal(off.prediction.vertices, net) and not np.allclose(off.prediction.vertices, on.prediction.vertices)
+    paste = infer(predictor, tmp_path / "pose.json", tmp_path / "paste", refine_method="paste")
+    assert json.loads((tmp_path / "paste" / "infer.json").read_text())["refine"]["method"] == "paste"
+    assert not np.allclose(paste.prediction.vertices, on.prediction.vertices)
+
+
+def test_format_glb_writes_a_rigged_gltf_with_the_h36m_skeleton(predictor, data, tmp_path):
+    import pygltflib
+    import trimesh
+
+    from p2m.pose2mesh.infer import infer, mesh_file_vertices
+
+    (tmp_path / "pose.json").write_text(json.dumps(_coco(data["anns"][5]).tolist()))
+    res = infer(predictor, tmp_path / "pose.json", tmp_path / "out", formats=("glb",), refine_method="paste")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"mesh.glb", "joints3d.json", "mesh.png", "refine.png",
+                                                              "infer.json"}  # fmt: skip
+    gltf = pygltflib.GLTF2().load(str(tmp_path / "out" / "mesh.glb"))
+    assert len(gltf.skins) == 1 and len(gltf.skins[0].joints) == 17
+    assert {gltf.nodes[j].name for j in gltf.skins[0].joints} == set(J.H36M_JOINTS)
+    mesh = trimesh.load(tmp_path / "out" / "mesh.glb", force="mesh", process=False)
+    nv = len(res.prediction.vertices)
+    assert len(mesh.vertices) == nv and len(mesh.faces) == len(predictor.faces)
+    # metres, y up: the refined mesh, as in the obj / ply files
+    assert np.allclose(mesh.vertices, mesh_file_vertices(res.prediction.vertices), atol=1e-5)
+    assert json.loads((tmp_path / "out" / "infer.json").read_text())["files"]["glb"] == "mesh.glb"
+
+
+def test_texture_from_the_photo_writes_a_textured_obj_and_needs_a_photo(predictor, data, tmp_path):
+    from p2m.errors import ConfigError
+    from p2m.pose2mesh.infer import infer
+    from p2m.render import procedural_background
+
+    photo = procedural_background(600, 500, np.random.default_rng(5))
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    kp = _place(_h36m(data["anns"][1]), 380, (300, 250))
+    (tmp_path / "pose.json").write_text(json.dumps(kp.tolist()))
+    res = infer(predictor, tmp_path / "pose.json", tmp_path / "out", image=tmp_path / "photo.png", texture=True,
+                refine_method="paste")  # fmt: skip
+    out = tmp_path / "out"
+    assert {"mesh.obj", "mesh.mtl", "mesh_texture.png", "mesh.ply", "mesh.png"} <= {p.name for p in out.iterdir()}
+    assert res.files["obj"] == out / "mesh.obj" and res.files["texture"] == out / "mesh_texture.png"
+    obj = (out / "mesh.obj").read_text()
+    assert "mtllib mesh.mtl" in obj and "\nvt " in obj and "/" in obj.split("\nf ", 1)[1].split("\n", 1)[0]
+    assert "map_Kd mesh_texture.png" in (out / "mesh.mtl").read_text()
+    with Image.open(out / "mesh.png") as im:  # the picture is not overwritten by the texture
+        assert im.size == res.figure_size
+    tex = np.asarray(Image.open(out / "mesh_texture.png").convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(tex, axis=0)) > 50  # colours sampled from the photo, not one flat colour
+    assert json.loads((out / "infer.json").read_text())["texture"]["image"] == str(tmp_path / "photo.png")
+    with pytest.raises(ConfigError, match=r"--texture needs the photo .*--image"):
+        infer(predictor, tmp_path / "pose.json", tmp_path / "none", texture=True)
+    with pytest.raises(ConfigError, match=r"mesh formats \['stl'\]"):
+        infer(predictor, tmp_path / "pose.json", tmp_path / "none", formats=("stl",))
+    assert not (tmp_path / "none").exists()
+
+
+def test_cli_format_refine_and_texture_options(run, data, tmp_path):
+    from p2m.cli import main
+
+    (tmp_path / "pose.json").write_text(json.dumps(_coco(data["anns"][7]).tolist()))
+    base = ["infer", str(run), "--pose2d", str(tmp_path / "pose.json")]
+    runner = CliRunner()
+    res = runner.invoke(main, [*base, "--out", str(tmp_path / "a"), "--format", "ply,glb", "--format", "obj",
+                               "--no-refine"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {"mesh.obj", "mesh.ply", "mesh.glb", "joints3d.json",
+                                                            "mesh.png", "infer.json"}  # fmt: skip
+    assert "(glb)" in res.output
+    bad = runner.invoke(main, [*base, "--out", str(tmp_path / "b"), "--texture"])
+    assert bad.exit_code == 1 and "--texture needs the photo" in bad.output and "--image" in bad.output
+    bad = runner.invoke(main, [*base, "--out", str(tmp_path / "b"), "--format", "obj,stl"])
+    assert bad.exit_code == 2 and "stl" in bad.output
