@@ -402,6 +402,23 @@ def _short(value: Any, limit: int = 80) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------------------------
+def exclusion_reason(annotation: Mapping[str, Any]) -> str | None:
+    """Why a person annotation stays out of training data, or None when it is usable.
+
+    ``"iscrowd"`` (COCO crowd region), ``"rejected"`` (a reviewer rejected it in ``p2m annotate review``:
+    ``review.status == "rejected"``), ``"fit_invalid"`` (``p2m annotate fit`` marked its 3D fit invalid). The
+    annotation stays in the dataset either way; only consumers such as ``p2m shard`` leave it out.
+    """
+    if annotation.get("iscrowd"):
+        return "iscrowd"
+    review = annotation.get("review")
+    if isinstance(review, Mapping) and review.get("status") == "rejected":
+        return "rejected"
+    if annotation.get("fit_valid") is False:
+        return "fit_invalid"
+    return None
+
+
 def validate_body_param(record: Any, where: str = "body_param") -> dict[str, Any]:
     """Check a body_param record and return a normalised copy (numbers as Python floats).
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2m.errors import LayoutError, ShardError
+from p2m.layout import exclusion_reason
 from p2m.shards.encode import (
     Encoded,
     EncodeOptions,
@@ -107,8 +108,9 @@ def run_task(task: SubjectTask, opts: EncodeOptions) -> Iterator[list[Encoded] |
         img = sample.image
         person = persons[img.get("id")]
         persons[img.get("id")] += 1
-        if sample.annotation.get("iscrowd"):
-            stats["samples/skipped/iscrowd"] += 1
+        excluded = exclusion_reason(sample.annotation)
+        if excluded:
+            stats[f"samples/skipped/{excluded}"] += 1
             continue
         try:
             key = sample_key(sample.dataset, sample.subject, img["action_idx"], img["subaction_idx"], img["cam_idx"],

@@ -192,3 +192,29 @@ def test_errors_in_worker_processes_reach_the_caller(datasets, tmp_path):
     for workers in (1, 2):
         with pytest.raises(LayoutError, match="h36m_subject5_data.json: annotation id .*'image_id' = 999999 names no image"):
             build_shards([broken], tmp_path / f"o{workers}", workers=workers)
+
+
+def test_rejected_crowd_and_invalid_fits_stay_out(tmp_path):
+    from shard_fixtures import write_h36m_like
+
+    from p2m.io import read_json, write_json
+
+    ds = write_h36m_like(tmp_path / "ds", subjects=(1,), frames=3)
+    path = ds / "annotations" / "h36m_subject1_data.json"
+    data = read_json(path)
+    anns = data["annotations"]
+    assert len(anns) == 6
+    anns[0]["review"] = {"status": "rejected"}
+    anns[1]["fit_valid"] = False
+    anns[2]["iscrowd"] = 1
+    anns[3]["review"] = {"status": "accepted"}
+    anns[4]["fit_valid"] = True
+    write_json(path, data)
+    out = tmp_path / "shards"
+    stats = build_shards([ds], out, splits={"train": "S1"})
+    assert load_index(out)["splits"]["train"]["samples"] == 3
+    assert stats["samples/skipped/rejected"] == 1
+    assert stats["samples/skipped/fit_invalid"] == 1
+    assert stats["samples/skipped/iscrowd"] == 1
+    kept = {json.loads(s["json"])["ann_id"] for s in _read_all(out, "train", decode=False)}
+    assert kept == {anns[i]["id"] for i in (3, 4, 5)}
