@@ -7,7 +7,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import FAST, TEST_UA, D, E, fixture_dir
+from crawl_settings import FAST, TEST_UA, D, E, fixture_dir
 from crawl_site import photo
 
 from p2m.cli import main

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, TEST_UA, A, B, C, D
+from crawl_settings import FAST, TEST_UA, A, B, C, D
 
 from p2m.crawler import crawl
 from p2m.crawler.manifest import SCHEMA

@@ -10,7 +10,7 @@ import zlib
 from email.utils import formatdate
 
 import pytest
-from conftest import TEST_UA, E, fixture_dir
+from crawl_settings import TEST_UA, E, fixture_dir
 from crawl_site import static
 
 from p2m.crawler.decode import BodyTooLarge, DecodeError, StreamDecoder, accept_encoding

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from bs4 import BeautifulSoup
-from conftest import TEST_UA, E, fixture_dir
+from crawl_settings import TEST_UA, E, fixture_dir
 
 from p2m.crawler.fetch import Fetcher, FetchSettings
 from p2m.crawler.parse import largest_srcset, parse_html, parse_srcset

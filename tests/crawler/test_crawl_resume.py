@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import TEST_UA
+from crawl_settings import TEST_UA
 from crawl_site import Site, delayed, photo, static
 from yarl import URL
 

@@ -7,7 +7,7 @@ import io
 import re
 
 import pytest
-from conftest import FAST, E, fixture_dir
+from crawl_settings import FAST, E, fixture_dir
 from crawl_site import exif_rotated, photo, pixel_bomb
 
 from p2m.crawler import crawl

@@ -205,11 +205,9 @@ def test_bad_camera_is_named():
 
 
 @pytest.mark.slow
-def test_notoes_carries_annys_uvs():
+def test_notoes_carries_annys_uvs(body_notoes):
     """The production mesh (anny notoes, 12,272 v) gets MakeHuman's UVs: in [0, 1], one texel per face at most."""
-    from .conftest import _body
-
-    body = _body("notoes")
+    body = body_notoes
     layout = body_uv_layout(body, 1024)
     assert layout.kind == "anny" and layout.num_faces == len(body.faces)
     assert (layout.uv >= 0).all() and (layout.uv <= 1).all()

@@ -10,29 +10,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs" / "tiny_pose2mesh.yaml"
 
 
-def _body(topology: str):
-    from p2m.errors import BodyModelError
-
-    try:
-        from p2m.body import create
-
-        return create("anny", topology=topology)
-    except (BodyModelError, ImportError) as exc:  # pragma: no cover - environment without the anny cache
-        pytest.skip(f"anny body model {topology} unavailable: {exc}")
-
-
-@pytest.fixture(scope="session")
-def body_1229():
-    """anny's 1,229-vertex mesh (notoes_collapse10pc)."""
-    return _body("notoes_collapse10pc")
-
-
-@pytest.fixture(scope="session")
-def body_615():
-    """anny's 615-vertex mesh (notoes_collapse5pc)."""
-    return _body("notoes_collapse5pc")
-
-
 @pytest.fixture(scope="session")
 def tiny_config():
     from p2m.pose2mesh.config import load_config

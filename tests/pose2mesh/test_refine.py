@@ -10,27 +10,6 @@ from p2m.pose2mesh import refine as R
 from p2m.pose2mesh.refine_view import refine_figure, write_png
 
 
-def _body(topology: str):
-    from p2m.errors import BodyModelError
-
-    try:
-        from p2m.body import create
-
-        return create("anny", topology=topology)
-    except (BodyModelError, ImportError) as exc:  # pragma: no cover - environment without the anny cache
-        pytest.skip(f"anny body model {topology} unavailable: {exc}")
-
-
-@pytest.fixture(scope="module")
-def body_notoes():
-    return _body("notoes")
-
-
-@pytest.fixture(scope="module")
-def body_full():
-    return _body("full")
-
-
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
     q = q * np.sign(np.diag(r))
