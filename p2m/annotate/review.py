@@ -171,7 +171,8 @@ async def start_review_server(root: str | Path, port: int = 0, token: str | None
     """
     token = token or secrets.token_urlsafe(24)
     app = create_app(root, token)
-    runner = web.AppRunner(app, access_log=None)
+    # A short shutdown: a local tool should stop at once on Ctrl+C, not wait 60 s for idle keep-alive connections.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, HOST, int(port))
     try:
