@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import secrets
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,9 +210,22 @@ def review(
             import webbrowser
 
             webbrowser.open(server.url)
+        # Stop on Ctrl+C or SIGTERM even when the parent started us with SIGINT ignored (as shells do for
+        # background jobs): the handlers are installed here rather than inherited.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        handled = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                handled.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+                pass
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
             await server.close()
 
     with contextlib.suppress(KeyboardInterrupt):
