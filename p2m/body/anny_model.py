@@ -25,6 +25,7 @@ from p2m.body.common import (
     resolve_topology,
 )
 from p2m.errors import BodyModelError
+from p2m.native import native_stderr_filtered
 
 logger = logging.getLogger(__name__)
 
@@ -69,37 +70,10 @@ def import_anny():
     return anny
 
 
-@contextlib.contextmanager
-def _native_stderr_to_log() -> Iterator[None]:
-    """Capture what native code writes to file descriptor 2 and log it instead.
-
-    warp's initialisation prints "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver" from C++
-    on every machine without a GPU; p2m runs on such machines by design, so that line goes to the debug log.
-    Anything else is written back to stderr.
-    """
-    import sys
-    import tempfile
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters)
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace")
-    for line in text.splitlines():
-        if "CUDA driver" in line:
-            logger.debug("%s", line)
-        elif line.strip():
-            sys.stderr.write(line + "\n")
+def _native_stderr_to_log():
+    """warp's initialisation prints "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver" from C++ on
+    every machine without a GPU; p2m runs on such machines by design, so that line goes to the debug log."""
+    return native_stderr_filtered(lambda line: "CUDA driver" in line, logger)
 
 
 _WARP_OK: bool | None = None

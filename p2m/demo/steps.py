@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 from p2m.demo.runner import DemoContext, Step
 from p2m.errors import P2MError
+from p2m.native import native_stderr_filtered
 
 logger = logging.getLogger(__name__)
 
@@ -51,30 +47,9 @@ def train_config(ctx: DemoContext) -> dict[str, Any]:
 _NATIVE_NOISE = re.compile(r"^(?:[IW]\d{4} |INFO: Created TensorFlow Lite|WARNING: All log messages before absl)")
 
 
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
+def quiet_native_stderr():
     """Drop MediaPipe's routine native log lines from file descriptor 2; anything else is written back."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable fd 2
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace")
-    for line in text.splitlines():
-        if _NATIVE_NOISE.match(line):
-            logger.debug("%s", line)
-        elif line.strip():
-            sys.stderr.write(line + "\n")
+    return native_stderr_filtered(lambda line: bool(_NATIVE_NOISE.match(line)), logger)
 
 
 def _count(stats: dict[str, Any], prefix: str) -> int:
