@@ -116,7 +116,7 @@ def _row(bench: str, n: int, ours: tuple[float, float], base: tuple[float, float
 def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
     from p2m.layout import read_dataset
     from p2m.shards import build_shards, load_index
-    from p2m.shards.codec import iter_tar
+    from p2m.shards.codec import iter_tar_samples
     from p2m.shards.encode import EncodeOptions, Job, SampleEncoder, camera_array, camera_json, sample_key
     from p2m.shards.write import _SplitWriter, aggregate_split
 
@@ -158,9 +158,10 @@ def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
     names: list[str] = []
     for sh in shards:
         with open(work / "shards" / sh["name"], "rb") as fh:
-            for name, data in iter_tar(fh):
-                (members / name).write_bytes(data)
-                names.append(name)
+            for key, fields in iter_tar_samples(fh):
+                for field, data in fields.items():
+                    (members / f"{key}.{field}").write_bytes(data)
+                    names.append(f"{key}.{field}")
     (work / "list.txt").write_text("\n".join(names) + "\n")
 
     def tar() -> None:

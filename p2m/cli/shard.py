@@ -66,6 +66,8 @@ def command() -> None:
               help="Subjects of a split (repeat per split; '*' = all others). Default: everything to train.")
 @click.option("--pose-only/--with-images", "pose_only", default=True,
               help="Pose and camera only (default), or also a JPEG per sample.")
+@click.option("--with-meta", is_flag=True,
+              help="Also store a .json per sample (ids, file name, camera, source URL and licence); training needs none.")
 @click.option("--crop", is_flag=True, help="With images: store the person crop, not the frame.")
 @click.option("--crop-size", default=256, show_default=True, type=click.IntRange(16, 4096), help="Crop side, px.")
 @click.option("--crop-margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
@@ -78,16 +80,17 @@ def command() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes that parse and encode whole subjects in parallel.")
 @click.option("--overwrite", is_flag=True, help="Replace shards written with other options.")
-def write(datasets: tuple[str, ...], out: str, splits: dict[str, str], pose_only: bool, crop: bool, crop_size: int,
-          crop_margin: float, jpeg_quality: int, max_side: int | None, maxcount: int, maxsize: int, workers: int,
-          overwrite: bool) -> None:  # fmt: skip
+def write(datasets: tuple[str, ...], out: str, splits: dict[str, str], pose_only: bool, with_meta: bool, crop: bool,
+          crop_size: int, crop_margin: float, jpeg_quality: int, max_side: int | None, maxcount: int, maxsize: int,
+          workers: int, overwrite: bool) -> None:  # fmt: skip
     """Write shards + index.json; rerunning the same command resumes an interrupted run."""
     from p2m.shards import build_shards
 
     if crop and pose_only:
         raise click.BadParameter("--crop needs --with-images", param_hint="--crop")
     stats = build_shards(
-        list(datasets), out, splits=splits or None, with_images=not pose_only, crop=crop, crop_size=crop_size,
+        list(datasets), out, splits=splits or None, with_images=not pose_only, with_meta=with_meta, crop=crop,
+        crop_size=crop_size,
         crop_margin=crop_margin, jpeg_quality=jpeg_quality, max_side=max_side, maxcount=maxcount, maxsize=maxsize,
         workers=workers, overwrite=overwrite,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""`p2m train`: options -> one call to p2m.pose2mesh.train.fit -> a summary."""
+"""`p2m train`: options -> one call to p2m.pose2mesh.train.train -> a summary."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def command(config_path: Path | None, data: str, run_dir: Path, resume: bool, de
     """
     from p2m.errors import ConfigError
     from p2m.pose2mesh.config import load_config
-    from p2m.pose2mesh.train import fit
+    from p2m.pose2mesh.train import train
 
     sets = list(overrides) + ([f"model.stage={stage}"] if stage else [])
     if config_path is None:
@@ -58,7 +58,7 @@ def command(config_path: Path | None, data: str, run_dir: Path, resume: bool, de
         import torch
 
         torch.set_num_threads(threads)
-    result = fit(cfg, run_dir, data, resume=resume, device=device, init_posenet=init_posenet, keep_last=keep_last,
+    result = train(cfg, run_dir, data, resume=resume, device=device, init_posenet=init_posenet, keep_last=keep_last,
                  max_steps=max_steps, progress=progress)  # fmt: skip
     if result["checkpoint_bytes"] is None:  # a non-zero rank under torchrun: rank 0 reports
         return

@@ -230,11 +230,11 @@ def shard_all(ctx: DemoContext) -> str:
 def train_model(ctx: DemoContext) -> str:
     from p2m.pose2mesh.config import Config, from_dict
     from p2m.pose2mesh.plot import plot_run
-    from p2m.pose2mesh.train import fit
+    from p2m.pose2mesh.train import train
 
     cfg = from_dict(Config, train_config(ctx))
     run = ctx.work / "run"
-    result = fit(cfg, run, ctx.facts["shards"], device=ctx.device, progress=None)
+    result = train(cfg, run, ctx.facts["shards"], device=ctx.device, progress=None)
     ctx.facts["run"] = run
     ctx.metric("train", "optimizer steps", int(result["step"]))
     ctx.metric("train", "epochs", int(result["epoch"]) + 1)

@@ -21,9 +21,7 @@ metadata). ``keep_last=K`` also keeps ``step-{step:08d}.pt`` snapshots, the K ne
 memory, checked against the free disk space, then written through :func:`p2m.io.atomic_write` (temp beside the
 target, fsync, rename), so a crash leaves the previous file or the new one.
 
-Test hooks (environment variables, used by tests/train to simulate crashes): ``P2M_TEST_KILL_AFTER_STEP=N``
-SIGKILLs the process right after the checkpoint of step N is on disk; ``P2M_TEST_KILL_DURING_SAVE=K`` SIGKILLs it
-half-way through writing the K-th checkpoint file of the process.
+:func:`build_state` is the one place that spells the key set; the trainer hands it its collaborators.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ import pickle
 import random
 import re
 import shutil
-import signal
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,7 +63,6 @@ WEIGHTS = "best.safetensors"
 RESERVE_BYTES = 64 * 1024 * 1024
 _CHUNK = 8 * 1024 * 1024
 _SNAPSHOT_RE = re.compile(r"^step-(\d{8,})\.pt$")
-_saves = 0  # checkpoint files written by this process (for the test hook)
 
 
 # ------------------------------------------------------------------------------------------------ RNG states
@@ -130,20 +126,41 @@ def _mb(n: int) -> str:
 
 
 def _write_file(path: Path, data: memoryview | bytes, what: str) -> None:
-    """Disk check, then temp -> fsync -> rename (with the mid-write kill hook)."""
-    global _saves
+    """Disk check, then temp -> fsync -> rename."""
     check_free_space(path.parent, len(data), what)
-    _saves += 1
-    kill_at = os.environ.get("P2M_TEST_KILL_DURING_SAVE")
     view = memoryview(data)
     with atomic_write(path, "wb") as fh:
-        if kill_at and int(kill_at) == _saves:  # test hook: die with half of the bytes in the temporary file
-            fh.write(view[: len(view) // 2])
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
         for start in range(0, len(view), _CHUNK):
             fh.write(view[start : start + _CHUNK])
+
+
+def build_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, *, config: Config,
+    rng: Mapping[str, Any], epoch: int, epoch_done: bool, step: int, data: Mapping[str, Any],
+    best: Mapping[str, Any], world_size: int, init_posenet: str = "", meters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The checkpoint dict (every one of :data:`KEYS`) of a run at a step.
+
+    Args:
+        model: the unwrapped model (no DDP / compile wrapper: keys without ``module.``).
+        optimizer, scheduler, scaler: their state dicts are stored.
+        config: the resolved run config.
+        rng: ``{"per_rank": [rng_state() of each rank], "rank_steps": [step of each rank]}``.
+        epoch, epoch_done, step: where the run is (see the module docstring).
+        data: the data source's ``state_dict()`` (its position).
+        best: ``{"metric", "value", "epoch", "step"}``.
+        world_size: ranks of the run; init_posenet: where PoseNet's weights came from.
+        meters: running meters of a part-done epoch (empty at an epoch's end).
+    """
+    from p2m import __version__
+
+    return {
+        "format": FORMAT, "version": VERSION, "p2m_version": __version__, "torch_version": str(torch.__version__),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(), "rng": dict(rng), "epoch": int(epoch), "epoch_done": bool(epoch_done),
+        "step": int(step), "data": dict(data), "best": dict(best), "config": to_dict(config),
+        "world_size": int(world_size), "init_posenet": str(init_posenet), "meters": dict(meters or {}),
+    }  # fmt: skip
 
 
 def serialize(state: Mapping[str, Any]) -> memoryview:
@@ -208,9 +225,6 @@ def save_checkpoint(
         snaps = sorted(p for p in paths["dir"].iterdir() if _SNAPSHOT_RE.match(p.name))
         for old in snaps[:-keep_last]:
             old.unlink(missing_ok=True)
-    kill_after = os.environ.get("P2M_TEST_KILL_AFTER_STEP")
-    if kill_after and int(kill_after) == int(state["step"]):
-        os.kill(os.getpid(), signal.SIGKILL)
     return sizes
 
 

@@ -1,9 +1,10 @@
-"""Shard batches -> network inputs and targets on the training device (GT meshes from body parameters, a batch at
-a time), plus the train loader and an evaluation reader that visits every sample of a split once.
+"""Shard batches -> network inputs and targets on the training device (GT meshes from body parameters, 2D
+normalisation and noise, a batch at a time), plus the train loader and the evaluation loader (the same reader,
+every sample of a split once).
 
 Frames and units: the body model gives vertices and H36M joints in metres in the dataset's world frame (anny's
-frame; world mm = anny m x 1000, Contract 1); each sample's camera rotation ``R`` (from the sample's ``.json``)
-turns them into the camera frame, and everything is made root-relative at the body's regressed pelvis, in mm:
+frame; world mm = anny m x 1000, Contract 1); each sample's camera rotation ``R`` (the batch's ``R``) turns them
+into the camera frame, and everything is made root-relative at the body's regressed pelvis, in mm:
 ``mesh = 1000 R (v - j_0)``. The 3D joint targets are the shards' ``j3d`` (camera mm, e.g. mocap joints) minus
 their pelvis where present, else the body's regressed joints.
 
@@ -16,19 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import zlib
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from p2m.errors import ConfigError
 from p2m.pose2mesh.config import BodyConfig, Config
-from p2m.pose2mesh.transforms import Pose2DTransform, sample_rng
+from p2m.pose2mesh.transforms import Pose2DTransform, key_seeds
 from p2m.shards.index import load_index
+from p2m.shards.read import ShardLoader, make_loader
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def check_supported(cfg: Config) -> None:
     """Reject configs the shard format cannot feed (raises ConfigError naming the key)."""
     if cfg.model.joint_set != "h36m":
         raise ConfigError(
-            f"model.joint_set: {cfg.model.joint_set!r}; shards (schema 1) store H36M-17 2D joints only, so the trainer "
+            f"model.joint_set: {cfg.model.joint_set!r}; shards store H36M-17 2D joints only, so the trainer "
             "supports joint_set 'h36m'"
         )
     if cfg.model.stage == "pose2mesh" and cfg.transform.flip_prob > 0:
@@ -113,18 +114,6 @@ class BatchInputs:
         return int(self.pose2d.shape[0])
 
 
-def camera_rotations(meta: Sequence[Any] | None, n: int) -> np.ndarray:
-    """(n, 3, 3) world->camera rotations from the samples' json (identity where the camera is unknown)."""
-    out = np.tile(np.eye(3, dtype=np.float32), (n, 1, 1))
-    if meta is None:
-        return out
-    for i, m in enumerate(meta):
-        cam = m.get("camera") if isinstance(m, Mapping) else None
-        if isinstance(cam, Mapping) and cam.get("R") is not None:
-            out[i] = np.asarray(cam["R"], dtype=np.float32).reshape(3, 3)
-    return out
-
-
 class BatchPreparer:
     """Turns a collated shard batch into :class:`BatchInputs` (see the module docstring).
 
@@ -153,16 +142,20 @@ class BatchPreparer:
         else:
             raise ConfigError(f"eval input {eval_input!r}: expected 'noisy' or 'gt'")
 
-    def __call__(self, batch: Mapping[str, Any], rng: np.random.Generator | None = None) -> BatchInputs:
-        """Prepare ``batch`` (from the shard reader); ``rng`` drives the training noise and flips."""
+    def __call__(self, batch: Mapping[str, Any], seeds: torch.Tensor | None = None) -> BatchInputs:
+        """Prepare ``batch`` (the batch contract of :func:`p2m.shards.collate.collate`) on the device.
+
+        Args:
+            batch: a collated batch.
+            seeds: (B,) per-sample seeds of the training noise and flips (:func:`transforms.batch_seeds`);
+                evaluation seeds come from the sample keys.
+        """
         dev = self.device
-        j2d = batch["j2d"].numpy()
+        j2d = batch["j2d"].to(dev, non_blocking=True)
         n = j2d.shape[0]
-        j3d = batch["j3d"].numpy().astype(np.float64)
-        j3d_rel = j3d - j3d[:, :1]
-        has_j3d = batch["has_j3d"].numpy().astype(bool)
-        joints = torch.from_numpy(j3d_rel.astype(np.float32)).to(dev)
-        joints_valid = torch.from_numpy(has_j3d).to(dev)
+        j3d = batch["j3d"].to(dev, non_blocking=True)
+        joints = j3d - j3d[:, :1]
+        joints_valid = batch["has_j3d"].to(dev, non_blocking=True)
         mesh = None
         mesh_valid = torch.zeros(n, dtype=torch.bool, device=dev)
         if self.body is not None:
@@ -171,27 +164,16 @@ class BatchPreparer:
             joints_valid = joints_valid | mesh_valid
         vis = j2d[..., 2]
         if self.train:
-            if rng is None:
-                raise ValueError("training inputs need a batch rng")
-            flips = self.cfg.transform.flip_prob > 0  # only then does the 3D target change (a device sync)
-            res = self.transform(j2d[..., :2], joints.cpu().numpy() if flips else None, rng=rng, vis=vis)
-            pose2d = res.pose2d
-            lifted = torch.from_numpy(res.joints3d).to(dev) if flips else joints
+            if seeds is None:
+                raise ValueError("training inputs need per-sample seeds (transforms.batch_seeds)")
+            res = self.transform(j2d, vis, joints, seeds.to(dev))
+            pose2d, lifted = res.pose2d, res.joints3d
         else:
-            pose2d = self._eval_pose2d(j2d, vis, batch["key"])
+            noisy = self.eval_input == "noisy"
+            pose2d = self.transform(j2d, vis, seeds=key_seeds(batch["key"], self.eval_seed, dev) if noisy else None).pose2d
             lifted = joints
-        return BatchInputs(torch.from_numpy(pose2d).to(dev), joints, joints_valid, lifted, mesh, mesh_valid,
-                           list(batch["key"]), batch.get("meta"))  # fmt: skip
-
-    def _eval_pose2d(self, j2d: np.ndarray, vis: np.ndarray, keys: Sequence[str]) -> np.ndarray:
-        if self.eval_input == "gt":
-            return self.transform(j2d[..., :2], vis=vis).pose2d
-        # per-sample generators: the noise of a sample depends on its key only, not on batching or ranks
-        out = np.empty((len(keys), j2d.shape[1], 2), np.float32)
-        for i, key in enumerate(keys):
-            rng = sample_rng(self.eval_seed, zlib.crc32(str(key).encode("utf-8")))
-            out[i] = self.transform(j2d[i, :, :2], rng=rng, vis=vis[i]).pose2d
-        return out
+        assert lifted is not None
+        return BatchInputs(pose2d, joints, joints_valid, lifted, mesh, mesh_valid, list(batch["key"]), batch.get("meta"))
 
     def _body_targets(self, batch: Mapping[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mesh (B, V, 3), joints (B, 17, 3), valid (B,)) from the body parameters, on the device."""
@@ -207,7 +189,7 @@ class BatchPreparer:
             pose = batch["pose"][rows].to(dev, non_blocking=True)
             shape = batch["shape"][rows].to(dev, non_blocking=True)
             trans = batch["trans"][rows].to(dev, non_blocking=True)
-            rot = torch.from_numpy(camera_rotations(batch.get("meta"), n)[rows.numpy()]).to(dev)
+            rot = batch["R"][rows].to(dev, non_blocking=True)
             with torch.no_grad():
                 out = body(pose, shape, trans)
                 root = out.joints[:, :1]
@@ -221,15 +203,13 @@ class BatchPreparer:
 
 
 def make_train_loader(data: str | Path, cfg: Config, micro_batch: int, rank: int, world_size: int,
-                      body_kwargs: Mapping[str, Any], pin_memory: bool = False) -> Any:  # fmt: skip
+                      body_kwargs: Mapping[str, Any], pin_memory: bool = False) -> ShardLoader:  # fmt: skip
     """The shard loader of the training split (exact epochs unless ``train.epoch_length``)."""
-    from p2m.shards.read import make_loader
-
     t = cfg.train
     return make_loader(
         str(data), t.train_split, micro_batch, num_workers=t.num_workers, pin_memory=pin_memory,
         shuffle_buffer=t.shuffle_buffer, seed=t.seed, epoch_length=t.epoch_length, rank=rank,
-        world_size=world_size, with_meta=True, **body_kwargs,
+        world_size=world_size, **body_kwargs,
     )  # fmt: skip
 
 
@@ -244,30 +224,13 @@ def iter_eval_batches(
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Every sample of ``split`` once, in index order, batched (the last batch may be smaller).
 
-    Shards are balanced over ranks by sample count; ``max_samples`` keeps the first samples of the split (in index
-    order), whichever rank reads them. Unlike the training reader, nothing is dropped.
+    The training reader with ``drop_last=False`` and no shuffling: shards are balanced over ranks by sample count;
+    ``max_samples`` keeps the first samples of the split (in index order), whichever rank reads them.
     """
-    from p2m.shards.read import ShardStream, balance, collate, open_shards
-
-    stream = ShardStream(str(data), split, 1, shuffle_buffer=0, seed=0, rank=0, world_size=1, num_workers=0,
-                         shuffle_shards=False, with_meta=True, **dict(body_kwargs or NO_BODY))  # fmt: skip
-    counts = stream.counts or []
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-    mine = balance(counts, world_size)[rank] if world_size > 1 else list(range(len(counts)))
-    batch: list[Any] = []
-    for i in mine:
-        limit = counts[i] if max_samples is None else max(0, min(counts[i], max_samples - offsets[i]))
-        if limit == 0:
-            continue
-        for j, sample in enumerate(open_shards([stream.urls[i]])):
-            if j >= limit:
-                break
-            batch.append(sample)
-            if len(batch) == batch_size:
-                yield collate(batch, stream.spec)
-                batch = []
-    if batch:
-        yield collate(batch, stream.spec)
+    loader = make_loader(str(data), split, batch_size, rank=rank, world_size=world_size, drop_last=False,
+                         shuffle_buffer=0, shuffle_shards=False, max_samples=max_samples,
+                         **dict(body_kwargs or NO_BODY))  # fmt: skip
+    yield from loader
 
 
 def split_size(data: str | Path, split: str, max_samples: int | None = None) -> int:
@@ -276,12 +239,17 @@ def split_size(data: str | Path, split: str, max_samples: int | None = None) -> 
     return n if max_samples is None else min(n, max_samples)
 
 
-def action_label(meta: Any) -> str:
-    """A sample's action for per-action tables: the Human3.6M name where the source is Human3.6M, else the index."""
-    if not isinstance(meta, Mapping) or meta.get("action") is None:
+_KEY_ACTION = re.compile(r"^(?P<source>.*)_s\d{3,}_a(?P<action>\d{3,})_sa\d{3,}_c\d{4,}_f\d{6,}_p\d{2,}$")
+
+
+def action_label(key: str) -> str:
+    """A sample's action for per-action tables, from its key: the Human3.6M name where the source is Human3.6M,
+    else the action index."""
+    m = _KEY_ACTION.match(str(key))
+    if m is None:
         return "-"
-    act = meta["action"]
-    source = str(meta.get("source") or "").lower().replace(".", "").replace("_", "")
+    act = int(m["action"])
+    source = m["source"].lower().replace("-", "").replace("_", "")
     if ("h36m" in source or "human36m" in source) and act in H36M_ACTIONS:
         return H36M_ACTIONS[act]
     return str(act)

@@ -1,9 +1,10 @@
-"""Single-process or torchrun DDP set-up for the trainer: rank, device, process group, rank-0-only output."""
+"""Where training runs: single-process or torchrun DDP set-up, the device and its autocast, rank-0-only output."""
 
 from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -114,22 +115,12 @@ def all_gather_object(info: DistInfo, obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(info: DistInfo, obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def all_reduce_max(info: DistInfo, value: float) -> float:
-    """The largest ``value`` over ranks."""
-    if not info.distributed:
-        return value
-    t = torch.tensor([float(value)], device=info.device if info.device.type == "cuda" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
+def autocast_context(device: torch.device, amp: str) -> Any:
+    """bf16/fp16 autocast on CUDA per ``train.amp`` ("auto" = bf16 on CUDA); nothing on the CPU."""
+    if device.type != "cuda" or amp == "off":
+        return nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast("cuda", dtype=dtype)
 
 
 class RankFilter(logging.Filter):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from p2m.joints import H36M_EVAL_14
 from p2m.pose2mesh import metrics as M
 from p2m.pose2mesh.config import Config, from_dict
 from p2m.pose2mesh.data import BatchInputs, BatchPreparer, action_label
+from p2m.pose2mesh.distributed import autocast_context
 from p2m.pose2mesh.model import Pose2MeshOutput
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,7 @@ class MetricAccumulator:
                 vpe[has_mesh] = M.mpvpe(out.mesh[sel].float(), inp.mesh[sel].float(),
                                         root_pred=out.joints_from_mesh[sel, 0].float(), reduce=False)  # fmt: skip
         e["mpvpe"].append(vpe)
-        meta = inp.meta or [None] * inp.size
-        self.actions += [action_label(m) for m, r in zip(meta, rows) if r]
+        self.actions += [action_label(k) for k, r in zip(inp.keys, rows, strict=True) if r]
 
     def state(self) -> dict[str, Any]:
         return {"errors": {k: _cat(v) for k, v in self.errors.items()}, "actions": list(self.actions)}
@@ -112,14 +111,6 @@ def _means(errors: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, floa
 
 def _natural(label: str) -> tuple[int, Any]:
     return (0, int(label)) if label.isdigit() else (1, label)
-
-
-def autocast_context(device: torch.device, amp: str) -> Any:
-    """bf16/fp16 autocast on CUDA per ``train.amp`` ("auto" = bf16 on CUDA); nothing on the CPU."""
-    if device.type != "cuda" or amp == "off":
-        return nullcontext()
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 def evaluate_model(

@@ -1,131 +1,141 @@
 """`p2m train`: streaming Pose2Mesh training that resumes exactly, top to bottom like torchvision's reference.
 
-``train_one_epoch`` -> ``evaluate`` -> ``fit(cfg, run_dir, data, resume=...)``. Ground-truth meshes are built from
-the shards' body parameters on the training device a batch at a time (:mod:`p2m.pose2mesh.data`); the 2D error
-model draws from a generator seeded by (seed, step, rank, micro-batch), dropout from torch's global RNG, whose
-state is checkpointed per rank; the shard reader's position is checkpointed too. So ``--resume`` after a crash
-continues with the same weights, optimizer and data as the run that was never interrupted (exact epochs, same
-world size and workers). The shard reader's DataLoader draws a seed from torch's RNG each time it builds an
-iterator; :func:`_first_batch` hides that draw, so a resumed run and an uninterrupted one stay in step.
+``train_one_epoch`` -> ``evaluate`` -> ``train(cfg, run_dir, data, resume=...)``. Ground-truth meshes are built from
+the batches' body parameters on the training device a batch at a time, and so are the 2D inputs
+(:mod:`p2m.pose2mesh.data`); the 2D noise of a sample is seeded by (seed, step, rank, micro-batch, row), dropout
+comes from torch's global RNG, whose state is checkpointed per rank; the data source's position is checkpointed
+too. So ``--resume`` after a crash continues with the same weights, optimizer and data as the run that was never
+interrupted (exact epochs, same world size and workers). The shard reader's DataLoader draws a seed from torch's
+RNG each time it builds an iterator; :func:`_first_batch` hides that draw, so a resumed run and an uninterrupted
+one stay in step.
+
+The data source is any iterable of batches (the batch contract of :func:`p2m.shards.collate.collate`) with
+``len()`` (batches per epoch), ``state_dict()`` (``{"epoch", "batch", ...}``: the position, ``batch`` counting
+the batches of the current epoch already handed out) and ``load_state_dict()``; iterating it yields the rest of
+the current epoch. :class:`p2m.shards.read.ShardLoader` is one.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import time
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from p2m.errors import CheckpointError, ConfigError
 from p2m.pose2mesh import checkpoint as ckpt
-from p2m.pose2mesh.config import Config, TrainConfig, from_dict, save_config, to_dict
-from p2m.pose2mesh.data import BatchPreparer
-from p2m.pose2mesh.distributed import DistInfo
-from p2m.pose2mesh.evaluate import MetricAccumulator, autocast_context, evaluate_model
+from p2m.pose2mesh import distributed as D
+from p2m.pose2mesh.config import Config, TrainConfig, save_config
+from p2m.pose2mesh.data import (
+    BatchPreparer,
+    body_selection,
+    check_supported,
+    has_split,
+    iter_eval_batches,
+    make_train_loader,
+    split_size,
+)
+from p2m.pose2mesh.distributed import DistInfo, autocast_context
+from p2m.pose2mesh.evaluate import MetricAccumulator, evaluate_model
 from p2m.pose2mesh.logging_utils import MetricLogger, MetricsWriter, epoch_table, format_seconds, read_metrics
-from p2m.pose2mesh.model import Pose2MeshOutput
-from p2m.pose2mesh.transforms import sample_rng
+from p2m.pose2mesh.losses import Pose2MeshLoss
+from p2m.pose2mesh.model import Pose2MeshOutput, build_model
+from p2m.pose2mesh.transforms import batch_seeds
 
 logger = logging.getLogger(__name__)
 
-@dataclass
-class Trainer:
-    """Everything the loop touches (built by :func:`fit`)."""
+#: ``after_step(step, meters, bar) -> stop``: called after every optimizer step (logging, checkpoints, max steps).
+AfterStep = Callable[[int, MetricLogger, Any], bool]
 
-    cfg: Config
-    dist: DistInfo
-    run_dir: Path
-    data: str
-    model: torch.nn.Module  # what runs forward: maybe DDP- and compile-wrapped
-    model_without_ddp: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: Any
-    loss_fn: torch.nn.Module
-    loader: Any
-    prep: BatchPreparer
-    val_prep: BatchPreparer | None
-    val_body_kwargs: dict[str, Any]
-    metrics: MetricsWriter
-    ddp: Any = None
-    step: int = 0
-    best: dict[str, Any] = field(default_factory=dict)
-    init_posenet: str = ""
-    keep_last: int = 0
-    max_steps: int | None = None
-    progress: bool | None = None
-    stopped: bool = False
-    first_step_s: float | None = None
-    t_start: float = 0.0
-    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
-    mlog: MetricLogger | None = None
-    resume_meters: dict[str, Any] | None = None
+
+@dataclass
+class EpochResult:
+    """What :func:`train_one_epoch` did: the global step it reached, the epoch's average losses on this rank, and
+    whether ``after_step`` asked to stop."""
+
+    step: int
+    averages: dict[str, float]
+    stopped: bool
 
 
 # ------------------------------------------------------------------------------------------------ the loop
 
 
-def train_one_epoch(tr: Trainer, epoch: int) -> dict[str, float]:
-    """Train until the epoch's batches (or ``max_steps``) run out; returns the epoch's average losses on this rank."""
-    t = tr.cfg.train
-    accum, loader = t.accum_steps, tr.loader
-    remaining = len(loader) - loader.state.batch  # micro-batches left (fewer after a mid-epoch resume)
+def train_one_epoch(
+    model: torch.nn.Module, criterion: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+    device: torch.device, epoch: int, *, prepare: BatchPreparer, scaler: Any, cfg: TrainConfig, step: int,
+    rank: int = 0, meters: Mapping[str, Any] | None = None, after_step: AfterStep | None = None,
+    progress: bool | None = None,
+) -> EpochResult:  # fmt: skip
+    """Train on the rest of the loader's epoch (``cfg.accum_steps`` micro-batches per optimizer step).
+
+    Args:
+        model: what runs forward (maybe DDP- and compile-wrapped); criterion: the loss module.
+        optimizer, scaler: the optimizer and its ``torch.amp.GradScaler``.
+        loader: the data source (module docstring); device: the training device; epoch: the epoch index.
+        prepare: turns a batch into network inputs and targets on ``device``.
+        cfg: the ``train`` config (seed, accumulation, clipping, amp, global batch size).
+        step: the global optimizer step so far; rank: this process's rank (seeds the 2D noise).
+        meters: running meters of a resumed part-done epoch.
+        after_step: see :data:`AfterStep`.
+        progress: show a progress bar (None: on a terminal).
+    """
+    remaining = len(loader) - int(loader.state_dict()["batch"])  # fewer after a mid-epoch resume
     if remaining <= 0:
-        return {}
-    tr.model.train()
-    micro = loader.stream.batch_size
-    mlog = tr.mlog = MetricLogger(math.ceil(remaining / accum), micro * accum * tr.dist.world_size)
-    if tr.resume_meters:
-        mlog.load_state_dict(tr.resume_meters)
-        tr.resume_meters = None
-    bar = _bar(tr, mlog.total_steps * mlog.samples_per_step, f"epoch {epoch}")
-    it = iter(loader)
-    first = True
-    while remaining > 0 and not tr.stopped:
+        return EpochResult(step, {}, False)
+    model.train()
+    accum = cfg.accum_steps
+    mlog = MetricLogger(math.ceil(remaining / accum), cfg.batch_size)
+    if meters:
+        mlog.load_state_dict(meters)
+    no_sync = getattr(model, "no_sync", None)  # DDP: reduce gradients once per optimizer step
+    bar = _bar(progress, mlog.total_steps * mlog.samples_per_step, f"epoch {epoch}")
+    it, first, stopped = iter(loader), True, False
+    while remaining > 0 and not stopped:
         group = min(accum, remaining)
-        t0 = time.perf_counter()
-        tr.optimizer.zero_grad(set_to_none=True)
+        t0, data_s = time.perf_counter(), 0.0
+        optimizer.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor] = {}
-        data_s = 0.0
         for m in range(group):
             td = time.perf_counter()
             batch = _first_batch(it) if first else next(it)
             first, data_s = False, data_s + time.perf_counter() - td
-            inp = tr.prep(batch, sample_rng(t.seed, 1, tr.step, tr.dist.rank, m))
-            sync = tr.ddp is None or m == group - 1
-            with nullcontext() if sync else tr.ddp.no_sync():
-                with autocast_context(tr.dist.device, t.amp):
-                    out = tr.model(inp.pose2d)
-                losses = tr.loss_fn(_float(out), mesh=inp.mesh, joints=inp.joints, lifted=inp.lifted,
-                                    mesh_valid=inp.mesh_valid, joints_valid=inp.joints_valid,
-                                    lift_valid=inp.joints_valid, epoch=epoch)  # fmt: skip
-                tr.scaler.scale(losses["total"] / group).backward()
+            inp = prepare(batch, batch_seeds(len(batch["key"]), cfg.seed, 1, step, rank, m, device=device))
+            with nullcontext() if no_sync is None or m == group - 1 else no_sync():
+                with autocast_context(device, cfg.amp):
+                    out = model(inp.pose2d)
+                losses = criterion(_float(out), mesh=inp.mesh, joints=inp.joints, lifted=inp.lifted,
+                                   mesh_valid=inp.mesh_valid, joints_valid=inp.joints_valid,
+                                   lift_valid=inp.joints_valid, epoch=epoch)  # fmt: skip
+                scaler.scale(losses["total"] / group).backward()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach()
         remaining -= group
-        if t.grad_clip > 0:
-            tr.scaler.unscale_(tr.optimizer)
-            torch.nn.utils.clip_grad_norm_(tr.model_without_ddp.parameters(), t.grad_clip)
-        tr.scaler.step(tr.optimizer)
-        tr.scaler.update()
-        tr.step += 1
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
         host = torch.stack([v.float() for v in sums.values()]).tolist()  # one device sync per step
-        values = {("loss" if k == "total" else k): v / group for k, v in zip(sums, host)}
-        mlog.update(**values, lr=tr.optimizer.param_groups[0]["lr"])
+        mlog.update(**{("loss" if k == "total" else k): v / group for k, v in zip(sums, host, strict=True)},
+                    lr=optimizer.param_groups[0]["lr"])  # fmt: skip
         mlog.step_done(data_s, time.perf_counter() - t0)
-        if tr.first_step_s is None:
-            tr.first_step_s = time.perf_counter() - tr.t_start
         bar.update(mlog.samples_per_step)
-        _after_step(tr, epoch, mlog, bar)
-    if not tr.stopped:
-        next(it, None)  # let the reader close the epoch (its position moves to the next epoch)
+        stopped = after_step(step, mlog, bar) if after_step is not None else False
+    if not stopped:
+        next(it, None)  # let the source close the epoch (its position moves to the next epoch)
     bar.close()
-    return {k: v for k, v in mlog.averages().items() if k != "lr"}
+    return EpochResult(step, {k: v for k, v in mlog.averages().items() if k != "lr"}, stopped)
 
 
 def _first_batch(it: Any) -> Any:
@@ -140,82 +150,24 @@ def _float(out: Pose2MeshOutput) -> Pose2MeshOutput:
     return Pose2MeshOutput(*(None if x is None else x.float() for x in out))
 
 
-def _after_step(tr: Trainer, epoch: int, mlog: MetricLogger, bar: Any) -> None:
-    """Log every ``log_every`` steps, checkpoint every ``ckpt_every_steps``, stop at ``max_steps``."""
-    t = tr.cfg.train
-    if tr.step % t.log_every == 0:
-        row = {"kind": "train", "step": tr.step, "epoch": epoch,
-               **{k: m.median for k, m in mlog.meters.items()}, "samples_per_s": mlog.rate(), "time": time.time()}  # fmt: skip
-        tr.metrics.write(row)
-        if bar.disable and tr.dist.is_main:
-            logger.info("epoch %d step %d  %s", epoch, tr.step, mlog)
-        else:
-            bar.set_postfix(loss=f"{mlog.meters['loss'].median:.4g}", lr=f"{mlog.meters['lr'].median:.2g}")
-    hit_max = tr.max_steps is not None and tr.step >= tr.max_steps
-    if hit_max or (t.ckpt_every_steps and tr.step % t.ckpt_every_steps == 0):
-        save(tr, epoch, epoch_done=False)
-    if hit_max:
-        logger.info("stopping at step %d (--max-steps); continue with --resume", tr.step)
-        tr.stopped = True
-
-
-def _bar(tr: Trainer, total: int, desc: str) -> Any:
+def _bar(progress: bool | None, total: int, desc: str) -> Any:
     from tqdm import tqdm
 
-    disable = (not tr.dist.is_main) or (tr.progress is False) or (None if tr.progress is None else False)
-    return tqdm(total=total, desc=desc, unit=" samples", unit_scale=True, disable=disable, mininterval=0.5,
-                smoothing=0.1, dynamic_ncols=True)  # fmt: skip
+    return tqdm(total=total, desc=desc, unit=" samples", unit_scale=True, disable=None if progress is None else not progress,
+                mininterval=0.5, smoothing=0.1, dynamic_ncols=True)  # fmt: skip
 
 
-def evaluate(tr: Trainer, epoch: int) -> dict[str, Any]:
-    """Validation metrics (mm) over the whole validation split, reduced over ranks."""
-    from p2m.pose2mesh.data import iter_eval_batches, split_size
-    from p2m.pose2mesh.distributed import all_gather_object
-
-    t = tr.cfg.train
-    assert tr.val_prep is not None and t.val_split is not None
-    batches = iter_eval_batches(tr.data, t.val_split, t.val_batch_size, rank=tr.dist.rank,
-                                world_size=tr.dist.world_size, body_kwargs=tr.val_body_kwargs,
-                                max_samples=t.val_max_samples)  # fmt: skip
-    acc = evaluate_model(tr.model_without_ddp, batches, tr.val_prep, amp=t.amp,
-                         progress=False if not tr.dist.is_main else tr.progress, desc=f"val {epoch}")  # fmt: skip
-    states = all_gather_object(tr.dist, acc.state())
-    summary = MetricAccumulator.summarize(states, with_mesh=tr.val_prep.body is not None)
-    expected = split_size(tr.data, t.val_split, t.val_max_samples)
-    if summary["samples"] != expected:
+def evaluate(
+    model: torch.nn.Module, batches: Iterable[Mapping[str, Any]], prepare: BatchPreparer, dist: DistInfo, *,
+    amp: str = "off", expected: int | None = None, progress: bool | None = None, desc: str = "val",
+) -> dict[str, Any]:  # fmt: skip
+    """Validation metrics (mm) of this rank's ``batches``, reduced over ranks (a collective)."""
+    acc = evaluate_model(model, batches, prepare, amp=amp, progress=progress if dist.is_main else False, desc=desc)
+    states = D.all_gather_object(dist, acc.state())
+    summary = MetricAccumulator.summarize(states, with_mesh=prepare.body is not None)
+    if expected is not None and summary["samples"] != expected:
         logger.warning("validation scored %d samples of %d (the others have no 3D joints)", summary["samples"], expected)
     return summary
-
-
-def save(tr: Trainer, epoch: int, *, epoch_done: bool, best: bool = False) -> None:
-    """Checkpoint (a collective: RNG states come from every rank; rank 0 writes)."""
-    from p2m.pose2mesh.distributed import all_gather_object
-
-    ranks = all_gather_object(tr.dist, {"rng": ckpt.rng_state(), "step": tr.step, "batch": tr.loader.state.batch})
-    if len({(r["step"], r["batch"]) for r in ranks}) > 1:
-        raise RuntimeError(f"ranks are out of step at a checkpoint: {[(r['step'], r['batch']) for r in ranks]}")
-    if not tr.dist.is_main:
-        return
-    rngs = [r["rng"] for r in ranks]
-    state = {
-        "format": ckpt.FORMAT, "version": ckpt.VERSION, "p2m_version": _version(), "torch_version": str(torch.__version__),
-        "model": tr.model_without_ddp.state_dict(), "optimizer": tr.optimizer.state_dict(),
-        "scheduler": tr.scheduler.state_dict(), "scaler": tr.scaler.state_dict(),
-        "rng": {"per_rank": rngs, "rank_steps": [r["step"] for r in ranks]},
-        "epoch": epoch, "epoch_done": epoch_done, "step": tr.step, "data": tr.loader.state_dict(),
-        "best": dict(tr.best), "config": to_dict(tr.cfg), "world_size": tr.dist.world_size,
-        "init_posenet": tr.init_posenet,
-        "meters": tr.mlog.state_dict() if tr.mlog is not None and not epoch_done else {},
-    }  # fmt: skip
-    meta = {"metric": str(tr.best.get("metric")), "value": str(tr.best.get("value"))}
-    ckpt.save_checkpoint(tr.run_dir, state, best=best, keep_last=tr.keep_last, weights_metadata=meta)
-    tr.metrics.sync()
-
-
-def _version() -> str:
-    from p2m import __version__
-
-    return __version__
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -265,19 +217,26 @@ def _micro_batch(t: TrainConfig, world_size: int) -> int:
 
 
 def _seed_all(seed: int) -> None:
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-# ------------------------------------------------------------------------------------------------ fit
+# ------------------------------------------------------------------------------------------------ train
 
 
-def fit(
+@dataclass
+class _RunState:
+    """What changes while a run goes: global step, best metric, epoch rows, the time of the first step."""
+
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=dict)
+    init_posenet: str = ""
+    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
+    first_step_s: float | None = None
+
+
+def train(
     cfg: Config, run_dir: str | Path, data: str | Path, *, resume: bool = False, device: str = "auto",
     init_posenet: str | Path | None = None, keep_last: int = 0, max_steps: int | None = None,
     progress: bool | None = None,
@@ -291,7 +250,8 @@ def fit(
         run_dir: the run folder (Contract 3).
         data: the shard folder (or its index.json) with ``train.train_split`` (and ``train.val_split``).
         resume: continue from ``RUN/checkpoints/last.pt`` (refused when ``cfg`` differs from the run's config,
-            except :data:`p2m.pose2mesh.checkpoint.RESUME_MAY_CHANGE`); without a checkpoint the run starts from the beginning.
+            except :data:`p2m.pose2mesh.checkpoint.RESUME_MAY_CHANGE`); without a checkpoint the run starts from
+            the beginning.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         init_posenet: a PoseNet run folder or checkpoint whose weights start ``model.posenet`` (fresh runs only).
         keep_last: also keep the K newest ``checkpoints/step-*.pt`` snapshots.
@@ -309,9 +269,6 @@ def fit(
     from p2m.paths import configure_third_party_caches
 
     configure_third_party_caches()
-    from p2m.pose2mesh import distributed as D
-    from p2m.pose2mesh.data import check_supported
-
     t_start = time.perf_counter()
     check_supported(cfg)
     if keep_last < 0:
@@ -319,26 +276,19 @@ def fit(
     dist = D.init_distributed(device)
     filt = D.quiet_non_main(dist)
     try:
-        return _fit(cfg, Path(run_dir), str(data), dist, resume=resume, init_posenet=init_posenet,
-                    keep_last=keep_last, max_steps=max_steps, progress=progress, t_start=t_start)  # fmt: skip
+        return _train(cfg, Path(run_dir), str(data), dist, resume=resume, init_posenet=init_posenet,
+                      keep_last=keep_last, max_steps=max_steps, progress=progress, t_start=t_start)  # fmt: skip
     finally:
         D.remove_filter(filt)
         D.cleanup(dist)
 
 
-def _fit(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, init_posenet: str | Path | None,
-         keep_last: int, max_steps: int | None, progress: bool | None, t_start: float) -> dict[str, Any]:  # fmt: skip
-    from torch.nn.parallel import DistributedDataParallel
-
-    from p2m.pose2mesh import distributed as D
-    from p2m.pose2mesh.data import body_selection, has_split, make_train_loader
-    from p2m.pose2mesh.losses import Pose2MeshLoss
-    from p2m.pose2mesh.model import build_model
-
+def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, init_posenet: str | Path | None,
+           keep_last: int, max_steps: int | None, progress: bool | None, t_start: float) -> dict[str, Any]:  # fmt: skip
     t, dev = cfg.train, dist.device
     micro = _micro_batch(t, dist.world_size)
     paths = ckpt.run_paths(run)
-    state = ckpt.prepare_run(run, cfg, resume)
+    saved = ckpt.prepare_run(run, cfg, resume)
     if dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale_temps(run)
@@ -355,10 +305,11 @@ def _fit(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, ini
 
         body = create(cfg.model.body.model, topology=cfg.model.body.topology, rig=cfg.model.body.rig)
     model = build_model(cfg, body=body)
-    init_src = ckpt.load_posenet(model, init_posenet) if init_posenet and state is None else ""
+    state = _RunState(best={"metric": t.best_metric, "value": None, "epoch": None, "step": None})
+    state.init_posenet = ckpt.load_posenet(model, init_posenet) if init_posenet and saved is None else ""
     model.to(dev)
     body = None if body is None else body.to(dev)
-    loss_fn = Pose2MeshLoss(cfg.loss, faces=None if body is None else body.faces).to(dev)
+    criterion = Pose2MeshLoss(cfg.loss, faces=None if body is None else body.faces).to(dev)
     optimizer = build_optimizer(model.parameters(), t)
     scheduler = build_scheduler(optimizer, t)
     scaler = torch.amp.GradScaler(dev.type, enabled=t.amp == "fp16" and dev.type == "cuda")
@@ -368,120 +319,148 @@ def _fit(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, ini
     if t.val_split and not validate:
         logger.warning("the shards have no split %r: no validation, so no best.pt", t.val_split)
     val_body = body_selection(data, t.val_split, cfg, body is not None)[0] if validate else {}
-    tr = Trainer(cfg, dist, run, data, model, model, optimizer, scheduler, scaler, loss_fn, loader,
-                 BatchPreparer(cfg, body, dev, train=True),
-                 BatchPreparer(cfg, body, dev, train=False, eval_input=t.val_input, eval_seed=0) if validate else None,
-                 val_body, MetricsWriter(paths["metrics"], enabled=dist.is_main), init_posenet=init_src,
-                 keep_last=keep_last, max_steps=max_steps, progress=progress, t_start=t_start)  # fmt: skip
-    tr.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None}
-    start_epoch, rng = 0, None
-    if state is not None:
-        start_epoch, rng = _restore(tr, state, paths)
+    prepare = BatchPreparer(cfg, body, dev, train=True)
+    val_prepare = BatchPreparer(cfg, body, dev, train=False, eval_input=t.val_input, eval_seed=0)
+    metrics = MetricsWriter(paths["metrics"], enabled=dist.is_main)
+    start_epoch, rng, meters = 0, None, None
+    if saved is not None:
+        start_epoch, rng, meters = _restore(saved, model, optimizer, scheduler, scaler, loader, metrics, state, dist,
+                                            paths["last"])  # fmt: skip
     torch.manual_seed(t.seed + dist.rank)  # dropout differs between ranks (replaced by the saved state on resume)
+    forward = model
     if dist.distributed:
-        tr.ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                         find_unused_parameters=_unused_parameters(cfg))  # fmt: skip
-        tr.model = tr.ddp
+        forward = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                          find_unused_parameters=_unused_parameters(cfg))  # fmt: skip
     if t.compile:
-        tr.model = torch.compile(tr.model)
+        forward = torch.compile(forward)
     logger.info("training %s on %s: %d rank(s) x %d micro-batch x %d accumulation = batch %d; %d batches/epoch/rank",
                 cfg.model.stage, dev, dist.world_size, micro, t.accum_steps, t.batch_size, len(loader))  # fmt: skip
+
+    def checkpoint(epoch: int, *, epoch_done: bool, best: bool = False, mlog: MetricLogger | None = None) -> None:
+        """A collective: RNG states come from every rank; rank 0 writes."""
+        ranks = D.all_gather_object(dist, {"rng": ckpt.rng_state(), "step": state.step,
+                                           "batch": loader.state_dict()["batch"]})  # fmt: skip
+        if len({(r["step"], r["batch"]) for r in ranks}) > 1:
+            raise RuntimeError(f"ranks are out of step at a checkpoint: {[(r['step'], r['batch']) for r in ranks]}")
+        if not dist.is_main:
+            return
+        full = ckpt.build_state(
+            model, optimizer, scheduler, scaler, config=cfg, epoch=epoch, epoch_done=epoch_done, step=state.step,
+            rng={"per_rank": [r["rng"] for r in ranks], "rank_steps": [r["step"] for r in ranks]},
+            data=loader.state_dict(), best=state.best, world_size=dist.world_size, init_posenet=state.init_posenet,
+            meters=mlog.state_dict() if mlog is not None and not epoch_done else {},
+        )  # fmt: skip
+        meta = {"metric": str(state.best.get("metric")), "value": str(state.best.get("value"))}
+        ckpt.save_checkpoint(run, full, best=best, keep_last=keep_last, weights_metadata=meta)
+        metrics.sync()
+
+    epoch = start_epoch
+
+    def after_step(step: int, mlog: MetricLogger, bar: Any) -> bool:
+        """Log every ``log_every`` steps, checkpoint every ``ckpt_every_steps``; True (stop) at ``max_steps``."""
+        state.step = step
+        if state.first_step_s is None:
+            state.first_step_s = time.perf_counter() - t_start
+        if step % t.log_every == 0:
+            metrics.write({"kind": "train", "step": step, "epoch": epoch, **{k: m.median for k, m in mlog.meters.items()},
+                           "samples_per_s": mlog.rate(), "time": time.time()})  # fmt: skip
+            if bar.disable and dist.is_main:
+                logger.info("epoch %d step %d  %s", epoch, step, mlog)
+            else:
+                bar.set_postfix(loss=f"{mlog.meters['loss'].median:.4g}", lr=f"{mlog.meters['lr'].median:.2g}")
+        hit_max = max_steps is not None and step >= max_steps
+        if hit_max or (t.ckpt_every_steps and step % t.ckpt_every_steps == 0):
+            checkpoint(epoch, epoch_done=False, mlog=mlog)
+        if hit_max:
+            logger.info("stopping at step %d (--max-steps); continue with --resume", step)
+        return hit_max
+
     if rng is not None:
         ckpt.set_rng_state(rng)  # the last thing before the first step
     summary: dict[str, Any] | None = None
-    epoch = start_epoch
+    stopped = False
     try:
-        for epoch in range(start_epoch, t.epochs):
-            summary = _run_epoch(tr, epoch, validate) or summary
-            if tr.stopped:
+        for epoch in range(start_epoch, t.epochs):  # noqa: B007 - after_step reads it
+            t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+            res = train_one_epoch(forward, criterion, optimizer, loader, dev, epoch, prepare=prepare, scaler=scaler,
+                                  cfg=t, step=state.step, rank=dist.rank, meters=meters, after_step=after_step,
+                                  progress=progress if dist.is_main else False)  # fmt: skip
+            state.step, meters = res.step, None
+            if res.stopped:
+                stopped = True
                 break
+            scheduler.step()
+            val = None
+            if validate and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs):
+                assert t.val_split is not None
+                batches = iter_eval_batches(data, t.val_split, t.val_batch_size, rank=dist.rank,
+                                            world_size=dist.world_size, body_kwargs=val_body,
+                                            max_samples=t.val_max_samples)  # fmt: skip
+                val = evaluate(model, batches, val_prepare, dist, amp=t.amp, progress=progress, desc=f"val {epoch}",
+                               expected=split_size(data, t.val_split, t.val_max_samples))  # fmt: skip
+            improved = _end_epoch(epoch, res, val, lr, time.perf_counter() - t0, state, metrics, dist, t)
+            checkpoint(epoch, epoch_done=True, best=improved)
+            summary = val or summary
     finally:
-        tr.metrics.close()
-    table = epoch_table(tr.epoch_rows)
+        metrics.close()
     return {
-        "run": str(run), "step": tr.step, "epoch": epoch, "stopped": tr.stopped, "best": dict(tr.best),
-        "val": summary, "first_step_s": tr.first_step_s, "seconds": round(time.perf_counter() - t_start, 2),
-        "checkpoint_bytes": ckpt.disk_usage(run) if dist.is_main else None, "table": table,
+        "run": str(run), "step": state.step, "epoch": epoch, "stopped": stopped, "best": dict(state.best),
+        "val": summary, "first_step_s": state.first_step_s, "seconds": round(time.perf_counter() - t_start, 2),
+        "checkpoint_bytes": ckpt.disk_usage(run) if dist.is_main else None, "table": epoch_table(state.epoch_rows),
     }  # fmt: skip
 
 
-def _restore(tr: Trainer, state: dict[str, Any], paths: dict[str, Path]) -> tuple[int, dict[str, Any] | None]:
-    """Load a checkpoint into the trainer; returns (first epoch to run, this rank's RNG state)."""
-    try:
-        tr.model_without_ddp.load_state_dict(state["model"])
-        tr.optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{paths['last']}: does not fit the model/optimizer of its config: {exc}") from exc
-    tr.scheduler.load_state_dict(state["scheduler"])
-    if state["scaler"]:
-        tr.scaler.load_state_dict(state["scaler"])
-    tr.step, tr.best, tr.init_posenet = int(state["step"]), dict(state["best"]), state["init_posenet"]
-    tr.loader.load_state_dict(state["data"])
-    tr.resume_meters = dict(state["meters"]) or None
-    dropped = tr.metrics.truncate_after(tr.step)
-    tr.epoch_rows = [r for r in read_metrics(paths["metrics"]) if r.get("kind") == "epoch"]
-    per_rank = state["rng"]["per_rank"]
-    rng = per_rank[tr.dist.rank] if tr.dist.rank < len(per_rank) else None
-    if state["world_size"] != tr.dist.world_size:
-        logger.warning("resuming a %d-rank run on %d ranks: data order and dropout masks differ from the saved run",
-                       state["world_size"], tr.dist.world_size)  # fmt: skip
-    epoch = int(state["epoch"]) + (1 if state["epoch_done"] else 0)
-    logger.info("resuming from %s: step %d, epoch %d%s; best %s %s; %d metric rows after the checkpoint dropped",
-                paths["last"], tr.step, epoch, "" if state["epoch_done"] else " (part-way)", tr.best.get("metric"),
-                tr.best.get("value"), dropped)  # fmt: skip
-    return epoch, rng
-
-
-def _run_epoch(tr: Trainer, epoch: int, validate: bool) -> dict[str, Any] | None:
-    """One epoch: train, step the schedule, validate, log, checkpoint (best.pt on improvement)."""
-    from p2m.pose2mesh.distributed import all_gather_object
-
-    t = tr.cfg.train
-    t0 = time.perf_counter()
-    lr = tr.optimizer.param_groups[0]["lr"]
-    avgs = train_one_epoch(tr, epoch)
-    if tr.stopped:
-        return None
-    tr.scheduler.step()
-    summary = None
-    if validate and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs):
-        summary = evaluate(tr, epoch)
+def _end_epoch(epoch: int, res: EpochResult, val: dict[str, Any] | None, lr: float, seconds: float, state: _RunState,
+               metrics: MetricsWriter, dist: DistInfo, t: TrainConfig) -> bool:  # fmt: skip
+    """Update the best metric and write the epoch's rows; returns whether validation improved."""
     improved = False
-    if summary is not None:
-        value = summary.get(t.best_metric)
-        if value is not None and (tr.best.get("value") is None or value < tr.best["value"]):
-            tr.best = {"metric": t.best_metric, "value": float(value), "epoch": epoch, "step": tr.step}
+    if val is not None:
+        value = val.get(t.best_metric)
+        if value is not None and (state.best.get("value") is None or value < state.best["value"]):
+            state.best = {"metric": t.best_metric, "value": float(value), "epoch": epoch, "step": state.step}
             improved = True
-        scalars = {k: v for k, v in summary.items() if k != "per_action"}
-        tr.metrics.write({"kind": "val", "step": tr.step, "epoch": epoch, "split": t.val_split, **scalars})
-    parts = [a for a in all_gather_object(tr.dist, avgs) if a]
+        scalars = {k: v for k, v in val.items() if k != "per_action"}
+        metrics.write({"kind": "val", "step": state.step, "epoch": epoch, "split": t.val_split, **scalars})
+    parts = [a for a in D.all_gather_object(dist, res.averages) if a]
     train_avg = {k: sum(p[k] for p in parts) / len(parts) for k in (parts[0] if parts else {})}
-    row = {"kind": "epoch", "step": tr.step, "epoch": epoch, "lr": lr, **train_avg,
-           **{k: v for k, v in (summary or {}).items() if k != "per_action"}, "seconds": time.perf_counter() - t0}  # fmt: skip
-    tr.metrics.write(row)
-    tr.epoch_rows.append(row)
-    if tr.dist.is_main:
-        val_text = "" if summary is None else "  " + "  ".join(
-            f"{k} {summary[k]:.1f}" for k in ("mpjpe", "pa_mpjpe", "mpvpe") if summary.get(k) is not None)  # fmt: skip
-        logger.info("epoch %d done: step %d, loss %.4g, %s%s%s", epoch, tr.step, train_avg.get("loss", float("nan")),
-                    format_seconds(row["seconds"]), val_text, "  (best)" if improved else "")  # fmt: skip
-    save(tr, epoch, epoch_done=True, best=improved)
-    return summary
+    row = {"kind": "epoch", "step": state.step, "epoch": epoch, "lr": lr, **train_avg,
+           **{k: v for k, v in (val or {}).items() if k != "per_action"}, "seconds": seconds}  # fmt: skip
+    metrics.write(row)
+    state.epoch_rows.append(row)
+    if dist.is_main:
+        val_text = "" if val is None else "  " + "  ".join(
+            f"{k} {val[k]:.1f}" for k in ("mpjpe", "pa_mpjpe", "mpvpe") if val.get(k) is not None)  # fmt: skip
+        logger.info("epoch %d done: step %d, loss %.4g, %s%s%s", epoch, state.step, train_avg.get("loss", float("nan")),
+                    format_seconds(seconds), val_text, "  (best)" if improved else "")  # fmt: skip
+    return improved
 
 
-def load_run_config(run_dir: str | Path) -> Config:
-    """The resolved config of a run (``RUN/config.yaml``)."""
-    from p2m.pose2mesh.config import load_config
+def _restore(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: Any, loader: Any, metrics: MetricsWriter, state: _RunState, dist: DistInfo,
+             where: Path) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:  # fmt: skip
+    """Load a checkpoint; returns (first epoch to run, this rank's RNG state, meters of a part-done epoch)."""
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{where}: does not fit the model/optimizer of its config: {exc}") from exc
+    scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"]:
+        scaler.load_state_dict(saved["scaler"])
+    state.step, state.best, state.init_posenet = int(saved["step"]), dict(saved["best"]), saved["init_posenet"]
+    loader.load_state_dict(saved["data"])
+    dropped = metrics.truncate_after(state.step)
+    state.epoch_rows = [r for r in read_metrics(metrics.path) if r.get("kind") == "epoch"]
+    per_rank = saved["rng"]["per_rank"]
+    rng = per_rank[dist.rank] if dist.rank < len(per_rank) else None
+    if saved["world_size"] != dist.world_size:
+        logger.warning("resuming a %d-rank run on %d ranks: data order and dropout masks differ from the saved run",
+                       saved["world_size"], dist.world_size)  # fmt: skip
+    epoch = int(saved["epoch"]) + (1 if saved["epoch_done"] else 0)
+    logger.info("resuming from %s: step %d, epoch %d%s; best %s %s; %d metric rows after the checkpoint dropped",
+                where, state.step, epoch, "" if saved["epoch_done"] else " (part-way)", state.best.get("metric"),
+                state.best.get("value"), dropped)  # fmt: skip
+    return epoch, rng, dict(saved["meters"]) or None
 
-    path = ckpt.run_paths(run_dir)["config"]
-    if not path.exists():
-        raise CheckpointError(f"{run_dir}: no config.yaml (not a p2m run folder); pass --config")
-    return load_config(path)
 
-
-def config_from_checkpoint(state: dict[str, Any]) -> Config:
-    """The :class:`Config` stored in a checkpoint."""
-    return from_dict(Config, state["config"])
-
-
-__all__ = ["Trainer", "build_optimizer", "build_scheduler", "evaluate", "fit", "train_one_epoch"]
+__all__ = ["EpochResult", "build_optimizer", "build_scheduler", "evaluate", "train", "train_one_epoch"]

@@ -1,7 +1,8 @@
-"""PoseNet input: the original's 2D normalisation, its synthetic 2D error models (seeded) and flip augmentation.
+"""PoseNet input, in torch on a whole batch on the training device: the original's 2D normalisation, its
+synthetic 2D error models and flip augmentation.
 
-Pipeline of one training sample (as the original's ``__getitem__``; every function is vectorised over leading
-batch axes, numpy, float64 inside):
+Pipeline of a batch (as the original's ``__getitem__``, every function vectorised over leading batch axes,
+float32 on the input's device):
 
 1. tight bbox of the (visible) 2D joints, expanded to the crop's aspect (288 / 384) about its centre;
 2. affine map into the 288 x 384 crop (the crop only sets the scale of the noise below);
@@ -25,21 +26,25 @@ batch axes, numpy, float64 inside):
    (the original; it does not preserve the aspect ratio, a documented quirk that we keep because the lifter is
    trained and used with the same normalisation).
 
-Randomness comes from the ``rng`` passed in; :func:`sample_rng` makes one per (seed, epoch, index) so a sample's
-noise does not depend on how data-loader workers split the data.
+Randomness is counter-based (:class:`CounterRNG`): every number is a hash of a per-sample seed, the draw and the
+element, so a sample's noise depends on its seed only, not on the batch it is in, the device or the batch size.
+Training seeds come from (seed, step, rank, micro-batch, row) (:func:`batch_seeds`), evaluation seeds from the
+sample key and the evaluation seed (:func:`key_seeds`).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import NamedTuple
+import hashlib
+import math
+import zlib
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
 from p2m import joints as J
 from p2m.pose2mesh.config import NoiseConfig, TransformConfig
-
-logger = logging.getLogger(__name__)
 
 #: OKS-style sigmas for the H36M-17 joints: COCO's for the joints COCO has; Pelvis/Torso like the hips, Neck
 #: like the shoulders, Head (top of head) like the ears.
@@ -54,220 +59,265 @@ COCO19_GROUPS: tuple[int, ...] = (0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 1, 1, 2, 2, 3
 H36M_DERIVED: dict[int, tuple[int, ...]] = {0: (1, 4), 7: (1, 4, 11, 14), 8: (11, 14)}
 COCO19_DERIVED: dict[int, tuple[int, ...]] = {17: (11, 12), 18: (5, 6)}
 
-_GOOD, _JITTER, _MISS, _INVERSION = 0, 1, 2, 3
-#: Keypoint-similarity ranges of the PoseFix error kinds (good, jitter, miss).
-_KS_RANGES = {_GOOD: (0.85, 1.0), _JITTER: (0.5, 0.85), _MISS: (0.1, 0.5), _INVERSION: (0.85, 1.0)}
+GOOD, JITTER, MISS, INVERSION = 0, 1, 2, 3
+#: Keypoint-similarity ranges of the PoseFix error kinds (good, jitter, miss, inversion).
+KS_RANGES: tuple[tuple[float, float], ...] = ((0.85, 1.0), (0.5, 0.85), (0.1, 0.5), (0.85, 1.0))
 
 
 class JointSetInfo(NamedTuple):
-    """What the transforms need to know about a joint set."""
+    """What the transforms need to know about a joint set (tensors on one device)."""
 
-    sigmas: np.ndarray
-    groups: np.ndarray
-    flip_perm: np.ndarray
+    sigmas: torch.Tensor
+    groups: torch.Tensor
+    flip_perm: torch.Tensor
     derived: dict[int, tuple[int, ...]]
 
 
-def joint_set_info(name: str) -> JointSetInfo:
+def joint_set_info(name: str, device: torch.device | str = "cpu") -> JointSetInfo:
     """Sigmas, groups, flip permutation and derived joints of "h36m" or "coco19"."""
     if name == "h36m":
-        return JointSetInfo(
-            np.array(H36M_SIGMAS),
-            np.array(H36M_GROUPS),
-            J.flip_permutation(J.H36M_FLIP_PAIRS, J.H36M_NUM_JOINTS),
-            H36M_DERIVED,
-        )
-    if name == "coco19":
-        return JointSetInfo(
-            np.array((*J.COCO_SIGMAS, 0.107, 0.079)),
-            np.array(COCO19_GROUPS),
-            J.flip_permutation(J.COCO19_FLIP_PAIRS, J.COCO19_NUM_JOINTS),
-            COCO19_DERIVED,
-        )
-    raise ValueError(f"joint set {name!r} is not one of ['h36m', 'coco19']")
+        sigmas, groups, perm, derived = H36M_SIGMAS, H36M_GROUPS, J.flip_permutation(J.H36M_FLIP_PAIRS,
+                                                                                    J.H36M_NUM_JOINTS), H36M_DERIVED  # fmt: skip
+    elif name == "coco19":
+        sigmas, groups, derived = (*J.COCO_SIGMAS, 0.107, 0.079), COCO19_GROUPS, COCO19_DERIVED
+        perm = J.flip_permutation(J.COCO19_FLIP_PAIRS, J.COCO19_NUM_JOINTS)
+    else:
+        raise ValueError(f"joint set {name!r} is not one of ['h36m', 'coco19']")
+    return JointSetInfo(
+        torch.tensor(sigmas, dtype=torch.float32, device=device),
+        torch.tensor(groups, dtype=torch.long, device=device),
+        torch.as_tensor(np.asarray(perm), dtype=torch.long, device=device),
+        derived,
+    )
 
 
-def sample_rng(seed: int, *keys: int) -> np.random.Generator:
-    """A generator determined by (seed, keys...), e.g. ``sample_rng(cfg.train.seed, epoch, index)``."""
-    return np.random.default_rng([int(seed), *(int(k) for k in keys)])
+# ----------------------------------------------------------------------------------------------------------------
+# Counter-based randomness
+# ----------------------------------------------------------------------------------------------------------------
+_M32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``(x * c) mod 2**32`` for int64 ``x`` in [0, 2**32), without int64 overflow."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash with good avalanche (Wellons' "lowbias32")."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _seed32(*parts: Any) -> int:
+    """A 32-bit seed from any ints/strings, the same in every process and Python run."""
+    text = "/".join(str(p) for p in parts).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=4).digest(), "little")
+
+
+def batch_seeds(n: int, *parts: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n,) per-row seeds of a training batch, from e.g. ``(seed, step, rank, micro_batch)``."""
+    base = _seed32(*parts)
+    return _mix32((torch.arange(n, dtype=torch.int64, device=device) + base) & _M32)
+
+
+def key_seeds(keys: Sequence[str], seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n,) per-sample seeds from the sample keys and an evaluation seed: a sample's noise depends on nothing else."""
+    crc = torch.tensor([zlib.crc32(str(k).encode("utf-8")) for k in keys], dtype=torch.int64, device=device)
+    return _mix32(crc ^ _seed32("eval", seed))
+
+
+class CounterRNG:
+    """Random numbers for a batch: value ``e`` of draw ``d`` of row ``i`` is a hash of (seed_i, d, e).
+
+    Args:
+        seeds: (B,) int64 per-row seeds in [0, 2**32) (:func:`batch_seeds`, :func:`key_seeds`).
+    """
+
+    def __init__(self, seeds: torch.Tensor) -> None:
+        self.seeds = seeds.to(torch.int64) & _M32
+        self.draws = 0
+
+    def uniform(self, *shape: int) -> torch.Tensor:
+        """(B, *shape) float32 in [0, 1), 24 random bits each."""
+        n = math.prod(shape)
+        self.draws += 1
+        stream = _mix32(self.seeds ^ _seed32("draw", self.draws))[:, None]
+        counter = _mul32(torch.arange(n, dtype=torch.int64, device=self.seeds.device) + 1, _GOLDEN)
+        bits = _mix32(_mix32((stream + counter) & _M32) ^ stream)
+        return ((bits >> 8).to(torch.float32) * (1.0 / (1 << 24))).view(-1, *shape)
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        """(B, *shape) standard normal float32 (Box-Muller)."""
+        u1, u2 = 1.0 - self.uniform(*shape), self.uniform(*shape)
+        return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Normalisation
 # ----------------------------------------------------------------------------------------------------------------
-def joints_bbox(joints2d: np.ndarray, vis: np.ndarray | None = None) -> np.ndarray:
+def joints_bbox(joints2d: torch.Tensor, vis: torch.Tensor | None = None) -> torch.Tensor:
     """Tight bbox ``[x, y, w, h]`` (..., 4) of (..., J, 2) joints, over visible ones (all when none is)."""
-    p = np.asarray(joints2d, dtype=np.float64)[..., :2]
+    p = joints2d[..., :2]
     if vis is None:
-        mask = np.ones(p.shape[:-1], dtype=bool)
+        lo, hi = p.amin(dim=-2), p.amax(dim=-2)
     else:
-        mask = np.asarray(vis) > 0
-        mask = np.where(mask.any(axis=-1, keepdims=True), mask, True)
-    big = np.where(mask[..., None], p, np.inf)
-    small = np.where(mask[..., None], p, -np.inf)
-    lo, hi = big.min(axis=-2), small.max(axis=-2)
-    return np.concatenate([lo, hi - lo], axis=-1)
+        mask = vis > 0
+        mask = (mask | ~mask.any(dim=-1, keepdim=True))[..., None]
+        lo = torch.where(mask, p, torch.inf).amin(dim=-2)
+        hi = torch.where(mask, p, -torch.inf).amax(dim=-2)
+    return torch.cat([lo, hi - lo], dim=-1)
 
 
-def expand_to_aspect(bbox: np.ndarray, aspect: float) -> np.ndarray:
+def expand_to_aspect(bbox: torch.Tensor, aspect: float) -> torch.Tensor:
     """Grow a bbox (..., 4) about its centre to ``w / h == aspect`` (no extra padding, like the original)."""
-    b = np.asarray(bbox, dtype=np.float64)
-    cx, cy = b[..., 0] + b[..., 2] / 2, b[..., 1] + b[..., 3] / 2
-    w = np.maximum(b[..., 2], 1e-6)
-    h = np.maximum(b[..., 3], 1e-6)
-    w2 = np.where(w > aspect * h, w, aspect * h)
-    h2 = np.where(w > aspect * h, w / aspect, h)
-    return np.stack([cx - w2 / 2, cy - h2 / 2, w2, h2], axis=-1)
+    cx, cy = bbox[..., 0] + bbox[..., 2] / 2, bbox[..., 1] + bbox[..., 3] / 2
+    w, h = bbox[..., 2].clamp_min(1e-6), bbox[..., 3].clamp_min(1e-6)
+    wide = w > aspect * h
+    w2 = torch.where(wide, w, aspect * h)
+    h2 = torch.where(wide, w / aspect, h)
+    return torch.stack([cx - w2 / 2, cy - h2 / 2, w2, h2], dim=-1)
 
 
-def to_crop(joints2d: np.ndarray, bbox: np.ndarray, crop_size: tuple[int, int]) -> np.ndarray:
+def to_crop(joints2d: torch.Tensor, bbox: torch.Tensor, crop_size: tuple[int, int]) -> torch.Tensor:
     """Map (..., J, 2) pixel joints into a ``crop_size = (W, H)`` crop of ``bbox`` (..., 4)."""
-    p = np.asarray(joints2d, dtype=np.float64)[..., :2]
-    b = np.asarray(bbox, dtype=np.float64)[..., None, :]
-    size = np.array(crop_size, dtype=np.float64)
-    return (p - b[..., :2]) / b[..., 2:] * size
+    b = bbox[..., None, :]
+    size = torch.tensor(crop_size, dtype=joints2d.dtype, device=joints2d.device)
+    return (joints2d[..., :2] - b[..., :2]) / b[..., 2:] * size
 
 
-def standardize(joints2d: np.ndarray) -> np.ndarray:
+def standardize(joints2d: torch.Tensor) -> torch.Tensor:
     """Per-axis z-score over the joint axis: ``(p - mean_J(p)) / std_J(p)`` for x and y separately."""
-    p = np.asarray(joints2d, dtype=np.float64)
-    mean = p.mean(axis=-2, keepdims=True)
-    std = np.maximum(p.std(axis=-2, keepdims=True), 1e-6)
-    return (p - mean) / std
+    mean = joints2d.mean(dim=-2, keepdim=True)
+    std = joints2d.std(dim=-2, correction=0, keepdim=True).clamp_min(1e-6)
+    return (joints2d - mean) / std
 
 
-def normalize_pose2d(
-    joints2d: np.ndarray, vis: np.ndarray | None = None, crop_size: tuple[int, int] = (288, 384)
-) -> np.ndarray:
+def crop_joints(joints2d: torch.Tensor, vis: torch.Tensor | None, crop_size: tuple[int, int]) -> torch.Tensor:
+    """Steps 1-2: (..., J, 2) pixel joints in the crop of their aspect-expanded joint bbox."""
+    bbox = expand_to_aspect(joints_bbox(joints2d, vis), crop_size[0] / crop_size[1])
+    return to_crop(joints2d, bbox, crop_size)
+
+
+def normalize_pose2d(joints2d: Any, vis: Any = None, crop_size: tuple[int, int] = (288, 384)) -> Any:
     """The network input for clean (test-time) 2D joints: bbox -> aspect -> crop -> per-axis standardisation.
 
     Args:
-        joints2d: (..., J, 2) pixel joints (extra channels ignored).
+        joints2d: (..., J, 2+) pixel joints (extra channels ignored): a tensor, or an array / list.
         vis: (..., J) visibility for the bbox (None: all joints).
         crop_size: (W, H) of the crop.
 
     Returns:
-        (..., J, 2) float32.
+        (..., J, 2) float32: a tensor for a tensor input, else a numpy array.
     """
-    crop = _crop(joints2d, vis, crop_size)
-    return standardize(crop / np.array(crop_size, dtype=np.float64)).astype(np.float32)
-
-
-def _crop(joints2d: np.ndarray, vis: np.ndarray | None, crop_size: tuple[int, int]) -> np.ndarray:
-    bbox = expand_to_aspect(joints_bbox(joints2d, vis), crop_size[0] / crop_size[1])
-    return to_crop(joints2d, bbox, crop_size)
+    as_numpy = not isinstance(joints2d, torch.Tensor)
+    p = torch.as_tensor(np.asarray(joints2d, dtype=np.float32) if as_numpy else joints2d).float()[..., :2]
+    v = None if vis is None else torch.as_tensor(np.asarray(vis) if as_numpy else vis, device=p.device)
+    size = torch.tensor(crop_size, dtype=torch.float32, device=p.device)
+    out = standardize(crop_joints(p, v, crop_size) / size)
+    return out.numpy() if as_numpy else out
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Synthetic 2D errors (crop pixels)
 # ----------------------------------------------------------------------------------------------------------------
-def gaussian_errors(
-    crop_joints: np.ndarray, rng: np.random.Generator, std_px: np.ndarray, prob: float
-) -> np.ndarray:
+def gaussian_errors(crop: torch.Tensor, rng: CounterRNG, std_px: torch.Tensor, prob: float) -> torch.Tensor:
     """Add isotropic Gaussian offsets (std ``std_px[j]``) to each joint with probability ``prob``.
 
     Args:
-        crop_joints: (..., J, 2) crop pixels.
-        rng: the sample's generator.
+        crop: (B, J, 2) crop pixels.
+        rng: the batch's random numbers.
         std_px: (J,) standard deviation per joint, crop pixels.
         prob: probability that a joint is perturbed.
-
-    Returns:
-        (..., J, 2) noised joints.
     """
-    p = np.asarray(crop_joints, dtype=np.float64)
-    offset = rng.standard_normal(p.shape) * np.asarray(std_px, dtype=np.float64)[:, None]
-    hit = rng.random(p.shape[:-1]) < prob
-    return p + offset * hit[..., None]
+    _, joints, _ = crop.shape
+    offset = rng.normal(joints, 2) * std_px[:, None]
+    hit = rng.uniform(joints) < prob
+    return crop + offset * hit[..., None]
 
 
 def posefix_errors(
-    crop_joints: np.ndarray,
-    rng: np.random.Generator,
-    info: JointSetInfo,
-    cfg: NoiseConfig,
-    vis: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    crop: torch.Tensor, rng: CounterRNG, info: JointSetInfo, cfg: NoiseConfig, vis: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PoseFix-style errors: each valid joint is jittered, missed, inverted or kept good (see module docstring).
 
     Args:
-        crop_joints: (..., J, 2) crop pixels.
-        rng: the sample's generator.
+        crop: (B, J, 2) crop pixels.
+        rng: the batch's random numbers.
         info: the joint set's sigmas, groups, flip permutation and derived joints.
         cfg: probabilities per joint group.
-        vis: (..., J) visibility; joints with vis <= 0 are left alone and not counted as valid.
+        vis: (B, J) visibility; joints with vis <= 0 are left alone and not counted as valid.
 
     Returns:
-        The noised (..., J, 2) joints, and (..., J) int codes of the error kind (0 good, 1 jitter, 2 miss,
+        The noised (B, J, 2) joints, and (B, J) int64 codes of the error kind (0 good, 1 jitter, 2 miss,
         3 inversion, -1 untouched: invalid or derived).
     """
-    p = np.asarray(crop_joints, dtype=np.float64)
-    shape = p.shape[:-1]
-    valid = np.ones(shape, dtype=bool) if vis is None else np.asarray(vis) > 0
-    derived = np.zeros(shape[-1], dtype=bool)
+    batch, joints, _ = crop.shape
+    dev = crop.device
+    valid = torch.ones(batch, joints, dtype=torch.bool, device=dev) if vis is None else vis > 0
+    derived = torch.zeros(joints, dtype=torch.bool, device=dev)
     derived[list(info.derived)] = True
-    table = np.array([cfg.posefix_head, cfg.posefix_torso, cfg.posefix_middle, cfg.posefix_end])
-    probs = np.broadcast_to(table[info.groups], (*shape, 3)).copy()  # (..., J, 3): jitter, miss, inversion
-    few = valid.sum(axis=-1) <= cfg.few_valid
+    table = torch.tensor([cfg.posefix_head, cfg.posefix_torso, cfg.posefix_middle, cfg.posefix_end], device=dev)
+    probs = table[info.groups].expand(batch, joints, 3).clone()  # jitter, miss, inversion
+    few = valid.sum(dim=-1) <= cfg.few_valid
     probs[few] *= cfg.few_valid_scale
-    has_partner = info.flip_perm != np.arange(shape[-1])
-    probs[..., 2] *= has_partner & valid[..., info.flip_perm]
-    cum = np.cumsum(probs, axis=-1)
-    u = rng.random(shape)
-    kind = np.where(
-        u < cum[..., 0],
-        _JITTER,
-        np.where(u < cum[..., 1], _MISS, np.where(u < cum[..., 2], _INVERSION, _GOOD)),
-    )
-    lo = np.choose(kind, [_KS_RANGES[k][0] for k in range(4)])
-    hi = np.choose(kind, [_KS_RANGES[k][1] for k in range(4)])
-    ks = lo + (hi - lo) * rng.random(shape)
-    bbox = joints_bbox(p, vis)
-    scale = np.sqrt(np.maximum(bbox[..., 2] * bbox[..., 3], 1.0))[..., None]  # s = sqrt(area)
-    dist = 2.0 * info.sigmas * scale * np.sqrt(-2.0 * np.log(ks))
-    theta = rng.uniform(0.0, 2.0 * np.pi, shape)
-    base = np.where((kind == _INVERSION)[..., None], p[..., info.flip_perm, :], p)
-    out = base + dist[..., None] * np.stack([np.cos(theta), np.sin(theta)], axis=-1)
+    has_partner = info.flip_perm != torch.arange(joints, device=dev)
+    probs[..., 2] *= has_partner & valid[:, info.flip_perm]
+    cum = probs.cumsum(dim=-1)
+    u = rng.uniform(joints)
+    kind = torch.full((batch, joints), GOOD, dtype=torch.long, device=dev)
+    kind = torch.where(u < cum[..., 2], INVERSION, kind)
+    kind = torch.where(u < cum[..., 1], MISS, kind)
+    kind = torch.where(u < cum[..., 0], JITTER, kind)
+    ranges = torch.tensor(KS_RANGES, device=dev)[kind]  # (B, J, 2)
+    ks = ranges[..., 0] + (ranges[..., 1] - ranges[..., 0]) * rng.uniform(joints)
+    bbox = joints_bbox(crop, vis)
+    scale = torch.sqrt((bbox[..., 2] * bbox[..., 3]).clamp_min(1.0))[..., None]  # s = sqrt(area)
+    dist = 2.0 * info.sigmas * scale * torch.sqrt(-2.0 * torch.log(ks))
+    theta = 2.0 * math.pi * rng.uniform(joints)
+    base = torch.where((kind == INVERSION)[..., None], crop[:, info.flip_perm], crop)
+    out = base + dist[..., None] * torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)
     touched = valid & ~derived
-    out = np.where(touched[..., None], out, p)
-    delta = out - p
+    out = torch.where(touched[..., None], out, crop)
+    delta = out - crop
     for j, parents in info.derived.items():
-        out[..., j, :] = p[..., j, :] + delta[..., list(parents), :].mean(axis=-2) * valid[..., j, None]
-    return out, np.where(touched, kind, -1)
+        out[:, j] = crop[:, j] + delta[:, list(parents)].mean(dim=-2) * valid[:, j, None]
+    return out, torch.where(touched, kind, -1)
 
 
-def flip_crop_joints(crop_joints: np.ndarray, crop_width: int, flip_perm: np.ndarray) -> np.ndarray:
+def flip_crop_joints(crop: torch.Tensor, crop_width: int, flip_perm: torch.Tensor) -> torch.Tensor:
     """Mirror (..., J, 2) crop joints: ``x -> W - 1 - x`` and swap left/right joints."""
-    p = np.array(crop_joints, dtype=np.float64)
-    p[..., 0] = crop_width - 1 - p[..., 0]
-    return p[..., flip_perm, :]
+    mirrored = torch.stack([crop_width - 1 - crop[..., 0], crop[..., 1]], dim=-1)
+    return mirrored[..., flip_perm, :]
 
 
-def flip_joints3d(joints3d: np.ndarray, flip_perm: np.ndarray) -> np.ndarray:
+def flip_joints3d(joints3d: torch.Tensor, flip_perm: torch.Tensor) -> torch.Tensor:
     """Mirror (..., J, 3) camera-frame joints: ``X -> -X`` and swap left/right joints."""
-    q = np.array(joints3d, dtype=np.float64)
-    q[..., 0] = -q[..., 0]
-    return q[..., flip_perm, :]
+    mirrored = torch.cat([-joints3d[..., :1], joints3d[..., 1:]], dim=-1)
+    return mirrored[..., flip_perm, :]
 
 
 class TransformOutput(NamedTuple):
-    """One transformed sample.
+    """A transformed batch.
 
     Attributes:
-        pose2d: (..., J, 2) float32 network input.
-        joints3d: (..., J, 3) float32 3D target after the flip (None when none was given).
-        flipped: (...) bool, whether the sample was mirrored.
-        error_kind: (..., J) int PoseFix error codes (all -1 for other noise kinds).
+        pose2d: (B, J, 2) float32 network input.
+        joints3d: (B, J, 3) 3D target after the flip (None when none was given).
+        flipped: (B,) bool, whether each sample was mirrored.
+        error_kind: (B, J) int64 PoseFix error codes (all -1 for other noise kinds).
     """
 
-    pose2d: np.ndarray
-    joints3d: np.ndarray | None
-    flipped: np.ndarray
-    error_kind: np.ndarray
+    pose2d: torch.Tensor
+    joints3d: torch.Tensor | None
+    flipped: torch.Tensor
+    error_kind: torch.Tensor
 
 
 class Pose2DTransform:
-    """The whole input pipeline of a sample (module docstring), configured once.
+    """The whole input pipeline of a batch (module docstring), configured once.
 
     Args:
         cfg: crop size, flip probability and noise model.
@@ -276,47 +326,56 @@ class Pose2DTransform:
     """
 
     def __init__(self, cfg: TransformConfig, joint_set: str = "h36m", train: bool = True) -> None:
-        self.cfg, self.train = cfg, train
-        self.info = joint_set_info(joint_set)
+        self.cfg, self.train, self.joint_set = cfg, train, joint_set
         self.crop_size = (cfg.crop_width, cfg.crop_height)
-        self.std_px = cfg.noise.gaussian_scale * self.info.sigmas * cfg.crop_height
+        self._info: dict[torch.device, JointSetInfo] = {}
+        self.num_joints = len(joint_set_info(joint_set).sigmas)
+
+    def info(self, device: torch.device) -> JointSetInfo:
+        """The joint-set tensors on ``device`` (made once per device)."""
+        hit = self._info.get(device)
+        if hit is None:
+            hit = self._info[device] = joint_set_info(self.joint_set, device)
+        return hit
 
     def __call__(
         self,
-        joints2d: np.ndarray,
-        joints3d: np.ndarray | None = None,
-        rng: np.random.Generator | None = None,
-        vis: np.ndarray | None = None,
+        joints2d: torch.Tensor,
+        vis: torch.Tensor | None = None,
+        joints3d: torch.Tensor | None = None,
+        seeds: torch.Tensor | None = None,
     ) -> TransformOutput:
-        """Transform (..., J, 2) pixel joints (and their (..., J, 3) 3D target).
+        """Transform (B, J, 2+) pixel joints (and their (B, J, 3) 3D target) on their device.
 
         Args:
-            joints2d: (..., J, 2+) pixel joints.
-            joints3d: (..., J, 3) root-relative camera-frame joints (mm) or None.
-            rng: required when training.
-            vis: (..., J) visibility (None: all visible).
+            joints2d: (B, J, 2+) pixel joints.
+            vis: (B, J) visibility (None: all visible).
+            joints3d: (B, J, 3) root-relative camera-frame joints (mm) or None.
+            seeds: (B,) per-sample seeds (:func:`batch_seeds`, :func:`key_seeds`); required when training.
         """
-        p = np.asarray(joints2d, dtype=np.float64)[..., :2]
-        if p.shape[-2] != len(self.info.sigmas):
-            raise ValueError(f"joints2d: shape {p.shape}, expected (..., {len(self.info.sigmas)}, 2)")
-        crop = _crop(p, vis, self.crop_size)
-        lead = p.shape[:-2]
-        kind = np.full(p.shape[:-1], -1)
-        flipped = np.zeros(lead, dtype=bool)
-        q = None if joints3d is None else np.asarray(joints3d, dtype=np.float64)
+        p = joints2d[..., :2].float()
+        if p.dim() != 3 or p.shape[-2] != self.num_joints:
+            raise ValueError(f"joints2d: shape {tuple(p.shape)}, expected (B, {self.num_joints}, 2)")
+        batch = p.shape[0]
+        crop = crop_joints(p, vis, self.crop_size)
+        kind = torch.full(p.shape[:-1], -1, dtype=torch.long, device=p.device)
+        flipped = torch.zeros(batch, dtype=torch.bool, device=p.device)
+        q = joints3d
         if self.train:
-            if rng is None:
-                raise ValueError("a training transform needs an rng (see sample_rng)")
+            if seeds is None:
+                raise ValueError("a training transform needs per-sample seeds (see batch_seeds / key_seeds)")
+            rng = CounterRNG(seeds)
+            info = self.info(p.device)
             noise = self.cfg.noise
             if noise.kind == "gaussian":
-                crop = gaussian_errors(crop, rng, self.std_px, noise.gaussian_prob)
+                std_px = noise.gaussian_scale * info.sigmas * self.cfg.crop_height
+                crop = gaussian_errors(crop, rng, std_px, noise.gaussian_prob)
             elif noise.kind == "posefix":
-                crop, kind = posefix_errors(crop, rng, self.info, noise, vis)
+                crop, kind = posefix_errors(crop, rng, info, noise, vis)
             if self.cfg.flip_prob > 0:
-                flipped = rng.random(lead) < self.cfg.flip_prob
-                mirrored = flip_crop_joints(crop, self.crop_size[0], self.info.flip_perm)
-                crop = np.where(flipped[..., None, None], mirrored, crop)
+                flipped = rng.uniform(1)[:, 0] < self.cfg.flip_prob
+                crop = torch.where(flipped[:, None, None], flip_crop_joints(crop, self.crop_size[0], info.flip_perm), crop)
                 if q is not None:
-                    q = np.where(flipped[..., None, None], flip_joints3d(q, self.info.flip_perm), q)
-        pose2d = standardize(crop / np.array(self.crop_size, dtype=np.float64)).astype(np.float32)
-        return TransformOutput(pose2d, None if q is None else q.astype(np.float32), flipped, kind)
+                    q = torch.where(flipped[:, None, None], flip_joints3d(q, info.flip_perm), q)
+        size = torch.tensor(self.crop_size, dtype=torch.float32, device=p.device)
+        return TransformOutput(standardize(crop / size), q, flipped, kind)

@@ -1,20 +1,17 @@
-"""Byte formats of a shard, written and parsed without per-member Python overhead: tar, npz, npy.
+"""Byte formats of a shard, written and parsed without per-member Python overhead: ustar tar and ``.npy``.
 
-The standard modules are correct but slow for kilobyte samples (``tarfile.addfile`` ~25 us per member,
-``np.savez`` ~130 us and ``np.load`` of an npz ~500 us per sample). The writers here emit what a POSIX ustar
-archive and ``np.savez`` (stored, uncompressed zip) would, except that ``.npy`` headers are padded to 16 bytes
-instead of 64 (see :data:`NPY_ALIGN`), so ``tar``, ``tarfile``, ``webdataset``, ``zipfile`` and ``np.load`` read
-them unchanged; the parsers handle exactly what the writers produce and fall back to ``np.load`` for anything
-else (e.g. a compressed npz made by another tool).
+The standard modules are correct but slow for kilobyte samples (``tarfile.addfile`` ~25 us per member). The
+writers here emit what a POSIX ustar archive and ``np.save`` would, except that ``.npy`` headers are padded to 16
+bytes instead of 64 (see :data:`NPY_ALIGN`), so ``tar``, ``tarfile``, ``webdataset`` and ``np.load`` read them
+unchanged. :func:`iter_tar_samples` is the one tar parser of the reader: it expands a tar stream and groups its
+members by key in one loop, and bounds every header field it uses (``verify`` reads with webdataset instead).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import struct
-import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
 import numpy as np
@@ -106,80 +103,34 @@ def tar_members(members: Sequence[tuple[str, bytes]], mtime: int = DEFAULT_MTIME
 
 
 class TarStreamError(ValueError):
-    """A tar stream that ends inside a member or holds a header that is not ustar."""
+    """A tar stream that ends inside a member, or holds a header that is not a valid ustar header."""
 
 
-def _parse_size(head: bytes | memoryview) -> int:
-    field = bytes(head[124:136])
-    if field[0] & 0x80:  # GNU base-256 for huge members
-        return int.from_bytes(field[1:], "big")
+#: The largest member the reader accepts (a pose sample is ~1.5 KB, a frame a few MB).
+MAX_MEMBER = 1 << 30
+_OCTAL = frozenset(b"01234567")
+
+
+def _member_size(head: bytes, where: str, offset: int) -> int:
+    """The size field (bytes 124-136) as p2m writes it: octal digits, NUL/space padded, at most :data:`MAX_MEMBER`."""
+    field = head[124:136]
     digits = field.strip(b"\0 ")
-    return int(digits, 8) if digits else 0
+    if field[0] & 0x80 or not digits or not _OCTAL.issuperset(digits):
+        raise TarStreamError(f"{where}: byte {offset}: tar header size field {field!r} is not an octal number")
+    size = int(digits, 8)
+    if size > MAX_MEMBER:
+        raise TarStreamError(f"{where}: byte {offset}: tar member of {size} bytes, more than the {MAX_MEMBER} allowed")
+    return size
 
 
 def _check_header(head: bytes, where: str, offset: int) -> None:
     stored = head[148:156].strip(b"\0 ")
-    try:
-        expected = int(stored, 8)
-    except ValueError:
-        raise TarStreamError(f"{where}: byte {offset}: not a tar header (checksum field {stored!r})") from None
+    if not stored or not _OCTAL.issuperset(stored):
+        raise TarStreamError(f"{where}: byte {offset}: not a tar header (checksum field {stored!r})")
+    expected = int(stored, 8)
     actual = sum(head[:148]) + 8 * 32 + sum(head[156:])
     if actual != expected:
         raise TarStreamError(f"{where}: byte {offset}: tar header checksum {actual} != stored {expected}")
-
-
-def iter_tar(
-    stream: IO[bytes], where: str = "<stream>", check: bool = False, chunk: int = 1 << 22
-) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(name, data)`` for every regular file of an uncompressed tar stream, in order.
-
-    Reads ``chunk`` bytes at a time, so a shard of any size streams in bounded memory. Every header must
-    carry the ustar magic; ``check=True`` also verifies header checksums (``verify`` does; the training
-    reader relies on the shard's sha256 and on decoding instead). pax/GNU long-name records are skipped
-    (p2m never writes them).
-
-    Args:
-        stream: a binary stream (file, pipe, HTTP body) positioned at the start of the archive.
-        where: the shard name or URL, used in error messages.
-        check: verify each header's checksum.
-        chunk: read size in bytes.
-
-    Raises:
-        TarStreamError: a bad header, or the stream ends inside a member or without the end blocks.
-    """
-    buf = b""
-    pos = 0
-    base = 0  # absolute stream offset of buf[0]
-    zero = bytes(BLOCK)
-    while True:
-        if len(buf) - pos < BLOCK:
-            buf, pos, base = _refill(stream, buf, pos, base, BLOCK, chunk)
-            if len(buf) - pos < BLOCK:
-                state = "ends" if len(buf) == pos else "has a partial header"
-                raise TarStreamError(f"{where}: truncated tar: {state} at byte {base + pos}, before the end blocks")
-        head = buf[pos : pos + BLOCK]
-        if head[257:262] != b"ustar":
-            if head == zero:
-                return
-            raise TarStreamError(f"{where}: byte {base + pos}: not a ustar header")
-        if check:
-            _check_header(head, where, base + pos)
-        size = _parse_size(head)
-        end = pos + BLOCK + size
-        if len(buf) < end:
-            buf, pos, base = _refill(stream, buf, pos, base, BLOCK + size, chunk)
-            end = pos + BLOCK + size
-            if len(buf) < end:
-                raise TarStreamError(
-                    f"{where}: truncated tar: member at byte {base + pos} needs {BLOCK + size} bytes, "
-                    f"only {len(buf) - pos} left"
-                )
-        if head[156] in (48, 0):  # b"0" or NUL: regular file
-            name = head[:100].split(b"\0", 1)[0].decode("utf-8")
-            if head[345]:
-                name = head[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
-            yield name, buf[pos + BLOCK : end]
-        pos = end + (-size % BLOCK)
 
 
 def _refill(stream: IO[bytes], buf: bytes, pos: int, base: int, need: int, chunk: int) -> tuple[bytes, int, int]:
@@ -199,18 +150,24 @@ def iter_tar_samples(
     stream: IO[bytes], where: str = "<stream>", check: bool = False, keep: Callable[[], bool] | None = None,
     chunk: int = 1 << 22,
 ) -> Iterator[Sample]:
-    """Group consecutive members that share a key: yield ``(key, {field: bytes})``, fields lower-cased.
+    """Expand a tar stream and group consecutive members that share a key: yield ``(key, {field: bytes})``.
 
-    The same rules as :func:`iter_tar` and webdataset (key = name up to the first dot of its base name), in
-    one loop: this is the training reader's hot path.
+    The key is the member name up to the first dot of its base name, the field the rest, lower-cased (webdataset's
+    rule). Reads ``chunk`` bytes at a time, so a shard of any size streams in bounded memory. pax/GNU records and
+    directories are stepped over (p2m never writes them).
 
     Args:
-        stream, where, check, chunk: as :func:`iter_tar`.
+        stream: a binary stream (file, pipe, HTTP body) positioned at the start of the archive.
+        where: the shard name or URL, used in error messages.
+        check: verify every header's checksum (for streams whose sha256 is not checked).
         keep: called once at the start of each sample; when it returns False the sample's members are
             stepped over without being copied (how DataLoader workers split a stream sample by sample).
+        chunk: read size in bytes.
 
     Raises:
-        TarStreamError: as :func:`iter_tar`, or a field repeated within one sample.
+        TarStreamError: naming ``where`` and the byte offset: a header that is not ustar, a bad size or
+            checksum, an absolute or ``..`` member name, a field repeated within one sample, or a stream that
+            ends inside a member or without the end blocks.
     """
     buf = b""
     pos = base = 0
@@ -225,14 +182,14 @@ def iter_tar_samples(
             if len(buf) - pos < BLOCK:
                 state = "ends" if len(buf) == pos else "has a partial header"
                 raise TarStreamError(f"{where}: truncated tar: {state} at byte {base + pos}, before the end blocks")
-        if buf[pos + 257 : pos + 262] != b"ustar":
-            if buf[pos : pos + BLOCK] == zero:
+        head = buf[pos : pos + BLOCK]
+        if head[257:262] != b"ustar":
+            if head == zero:
                 break
             raise TarStreamError(f"{where}: byte {base + pos}: not a ustar header")
         if check:
-            _check_header(buf[pos : pos + BLOCK], where, base + pos)
-        raw_size = buf[pos + 124 : pos + 136]
-        size = int.from_bytes(raw_size[1:], "big") if raw_size[0] & 0x80 else int(raw_size.rstrip(b"\0 ") or b"0", 8)
+            _check_header(head, where, base + pos)
+        size = _member_size(head, where, base + pos)
         end = pos + BLOCK + size
         if len(buf) < end:
             buf, pos, base = _refill(stream, buf, pos, base, BLOCK + size, chunk)
@@ -242,36 +199,38 @@ def iter_tar_samples(
                     f"{where}: truncated tar: member at byte {base + pos} needs {BLOCK + size} bytes, "
                     f"only {len(buf) - pos} left"
                 )
-        if buf[pos + 156] in (48, 0):  # b"0" or NUL: a regular file
-            name = buf[pos : pos + 100].rstrip(b"\0")
-            if buf[pos + 345]:
-                name = buf[pos + 345 : pos + 500].rstrip(b"\0") + b"/" + name
+        if head[156] in (48, 0):  # b"0" or NUL: a regular file
+            name = head[:100].rstrip(b"\0")
+            if head[345]:
+                name = head[345:500].rstrip(b"\0") + b"/" + name
+            if name[:1] == b"/" or b"../" in name or name.endswith(b".."):
+                raise TarStreamError(f"{where}: byte {base + pos}: member name {name!r} leaves the archive")
             dot = name.find(b".", name.rfind(b"/") + 1)
             k = name[:dot] if dot >= 0 else name
             if k != key:
                 if key is not None and keeping:
-                    yield key.decode("utf-8"), fields
+                    yield key.decode("utf-8", "replace"), fields
                 key, fields = k, {}
                 keeping = keep is None or keep()
             if keeping:
                 suffix = name[dot + 1 :] if dot >= 0 else b""
                 field = names.get(suffix)
                 if field is None:
-                    field = names[suffix] = suffix.lower().decode("utf-8")
+                    field = names[suffix] = suffix.lower().decode("utf-8", "replace")
                 if field in fields:
-                    raise TarStreamError(f"{where}: sample {k.decode('utf-8')}: member {name!r} appears twice")
+                    raise TarStreamError(f"{where}: byte {base + pos}: member {name!r} appears twice in its sample")
                 fields[field] = buf[pos + BLOCK : end]
         pos = end + (-size % BLOCK)
     if key is not None and keeping:
-        yield key.decode("utf-8"), fields
+        yield key.decode("utf-8", "replace"), fields
 
 
 # ---------------------------------------------------------------------------------------------------- npy
 
-_NPY_HEADERS: dict[tuple[str, tuple[int, ...]], bytes] = {}
+_NPY_HEADERS: dict[tuple[np.dtype, tuple[int, ...]], bytes] = {}
 #: header bytes -> (dtype, shape, number of items)
 _NPY_SPECS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
-#: p2m pads .npy headers to 16 bytes, not numpy's 64: a kilobyte sample has 8 arrays, and np.load, zipfile and
+#: p2m pads .npy headers to 16 bytes, not numpy's 64: every byte counts in a 1.5 KB sample, and np.load and
 #: webdataset read any padding (the format only asks for a newline-terminated, space-padded dict literal).
 NPY_ALIGN = 16
 
@@ -284,7 +243,7 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     """
     dtype = np.dtype(dtype)
     shape = tuple(int(n) for n in shape)
-    cache_key = (dtype.str, shape)
+    cache_key = (dtype, shape)  # the dtype itself: a structured dtype's .str is only its size
     head = _NPY_HEADERS.get(cache_key)
     if head is None:
         bio = io.BytesIO()
@@ -298,14 +257,6 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
         head = b"\x93NUMPY\x01\x00" + (len(text) + pad + 1).to_bytes(2, "little") + text + b" " * pad + b"\n"
         _NPY_HEADERS[cache_key] = head
     return head
-
-
-def encode_npy(arr: np.ndarray) -> bytes:
-    """``np.save`` bytes of ``arr`` (object arrays are refused)."""
-    arr = np.asarray(arr)
-    if arr.dtype.hasobject:
-        raise ValueError(f"cannot store an object array (dtype {arr.dtype}) without pickle")
-    return npy_header(arr.dtype, arr.shape) + arr.tobytes()  # tobytes() is C order
 
 
 def npy_spec(data: bytes | memoryview) -> tuple[np.dtype, tuple[int, ...], int, int]:
@@ -348,158 +299,21 @@ def decode_npy(data: bytes | memoryview) -> np.ndarray:
     return np.frombuffer(data, dtype, count, hlen).reshape(shape)
 
 
-# ---------------------------------------------------------------------------------------------------- npz
-
-_LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
-_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes
-_END = struct.Struct("<IHHHHIIH")  # 22 bytes
-_DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, fixed for reproducible bytes
-_LOCAL_HEAD = _LOCAL.pack(0x04034B50, 20, 0, 0, 0, _DOS_DATE, 0, 0, 0, 0, 0)[:14]  # up to the CRC field
-_CENTRAL_HEAD = _CENTRAL.pack(0x02014B50, 20, 20, 0, 0, 0, _DOS_DATE, *[0] * 10)[:16]
+#: A field of a sample record: (name, numpy dtype string, shape).
+Field = tuple[str, str, tuple[int, ...]]
+_RECORDS: dict[tuple[Field, ...], tuple[bytes, int]] = {}
 
 
-class NpyEntry:
-    """One array slot of an npz: name, ``.npy`` header and data size, fixed; get them from :func:`npy_entry`.
+def record_header(fields: tuple[Field, ...]) -> tuple[bytes, int]:
+    """The ``.npy`` header of a 0-d structured array with these packed fields, and its data size (cached).
 
-    Attributes:
-        name: array name (the zip member is ``name.npy``).
-        head: the ``.npy`` header.
-        nbytes: data bytes after the header.
-        head_crc: CRC-32 of the header, so that an entry's CRC is ``zlib.crc32(data, head_crc)``.
+    ``header + b"".join(field bytes in order)`` is what ``np.save`` writes for such a record (with 16-byte
+    header padding), so ``np.load(...)["j2d"]`` gives the field back.
     """
-
-    __slots__ = ("name", "head", "nbytes", "head_crc", "fname")
-
-    def __init__(self, name: str, head: bytes, nbytes: int) -> None:
-        self.name, self.head, self.nbytes = name, head, nbytes
-        self.head_crc = zlib.crc32(head)
-        self.fname = f"{name}.npy".encode("ascii")
-
-
-_ENTRIES: dict[tuple[str, str, tuple[int, ...]], NpyEntry] = {}
-
-
-def npy_entry(name: str, dtype: np.dtype | str, shape: tuple[int, ...]) -> NpyEntry:
-    """The (cached, shared) :class:`NpyEntry` of an array ``name`` of this dtype and shape.
-
-    Raises:
-        ValueError: a name that is not ASCII or holds ``/``, or an object dtype (it would need pickle).
-    """
-    dtype = np.dtype(dtype)
-    ck = (name, dtype.str, tuple(shape))
-    entry = _ENTRIES.get(ck)
-    if entry is None:
-        if dtype.hasobject:
-            raise ValueError(f"array {name!r}: object dtype {dtype} cannot be stored without pickle")
-        if not name.isascii() or "/" in name or not name:
-            raise ValueError(f"array name {name!r}: use ASCII without '/'")
-        count = 1
-        for n in ck[2]:
-            count *= n
-        entry = _ENTRIES[ck] = NpyEntry(name, npy_header(dtype, ck[2]), count * dtype.itemsize)
-    return entry
-
-
-class _NpzLayout:
-    """Everything of a stored npz that a tuple of entries fixes: all bytes except the data and the CRCs.
-
-    ``parts`` is the list that ``b"".join`` turns into the file, with ``None`` where the CRCs and data go:
-    ``[local head, CRC, local tail, data] * n + [central head, CRC, central tail] * n + [end record]``.
-    """
-
-    __slots__ = ("parts", "sizes", "head_crcs")
-
-    def __init__(self, entries: tuple[NpyEntry, ...]) -> None:
-        local_parts: list[bytes | None] = []
-        central_parts: list[bytes | None] = []
-        offset = 0
-        for e in entries:
-            size = len(e.head) + e.nbytes
-            local = _LOCAL.pack(0x04034B50, 20, 0, 0, 0, _DOS_DATE, 0, size, size, len(e.fname), 0)
-            central = _CENTRAL.pack(0x02014B50, 20, 20, 0, 0, 0, _DOS_DATE, 0, size, size, len(e.fname), 0, 0, 0, 0, 0,
-                                    offset)  # fmt: skip
-            local_parts += (local[:14], None, local[18:] + e.fname + e.head, None)
-            central_parts += (central[:16], None, central[20:] + e.fname)
-            offset += len(local) + len(e.fname) + size
-        cd_size = sum(16 + 4 + len(tail) for tail in central_parts[2::3])  # head + CRC + tail
-        end = _END.pack(0x06054B50, 0, 0, len(entries), len(entries), cd_size, offset, 0)
-        self.parts = [*local_parts, *central_parts, end]
-        self.sizes = [e.nbytes for e in entries]
-        self.head_crcs = [e.head_crc for e in entries]
-
-
-_LAYOUTS: dict[tuple[NpyEntry, ...], _NpzLayout] = {}
-_U32 = struct.Struct("<I").pack
-
-
-def pack_npz(entries: tuple[NpyEntry, ...], datas: Sequence[bytes]) -> bytes:
-    """Bytes of ``np.savez`` of these arrays: a stored (uncompressed) zip of ``name.npy`` entries, fixed dates.
-
-    Args:
-        entries: one :class:`NpyEntry` per array, in order (from :func:`npy_entry`, so that layouts are cached).
-        datas: the C-order data bytes of each array (``entries[i].nbytes`` long).
-
-    Raises:
-        ValueError: a data block whose length does not match its entry.
-    """
-    layout = _LAYOUTS.get(entries)
-    if layout is None:
-        if len(_LAYOUTS) > 4096:  # many distinct layouts (e.g. free-length arrays): keep the cache bounded
-            _LAYOUTS.clear()
-        layout = _LAYOUTS[entries] = _NpzLayout(entries)
-    if list(map(len, datas)) != layout.sizes:
-        bad = next(i for i, e in enumerate(entries) if i >= len(datas) or len(datas[i]) != e.nbytes)
-        raise ValueError(f"array {entries[bad].name!r}: data is not the {entries[bad].nbytes} bytes its header says")
-    n = len(entries)
-    crcs = list(map(_U32, map(zlib.crc32, datas, layout.head_crcs)))  # CRC of header + data, header's precomputed
-    parts = layout.parts.copy()
-    parts[1 : 4 * n : 4] = crcs
-    parts[3 : 4 * n : 4] = datas
-    parts[4 * n + 1 : 7 * n : 3] = crcs
-    return b"".join(parts)
-
-
-def encode_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Bytes of ``np.savez(**arrays)`` (see :func:`pack_npz`); names must be ASCII without ``/``."""
-    entries, datas = [], []
-    for name, arr in arrays.items():
-        arr = np.asarray(arr)
-        entries.append(npy_entry(name, arr.dtype, arr.shape))
-        datas.append(arr.tobytes())  # C order
-    return pack_npz(tuple(entries), datas)
-
-
-def npz_entries(data: bytes | memoryview) -> dict[str, memoryview]:
-    """The raw ``.npy`` bytes of each entry of a stored npz, by array name, without copying.
-
-    Raises:
-        ValueError: a compressed entry, a data descriptor, or a truncated file (use ``np.load`` for those).
-    """
-    view = memoryview(data)
-    out: dict[str, memoryview] = {}
-    pos = 0
-    end = len(view)
-    while pos + 4 <= end and view[pos : pos + 4] == b"PK\x03\x04":
-        if pos + 30 > end:
-            raise ValueError("npz truncated inside a local header")
-        _, _, flags, method, _, _, _, csize, usize, nlen, elen = _LOCAL.unpack_from(view, pos)
-        if method != 0 or flags & 0x08 or csize != usize:
-            raise ValueError("npz entry is compressed or uses a data descriptor")
-        name = bytes(view[pos + 30 : pos + 30 + nlen]).decode("utf-8")
-        start = pos + 30 + nlen + elen
-        if start + csize > end:
-            raise ValueError(f"npz truncated inside entry {name}")
-        out[name[:-4] if name.endswith(".npy") else name] = view[start : start + csize]
-        pos = start + csize
-    if not out:
-        raise ValueError("not a zip/npz file")
-    return out
-
-
-def decode_npz(data: bytes | memoryview) -> dict[str, np.ndarray]:
-    """Decode npz bytes into ``{name: array}``; fast for stored entries, ``np.load`` for anything else."""
-    try:
-        return {name: decode_npy(raw) for name, raw in npz_entries(data).items()}
-    except ValueError:
-        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
+    hit = _RECORDS.get(fields)
+    if hit is None:
+        dtype = np.dtype([(name, kind, shape) for name, kind, shape in fields])
+        if len(_RECORDS) > 4096:  # many distinct layouts (free-length body parameters): keep the cache bounded
+            _RECORDS.clear()
+        hit = _RECORDS[fields] = (npy_header(dtype, ()), dtype.itemsize)
+    return hit

@@ -1,27 +1,27 @@
-"""Turn one person of the dataset layout into the members of a shard sample: key, .json, .npz, .jpg.
+"""Turn one person of the dataset layout into the members of a shard sample: key, .npy[, .json][, .jpg].
 
-Sample format (DESIGN.md Contract 2, schema version 1):
+Sample format (DESIGN.md Contract 2, shard schema version 2; docs/formats.md):
 
 - key: ``{source}_s{subject:03d}_a{action:03d}_sa{subaction:03d}_c{cam:04d}_f{frame:06d}_p{person:02d}``;
   the source name is sanitised (every character outside ``[A-Za-z0-9_-]`` becomes ``-``), so a key never
   holds a dot (WebDataset cuts keys at the first dot). ``person`` is the annotation's position among the
   annotations of its image, in file order.
-- ``.npz`` (stored zip of float32 ``.npy`` entries, headers padded to 16 bytes: see :mod:`p2m.shards.codec`):
-  ``j2d`` (17, 3) px + visibility; ``j3d`` (17, 3) camera-frame mm (when known); ``bbox`` (4,) [x, y, w, h] px;
-  ``cam`` (4,) [fx, fy, cx, cy] px (when the camera is known); ``pose``, ``shape``, ``trans`` as the dataset
-  stores them (their shapes depend on the body model and rig) with ``model`` (0-d unicode array, the body
-  model id ``name`` or ``name/rig``) when body parameters are known.
-- ``.json``: key, source, image/annotation ids, subject, action, subaction, cam, frame, person, file name,
-  image width/height, bbox (the npz's float32 values, 9 significant digits), the camera dict (R, t mm, f, c[, k,
-  p]), body model/rig, crop box when a crop is stored, plus ``source_url``/``license`` of crawled images.
-
-Encoding is per person and pure Python on the hot path (:class:`SampleEncoder`, ~25 us per pose-only sample):
-numbers go to float32 through ``struct`` (numpy decides whenever a value is not a plain list or float64 array),
-npz and tar bytes come from cached layouts, the .json from a template, and a frame's body parameters (shared by
-its cameras) are converted once.
+- ``.npy``: everything the trainer reads, as one 0-d structured array (``np.load(...)["j2d"]``), float32 fields
+  in this order, present ones only: ``j2d`` (17, 3) px + visibility; ``j3d`` (17, 3) camera-frame mm;
+  ``bbox`` (4,) [x, y, w, h] px; ``cam`` (4,) [fx, fy, cx, cy] px and ``R`` (3, 3) world -> camera rotation
+  (when the camera is known); ``pose``, ``shape``, ``trans`` as the dataset stores them (their shapes depend on
+  the body model and rig) and ``model`` (bytes ``S<n>``, UTF-8 body model id ``name`` or ``name/rig``) when body
+  parameters are known. Header padded to 16 bytes: a pose-only anny sample is one 2 KB tar member.
+- ``.json`` (``with_meta``): key, source, image/annotation ids, subject, action, subaction, cam, frame, person,
+  file name, image width/height, bbox (the float32 values, 9 significant digits), the camera dict (R, t mm, f, c[,
+  k, p]), body model/rig, crop box when a crop is stored, plus ``source_url``/``license`` of crawled images.
 - ``.jpg`` (``with_images``): the person crop (square, ``crop_margin`` around the bbox, ``crop_size`` px) or the
   whole frame (its original bytes when it is a JPEG and no ``max_side`` applies). Joints stay in frame pixels;
   the json's ``crop`` gives ``[x0, y0, side]`` so that ``(u - x0) * crop_size / side`` maps into the crop.
+
+Encoding is per person and pure Python on the hot path (:class:`SampleEncoder`): numbers go to float32 through
+``struct`` (numpy decides whenever a value is not a plain list or float64 array), the record header and tar header
+come from cached layouts, and what a frame's cameras share (body parameters, camera arrays) is converted once.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from p2m.shards.codec import NpyEntry, npy_entry, pack_npz, tar_members
+from p2m.shards.codec import Field, record_header, tar_members
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class EncodeOptions:
         crop_margin: fraction of the bbox's longer side added on each side of the crop.
         jpeg_quality: JPEG quality (1-95) for re-encoded images.
         max_side: frames whose longer side exceeds this are downscaled and re-encoded (None: keep as is).
+        with_meta: store a ``.json`` member (ids, file name, camera, provenance) per sample.
     """
 
     with_images: bool = False
@@ -86,10 +87,11 @@ class EncodeOptions:
     crop_margin: float = 0.2
     jpeg_quality: int = 90
     max_side: int | None = None
+    with_meta: bool = False
 
     def to_config(self) -> dict[str, Any]:
-        """The options that decide the bytes of an image member (recorded in index.json)."""
-        cfg: dict[str, Any] = {"with_images": self.with_images, "crop": self.crop}
+        """The options that decide the bytes of a sample (recorded in index.json)."""
+        cfg: dict[str, Any] = {"with_images": self.with_images, "crop": self.crop, "with_meta": self.with_meta}
         if self.with_images:
             cfg["jpeg_quality"] = self.jpeg_quality
             if self.crop:
@@ -131,7 +133,7 @@ class Encoded:
         key: its key.
         data: header + payload of every member, ready to append to a tar.
         source: dataset name.
-        fields: the npz array names (and ``jpg``) present.
+        fields: the record field names present (and ``jpg``, ``json``).
         body_model: model id or None; body_shapes: shapes of pose/shape/trans.
         skip: a reason when the sample could not be encoded (then ``data`` is empty).
         image_id: the image's id in its data.json (for messages).
@@ -236,7 +238,7 @@ def float32_bytes(value: Any, shape: tuple[int, ...] | None = None) -> tuple[byt
 
 _JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 #: The .json member up to the camera; the key needs no escaping (it is [A-Za-z0-9_-]); bbox numbers have the 9
-#: significant digits that give back the npz's float32 values exactly.
+#: significant digits that give back the record's float32 values exactly.
 _META = (
     '{"key":"%s","source":%s,"image_id":%s,"ann_id":%s,"subject":%s,"action":%s,"subaction":%s,"cam":%s,'
     '"frame":%s,"person":%s,"file_name":%s,"width":%s,"height":%s,"bbox":[%.9g,%.9g,%.9g,%.9g],'
@@ -252,10 +254,11 @@ def _json_value(value: Any) -> str:
     if kind is str:
         return encode_basestring_ascii(value)
     return "null" if value is None else _JSON.encode(value)
-_J2D = npy_entry("j2d", "<f4", (17, 3))
-_J3D = npy_entry("j3d", "<f4", (17, 3))
-_BBOX = npy_entry("bbox", "<f4", (4,))
-_CAM = npy_entry("cam", "<f4", (4,))
+_J2D: Field = ("j2d", "<f4", (17, 3))
+_J3D: Field = ("j3d", "<f4", (17, 3))
+_BBOX: Field = ("bbox", "<f4", (4,))
+_CAM: Field = ("cam", "<f4", (4,))
+_ROT: Field = ("R", "<f4", (3, 3))
 
 
 def body_model_id(params: Mapping[str, Any]) -> str:
@@ -267,10 +270,9 @@ def body_model_id(params: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class _Body:
-    """The npz part of one body-parameter record: entries and data of pose/shape/trans (those that are valid)
-    and the model id."""
+    """The record fields of one body-parameter record: pose/shape/trans (those that are valid) and the model id."""
 
-    entries: tuple[NpyEntry, ...]
+    fields: tuple[Field, ...]
     datas: tuple[bytes, ...]
     model: Any
     rig: Any
@@ -281,85 +283,91 @@ class _Body:
 class SampleEncoder:
     """Encodes persons into shard samples; one per task, so that what persons share is converted once.
 
-    Cached: a body-parameter record's arrays (the images of one frame, one per camera, share the record) and
-    the npz field names of each layout.
+    Cached: a body-parameter record's fields (the images of one frame, one per camera, share the record), each
+    camera's rotation, and the field names of each layout.
     """
 
     def __init__(self, opts: EncodeOptions, cache_size: int = 65536) -> None:
         self.opts = opts
         self.cache_size = cache_size
         self._bodies: dict[int, tuple[Any, _Body | None]] = {}  # id(record) -> (record, body)
-        self._fields: dict[tuple[NpyEntry, ...], tuple[str, ...]] = {}
-        self._shapes: dict[tuple[NpyEntry, ...], dict[str, list[int]]] = {}  # one shapes dict per body layout
+        self._rots: dict[int, tuple[Any, bytes]] = {}  # id(camera) -> (camera, R as float32 bytes)
+        self._names: dict[tuple[Field, ...], tuple[str, ...]] = {}
+        self._shapes: dict[tuple[Field, ...], dict[str, list[int]]] = {}  # one shapes dict per body layout
 
     def body(self, params: Mapping[str, Any]) -> _Body | None:
-        """The npz part of a body-parameter record (None when none of pose/shape/trans is valid)."""
+        """The record fields of a body-parameter record (None when none of pose/shape/trans is valid)."""
         hit = self._bodies.get(id(params))
         if hit is not None and hit[0] is params:
             return hit[1]
-        entries, datas, shapes = [], [], {}
+        fields, datas, shapes = [], [], {}
         for name in ("pose", "shape", "trans"):
             got = float32_bytes(params.get(name))
             if got is not None:
-                entries.append(npy_entry(name, "<f4", got[1]))
+                fields.append((name, "<f4", got[1]))
                 datas.append(got[0])
                 shapes[name] = list(got[1])
         body = None
-        if entries:
+        if fields:
             ident = body_model_id(params)
-            model = np.array(ident)  # 0-d unicode
-            entries.append(npy_entry("model", model.dtype, ()))
-            datas.append(model.tobytes())
-            shapes = self._shapes.setdefault(tuple(entries), shapes)  # shared: writers group samples by it
-            body = _Body(tuple(entries), tuple(datas), params.get("model"), params.get("rig"), ident, shapes)
+            raw = ident.encode("utf-8")
+            fields.append(("model", f"S{len(raw)}", ()))
+            datas.append(raw)
+            shapes = self._shapes.setdefault(tuple(fields), shapes)  # shared: writers group samples by it
+            body = _Body(tuple(fields), tuple(datas), params.get("model"), params.get("rig"), ident, shapes)
         if len(self._bodies) >= self.cache_size:
             self._bodies.clear()
         self._bodies[id(params)] = (params, body)  # the record is kept, so its id is not reused meanwhile
         return body
 
+    def rotation(self, camera: Any) -> bytes:
+        """The camera's R (3, 3) as little-endian float32 bytes (cached per camera object)."""
+        hit = self._rots.get(id(camera))
+        if hit is None or hit[0] is not camera:
+            if len(self._rots) >= self.cache_size:
+                self._rots.clear()
+            hit = self._rots[id(camera)] = (camera, np.asarray(camera.R, "<f4").reshape(3, 3).tobytes())
+        return hit[1]
+
     def encode(self, job: Job) -> Encoded:
         """Encode one person. Never raises for bad data: returns an :class:`Encoded` with ``skip`` set instead."""
         s = job.sample
-        img, ann = s.image, s.annotation
+        ann = s.annotation
         raw = ann.get("joints_2d_h36m")
         if raw is None:
             return Encoded(job.split, job.key, b"", job.source, skip="no_joints_2d")
         j2d = float32_bytes(raw, (17, 3))
         if j2d is None:
             return Encoded(job.split, job.key, b"", job.source, skip="bad_joints_2d")
-        entries, datas = [_J2D], [j2d[0]]
+        fields, datas = [_J2D], [j2d[0]]
         if s.joints_3d_cam is not None:
             j3d = float32_bytes(s.joints_3d_cam, (17, 3))
             if j3d is None:
                 return Encoded(job.split, job.key, b"", job.source, skip="bad_joints_3d")
-            entries.append(_J3D)
+            fields.append(_J3D)
             datas.append(j3d[0])
         bbox = float32_bytes(ann.get("bbox"), (4,))
         if bbox is None:
             return Encoded(job.split, job.key, b"", job.source, skip="bad_bbox")
-        entries.append(_BBOX)
+        fields.append(_BBOX)
         datas.append(bbox[0])
-        if job.cam is not None:
-            entries.append(_CAM)
-            datas.append(job.cam.astype("<f4", copy=False).tobytes())
+        if job.cam is not None and s.camera is not None:
+            fields += (_CAM, _ROT)
+            datas += (job.cam.astype("<f4", copy=False).tobytes(), self.rotation(s.camera))
         body = self.body(s.body_param) if s.body_param else None
         if body is not None:
-            entries += body.entries
+            fields += body.fields
             datas += body.datas
-        box = _BBOX_VALUES(bbox[0])
-        text = _META % (
-            job.key, _json_value(job.source), _json_value(img.get("id")), _json_value(ann.get("id")),
-            _json_value(s.subject), _json_value(img.get("action_idx")), _json_value(img.get("subaction_idx")),
-            _json_value(img.get("cam_idx")), _json_value(img.get("frame_idx")), _json_value(job.person),
-            _json_value(img.get("file_name")), _json_value(img.get("width")), _json_value(img.get("height")), *box,
-            _json_value(body.model if body else None), _json_value(body.rig if body else None),
-        )  # fmt: skip
-        extras = {k: img[k] for k in ("source_url", "license") if k in img}
-        layout = tuple(entries)
-        fields = self._fields.get(layout)
-        if fields is None:
-            fields = self._fields[layout] = tuple(e.name for e in layout)
-        jpg = None
+        layout = tuple(fields)
+        head, size = record_header(layout)
+        record = b"".join((head, *datas))
+        if len(record) != len(head) + size:
+            raise ValueError(f"sample {job.key}: record data is {len(record) - len(head)} bytes, its header says {size}")
+        names = self._names.get(layout)
+        if names is None:
+            names = self._names[layout] = tuple(f[0] for f in layout)
+        members = [(f"{job.key}.npy", record)]
+        extras: dict[str, Any] = {}
         if self.opts.with_images:
             try:
                 jpg, crop = _image_bytes(Path(s.image_path), np.frombuffer(bbox[0], "<f4"), self.opts)
@@ -370,21 +378,31 @@ class SampleEncoder:
                 return Encoded(job.split, job.key, b"", job.source, skip="image_unreadable")
             if crop is not None:
                 extras["crop"] = crop
-            fields += ("jpg",)
+            members.append((f"{job.key}.jpg", jpg))
+            names += ("jpg",)
+        if self.opts.with_meta:
+            members.insert(0, (f"{job.key}.json", self._meta(job, body, bbox[0], extras).encode("utf-8")))
+            names += ("json",)
+        return Encoded(job.split, job.key, tar_members(members), job.source, names,
+                       body.ident if body else None, body.shapes if body else None)  # fmt: skip
+
+    @staticmethod
+    def _meta(job: Job, body: _Body | None, bbox: bytes, extras: dict[str, Any]) -> str:
+        """The ``.json`` member's text (``with_meta``)."""
+        s = job.sample
+        img, ann = s.image, s.annotation
+        text = _META % (
+            job.key, _json_value(job.source), _json_value(img.get("id")), _json_value(ann.get("id")),
+            _json_value(s.subject), _json_value(img.get("action_idx")), _json_value(img.get("subaction_idx")),
+            _json_value(img.get("cam_idx")), _json_value(img.get("frame_idx")), _json_value(job.person),
+            _json_value(img.get("file_name")), _json_value(img.get("width")), _json_value(img.get("height")),
+            *_BBOX_VALUES(bbox), _json_value(body.model if body else None), _json_value(body.rig if body else None),
+        )  # fmt: skip
+        extras = {**{k: img[k] for k in ("source_url", "license") if k in img}, **extras}
         if extras:
             text += "," + _JSON.encode(extras)[1:-1]
         # The camera fragment is serialised once per camera, not once per person.
-        text += ',"camera":' + job.camera_json + "}"
-        members = [(f"{job.key}.json", text.encode("utf-8")), (f"{job.key}.npz", pack_npz(layout, datas))]
-        if jpg is not None:
-            members.append((f"{job.key}.jpg", jpg))
-        return Encoded(job.split, job.key, tar_members(members), job.source, fields,
-                       body.ident if body else None, body.shapes if body else None)  # fmt: skip
-
-
-def encode_job(job: Job, opts: EncodeOptions) -> Encoded:
-    """Encode one person (a one-off :class:`SampleEncoder`; use one encoder for many persons)."""
-    return SampleEncoder(opts).encode(job)
+        return text + ',"camera":' + job.camera_json + "}"
 
 
 def _image_bytes(path: Path, bbox: np.ndarray, opts: EncodeOptions) -> tuple[bytes, list[float] | None]:

@@ -1,17 +1,17 @@
 """``index.json``, the commit record of a shard set: which shards are complete, their counts and sha256.
 
 A shard enters the index only after its tar has been renamed into place, so whatever the index lists is
-complete; ``"complete": true`` is set when the whole run has finished. Layout (schema version 1)::
+complete; ``"complete": true`` is set when the whole run has finished. Layout (schema version 2)::
 
     {
-      "format": "p2m-shards", "schema_version": 1, "complete": true,
-      "config":  {options that decide the bytes: with_images, crop, sizes, maxcount, maxsize, splits, ...},
+      "format": "p2m-shards", "schema_version": 2, "complete": true,
+      "config":  {options that decide the bytes: with_images, with_meta, crop, sizes, maxcount, splits, ...},
       "sources": [{"path": "/abs/DATASET", "names": ["h36m"], "info": {...}}],
       "splits": {
         "train": {"samples": 1234, "bytes": 5678,
                   "sources": {"h36m": 1234},
                   "body_models": {"anny": {"samples": 1200, "pose": [38, 3], "shape": [10], "trans": [3]}},
-                  "fields": {"j2d": 1234, "j3d": 1234, "bbox": 1234, "cam": 1234, "jpg": 0},
+                  "fields": {"j2d": 1234, "j3d": 1234, "bbox": 1234, "cam": 1234, "R": 1234, ...},
                   "shards": [{"name": "train-000000.tar", "samples": 1000, "bytes": 4567,
                               "sha256": "...", "first_key": "...", "last_key": "..."}, ...]}
       }
@@ -36,13 +36,14 @@ from p2m.io import read_json, write_json
 logger = logging.getLogger(__name__)
 
 FORMAT = "p2m-shards"
-SCHEMA_VERSION = 1
+#: 2: one ``.npy`` record per sample (R included), ``.json`` only with ``with_meta``; 1 (read no more): npz + json.
+SCHEMA_VERSION = 2
 INDEX_NAME = "index.json"
 STATS_NAME = "shard_stats.json"
 SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{6,})\.tar$")
 #: Shapes every sample's arrays must have (the body-parameter shapes are recorded per model instead).
-FIXED_SHAPES: dict[str, tuple[int, ...]] = {"j2d": (17, 3), "j3d": (17, 3), "bbox": (4,), "cam": (4,)}
+FIXED_SHAPES: dict[str, tuple[int, ...]] = {"j2d": (17, 3), "j3d": (17, 3), "bbox": (4,), "cam": (4,), "R": (3, 3)}
 BODY_FIELDS: tuple[str, ...] = ("pose", "shape", "trans")
 
 
@@ -113,8 +114,8 @@ def check_index(index: Any, where: str) -> None:
     version = index.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ShardError(
-            f"{where}: schema_version {version!r}; this p2m reads version {SCHEMA_VERSION}. "
-            "Rewrite the shards with this p2m's `p2m shard`."
+            f"{where}: shard schema_version {version!r}; this p2m reads version {SCHEMA_VERSION}: rewrite the shards "
+            "by running the same `p2m shard DATASET... --out DIR --overwrite` with this p2m"
         )
     splits = index.get("splits")
     if not isinstance(splits, dict):

@@ -10,10 +10,14 @@ Usage::
             ...
             checkpoint["data"] = loader.state_dict()
 
-Pipeline (each stage a plain generator, as in webdataset; STYLE.md "For p2m" 10)::
+Pipeline (:func:`shard_pipeline`, each stage a plain generator of :mod:`p2m.shards.stages`, as in webdataset)::
 
-    plan shards for (epoch, rank) -> open (webdataset.gopen: files, pipe:, http(s), ...) -> tar samples,
-      keeping this worker's share -> shuffle buffer -> skip (resume) -> batch -> collate (p2m.shards.collate)
+    url_opener -> tar_samples (tar expander + group by keys, keeping this worker's share) -> shuffle
+      -> batched (skipping what a resumed epoch consumed) -> collate (p2m.shards.collate: the batch contract)
+
+:class:`ShardStream` only plans what it reads: which shards, in which order, which share and how many batches,
+for (epoch, rank, worker). Training and evaluation read through the same pipeline; evaluation is
+``drop_last=False`` with no shuffling.
 
 Two modes:
 
@@ -24,6 +28,8 @@ Two modes:
   No sample is seen twice in an epoch, and every rank yields the same number of full batches,
   ``floor(min_rank_samples / W / B) * W`` (the few samples beyond that are dropped, others in the next
   epoch), so DDP never waits for a rank that ran out.
+- evaluation (``drop_last=False``, exact mode): every sample of the split once over all ranks and workers,
+  last batches shorter; ``max_samples`` keeps the first samples of the split in index order.
 - **resampled** (``epoch_length=N``): every worker draws shards with replacement (seeded per epoch, rank and
   worker) and the rank yields exactly ``N`` batches per epoch. Samples may repeat within an epoch. Works on
   a plain list of shard URLs (no index needed).
@@ -43,7 +49,7 @@ import logging
 import multiprocessing
 import os
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,10 +60,32 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from p2m.errors import ShardError
 from p2m.shards.collate import CollateSpec, collate
 from p2m.shards.index import load_index, shard_location
-from p2m.shards.stages import batched, open_shards, open_shards_webdataset, reraise, resample, shuffle
+from p2m.shards.stages import ShardRef, batched, reraise, resample, share, shuffle, tar_samples, url_opener
 
 logger = logging.getLogger(__name__)
 
+
+def shard_pipeline(
+    shards: Iterable[ShardRef], spec: CollateSpec, *, batch_size: int, batches: int, skip: int = 0,
+    partial: bool = False, part: int = 0, parts: int = 1, shuffle_buffer: int = 0, rng: random.Random | None = None,
+    handler: Callable[[BaseException], bool] = reraise,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Collated batches of the samples of ``shards`` (``(url, limit)`` pairs, in reading order).
+
+    Args:
+        shards: the shards to read, each with the most samples to take from it (None: all).
+        spec: what a batch holds.
+        batch_size, batches: batch size and the most batches to yield.
+        skip: batches to drop first (a resumed epoch); partial: yield a shorter last batch.
+        part, parts: keep samples ``part, part + parts, ...`` of the stream (a DataLoader worker's share).
+        shuffle_buffer, rng: reservoir shuffle of that many samples (0 or 1: none).
+        handler: what to do with a shard that fails (see :mod:`p2m.shards.stages`).
+    """
+    streams = url_opener(shards, handler)
+    samples = tar_samples(streams, handler, keep=share(part, parts))
+    samples = shuffle(samples, shuffle_buffer, rng or random.Random(0))
+    for batch in batched(samples, batch_size, batches, skip, partial):
+        yield collate(batch, spec)
 
 
 # ------------------------------------------------------------------------------------------------ the dataset
@@ -128,13 +156,13 @@ class ShardStream(IterableDataset):
         shuffle_shards: shuffle the shard order each epoch (exact mode).
         body_model: body model id to collate (default: the split's only model in index.json, if one).
         body_shapes: per-sample shapes of that model's pose/shape/trans (default: from index.json).
-        with_meta, with_images: add decoded json / images to each batch.
-        fast_tar: read tars with p2m's streaming parser (default) or with webdataset's tar expander.
+        with_meta, with_images: add decoded json / images to each batch (the shards must hold them).
         handler: called with an exception from a shard; True skips it (resampled mode), False stops.
         allow_incomplete: read an index whose writing run has not finished.
         drop_last: exact mode yields only full batches, the same number on every rank (training). False
             (evaluation): every sample of the split exactly once over all ranks and workers, last batches
             shorter, batch counts that may differ between ranks, no mid-epoch resume.
+        max_samples: with ``drop_last=False``, only the first samples of the split, in index order.
     """
 
     def __init__(
@@ -154,14 +182,16 @@ class ShardStream(IterableDataset):
         body_shapes: Mapping[str, Sequence[int]] | None = None,
         with_meta: bool = False,
         with_images: bool = False,
-        fast_tar: bool = True,
         handler: Callable[[BaseException], bool] = reraise,
         allow_incomplete: bool = False,
         drop_last: bool = True,
+        max_samples: int | None = None,
     ) -> None:
         super().__init__()
         if not drop_last and epoch_length is not None:
             raise ShardError("drop_last=False needs exact epochs (epoch_length=None)")
+        if max_samples is not None and drop_last:
+            raise ShardError("max_samples needs drop_last=False (evaluation)")
         self.drop_last = drop_last
         if batch_size < 1:
             raise ShardError(f"batch_size {batch_size}: expected >= 1")
@@ -173,8 +203,8 @@ class ShardStream(IterableDataset):
         self.split, self.batch_size, self.seed = split, int(batch_size), int(seed)
         self.shuffle_buffer, self.epoch_length = int(shuffle_buffer), epoch_length
         self.num_workers, self.shuffle_shards = max(0, int(num_workers)), shuffle_shards
-        self.fast_tar, self.handler = fast_tar, handler
-        self.urls, self.counts, models = self._shards(source, split, allow_incomplete)
+        self.handler = handler
+        self.urls, self.counts, models, config = self._shards(source, split, allow_incomplete)
         if epoch_length is None and self.counts is None:
             raise ShardError(
                 "exact epochs need the sample count of every shard: pass the shard folder or its index.json, "
@@ -182,6 +212,14 @@ class ShardStream(IterableDataset):
             )
         if not self.urls:
             raise ShardError(f"split {split!r} has no shards")
+        self.limits: list[int | None] = [None] * len(self.urls)
+        if max_samples is not None and self.counts is not None:
+            offsets = [sum(self.counts[:i]) for i in range(len(self.counts))]
+            self.limits = [max(0, min(c, max_samples - o)) for c, o in zip(self.counts, offsets, strict=True)]
+        for flag, option, member in ((with_meta, "with_meta", "json"), (with_images, "with_images", "jpg")):
+            if flag and config is not None and not config.get(option):
+                raise ShardError(f"{source}: {option}: the shards hold no .{member} members; rewrite them with "
+                                 f"`p2m shard --{option.replace('_', '-')}`")  # fmt: skip
         self.spec = CollateSpec(*self._body(models, body_model, body_shapes), with_meta, with_images)
         self.state = StreamState(0, 0, self.seed, "exact" if epoch_length is None else "resampled",
                                  self.world_size, self.num_workers, self.batch_size)  # fmt: skip
@@ -194,20 +232,21 @@ class ShardStream(IterableDataset):
     def _plan_exact(self) -> int:
         """Give this rank its shards and return the batches per epoch (exact mode)."""
         assert self.counts is not None
-        if len(self.urls) < self.world_size:
+        counts = [c if lim is None else lim for c, lim in zip(self.counts, self.limits, strict=True)]
+        if len(self.urls) < self.world_size and self.drop_last:
             raise ShardError(
                 f"split {self.split!r} has {len(self.urls)} shards for {self.world_size} ranks; exact epochs need "
                 "at least one shard per rank: rewrite with a smaller --maxcount, or use resampled epochs (epoch_length)"
             )
-        bins = balance(self.counts, self.world_size)
-        self.rank_shards = bins[self.rank]
+        bins = balance(counts, self.world_size)
+        self.rank_shards = [i for i in bins[self.rank] if counts[i] > 0]
         nw = max(1, self.num_workers)
         if not self.drop_last:
-            share = sum(self.counts[i] for i in self.rank_shards)
-            per_worker = [max(0, (share - w + nw - 1) // nw) for w in range(nw)]  # worker w keeps w, w+nw, ...
+            mine = sum(counts[i] for i in self.rank_shards)
+            per_worker = [max(0, (mine - w + nw - 1) // nw) for w in range(nw)]  # worker w keeps w, w+nw, ...
             self.worker_batches = [-(-n // self.batch_size) for n in per_worker]
             return sum(self.worker_batches)
-        min_samples = min(sum(self.counts[i] for i in b) for b in bins)
+        min_samples = min(sum(counts[i] for i in b) for b in bins)
         batches = (min_samples // nw) // self.batch_size * nw
         if batches == 0:
             raise ShardError(
@@ -221,14 +260,14 @@ class ShardStream(IterableDataset):
     @staticmethod
     def _shards(
         source: str | Path | Sequence[str], split: str, allow_incomplete: bool
-    ) -> tuple[list[str], list[int] | None, dict[str, Any] | None]:
+    ) -> tuple[list[str], list[int] | None, dict[str, Any] | None, dict[str, Any] | None]:
         if isinstance(source, (list, tuple)):
-            return [str(u) for u in source], None, None
+            return [str(u) for u in source], None, None, None
         text = str(source)
         if text.endswith(".tar") or "{" in text:
             from webdataset.shardlists import expand_urls
 
-            return list(expand_urls(text)), None, None
+            return list(expand_urls(text)), None, None, None
         index = load_index(text)
         if not index.get("complete") and not allow_incomplete:
             raise ShardError(
@@ -239,7 +278,7 @@ class ShardStream(IterableDataset):
             raise ShardError(f"{text}: no split {split!r}; the index has {sorted(index['splits'])}")
         rec = index["splits"][split]
         urls = [shard_location(text, sh["name"]) for sh in rec["shards"]]
-        return urls, [int(sh["samples"]) for sh in rec["shards"]], rec.get("body_models", {})
+        return urls, [int(sh["samples"]) for sh in rec["shards"]], rec.get("body_models", {}), index.get("config", {})
 
     def _body(
         self, models: dict[str, Any] | None, body_model: str | None, body_shapes: Mapping[str, Sequence[int]] | None
@@ -320,23 +359,23 @@ class ShardStream(IterableDataset):
                 raise ShardError("drop_last=False streams have no mid-epoch resume; start the epoch from batch 0")
             assert self.worker_batches is not None
             quota = self.worker_batches[logical]
-        opener = open_shards if self.fast_tar else open_shards_webdataset
         if self.epoch_length is None:
             order = list(self.rank_shards)
             if self.shuffle_shards:
                 self._rng(epoch, -1).shuffle(order)  # the same for all workers of this rank
-            samples = opener((self.urls[i] for i in order), self.handler, logical, nw)  # worker split by sample
-            samples = shuffle(samples, self.shuffle_buffer, self._rng(epoch, logical))
-            skip = done
-        else:
-            rng = self._rng(epoch, logical, start)  # a resumed epoch draws afresh (documented)
-            samples = opener(resample(self.urls, rng), self.handler)
-            samples = shuffle(samples, self.shuffle_buffer, self._rng(epoch, logical, start, 1))
-            skip = 0
+            shards: Iterable[ShardRef] = [(self.urls[i], self.limits[i]) for i in order]
+            part, parts, skip = logical, nw, done  # workers split the rank's stream sample by sample
+            rng = self._rng(epoch, logical)
+        else:  # each worker draws its own shards; a resumed epoch draws afresh (documented)
+            shards = resample(self.urls, self._rng(epoch, logical, start))
+            part, parts, skip = 0, 1, 0
+            rng = self._rng(epoch, logical, start, 1)
         produced = 0
-        for batch in batched(samples, self.batch_size, quota - done, skip, partial=not self.drop_last):
+        for batch in shard_pipeline(shards, self.spec, batch_size=self.batch_size, batches=quota - done, skip=skip,
+                                    partial=not self.drop_last, part=part, parts=parts,
+                                    shuffle_buffer=self.shuffle_buffer, rng=rng, handler=self.handler):  # fmt: skip
             produced += 1
-            yield collate(batch, self.spec)
+            yield batch
         if produced < quota - done:
             raise ShardError(
                 f"split {self.split!r}, rank {self.rank}, worker {logical}: ran out of samples after {produced} of "

@@ -1,7 +1,8 @@
-"""The stages of the shard reader: plain generators over ``(key, {field: bytes})`` samples, as in webdataset.
+"""The stages of the shard reader: plain generators, composed in :func:`p2m.shards.read.shard_pipeline`.
 
-Each stage takes an iterable and options and yields; stages that touch shards take ``handler=`` (called with
-the exception, the shard URL appended to its args; True skips, False stops, raising propagates).
+As in webdataset, each stage takes an iterable and options and yields; stages that touch shards take
+``handler=`` (called with the exception, the shard URL appended to its args; True skips the shard, False stops,
+raising propagates).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import itertools
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import IO
 
 from p2m.shards.codec import Sample, iter_tar_samples
 
 logger = logging.getLogger(__name__)
+
+#: A shard to read: (url, most samples to read from it or None for all).
+ShardRef = tuple[str, int | None]
 
 
 def reraise(exc: BaseException) -> bool:
@@ -23,54 +27,79 @@ def reraise(exc: BaseException) -> bool:
 
 
 def warn_and_continue(exc: BaseException) -> bool:
-    """Handler: log and skip the shard or sample (resampled mode only; exact mode then runs short and raises)."""
+    """Handler: log and skip the shard (resampled mode only; exact mode then runs short and raises)."""
     logger.warning("skipping after error: %s", exc)
     return True
 
 
-def open_shards(
-    urls: Iterable[str], handler: Callable[[BaseException], bool] = reraise, part: int = 0, parts: int = 1
-) -> Iterator[Sample]:
-    """Open each shard with ``webdataset.gopen`` and yield its samples ``(key, {field: bytes})``.
+def _handle(exc: Exception, url: str, handler: Callable[[BaseException], bool]) -> bool:
+    exc.args = (*exc.args, url)
+    return handler(exc)
 
-    With ``parts > 1`` only samples ``part, part + parts, ...`` of the whole stream are yielded; the others are
-    stepped over without copying their bytes (the worker split of exact epochs).
+
+def url_opener(
+    shards: Iterable[ShardRef], handler: Callable[[BaseException], bool] = reraise
+) -> Iterator[tuple[str, IO[bytes], int | None]]:
+    """Open each shard with ``webdataset.gopen`` (files, ``pipe:``, http(s), ...): ``(url, stream, limit)``.
+
+    A stream is closed when the next one is asked for (or the generator is closed).
     """
     from webdataset.gopen import gopen
 
-    keep = None
-    if parts > 1:
-        counter = itertools.count()
-
-        def keep() -> bool:
-            return next(counter) % parts == part
-
-    for url in urls:
+    for url, limit in shards:
         try:
-            with gopen(url, "rb") as stream:
-                yield from iter_tar_samples(stream, url, keep=keep)
+            stream = gopen(url, "rb")
         except Exception as exc:  # noqa: BLE001 - the handler decides
-            exc.args = (*exc.args, url)
-            if not handler(exc):
+            if _handle(exc, url, handler):
+                continue
+            return
+        with stream:
+            yield url, stream, limit
+
+
+def tar_samples(
+    streams: Iterable[tuple[str, IO[bytes], int | None]],
+    handler: Callable[[BaseException], bool] = reraise,
+    keep: Callable[[], bool] | None = None,
+    check: bool = False,
+) -> Iterator[Sample]:
+    """Tar expander + group by keys: the samples ``(key, {field: bytes})`` of each stream, in order.
+
+    Args:
+        streams: from :func:`url_opener`; a stream's ``limit`` keeps only its first samples.
+        handler: see the module docstring.
+        keep: called at the start of every sample; False steps over it without copying (see :func:`share`).
+        check: verify tar header checksums.
+    """
+    for url, stream, limit in streams:
+        limited = None if limit is None else _Limit(limit, keep)
+        try:
+            for sample in iter_tar_samples(stream, url, check=check, keep=keep if limited is None else limited):
+                yield sample
+                if limited is not None and limited.seen >= limit:
+                    break  # the rest of the shard is not wanted: stop reading it
+        except Exception as exc:  # noqa: BLE001 - the handler decides
+            if not _handle(exc, url, handler):
                 return
 
 
-def open_shards_webdataset(
-    urls: Iterable[str], handler: Callable[[BaseException], bool] = reraise, part: int = 0, parts: int = 1
-) -> Iterator[Sample]:
-    """The same stage built from webdataset's own tar expander and key grouping (slower; any tar webdataset reads)."""
-    from webdataset.gopen import gopen
-    from webdataset.tariterators import group_by_keys, tar_file_expander
+class _Limit:
+    """A ``keep`` callback that also refuses every sample after the first ``limit`` of a shard."""
 
-    def streams() -> Iterator[dict[str, Any]]:
-        for url in urls:
-            yield {"url": url, "stream": gopen(url, "rb")}
+    def __init__(self, limit: int, keep: Callable[[], bool] | None) -> None:
+        self.limit, self.keep, self.seen = limit, keep, 0
 
-    samples = group_by_keys(tar_file_expander(streams(), handler=handler), handler=handler)
-    for i, sample in enumerate(samples):
-        if i % parts == part:
-            key = sample.pop("__key__")
-            yield key, {k: v for k, v in sample.items() if not k.startswith("__")}
+    def __call__(self) -> bool:
+        self.seen += 1
+        return self.seen <= self.limit and (self.keep is None or self.keep())
+
+
+def share(part: int, parts: int) -> Callable[[], bool] | None:
+    """A ``keep`` callback for :func:`tar_samples`: samples ``part, part + parts, ...`` of the whole stream."""
+    if parts <= 1:
+        return None
+    counter = itertools.count()
+    return lambda: next(counter) % parts == part
 
 
 def shuffle(samples: Iterable[Sample], bufsize: int, rng: random.Random) -> Iterator[Sample]:
@@ -100,13 +129,13 @@ def batched(
         if next(it, None) is None:
             return
     for _ in range(count):
-        batch = [s for _, s in zip(range(batch_size), it, strict=False)]
+        batch = list(itertools.islice(it, batch_size))
         if len(batch) < batch_size and not (partial and batch):
             return
         yield batch
 
 
-def resample(urls: Sequence[str], rng: random.Random) -> Iterator[str]:
-    """Shard URLs drawn with replacement, forever."""
+def resample(urls: Sequence[str], rng: random.Random) -> Iterator[ShardRef]:
+    """Shards drawn with replacement, forever."""
     while True:
-        yield urls[rng.randrange(len(urls))]
+        yield urls[rng.randrange(len(urls))], None

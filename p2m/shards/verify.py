@@ -1,12 +1,13 @@
 """`verify_shards`: re-read a shard set with the webdataset package and list every problem found.
 
 Checks, per shard listed in index.json: the file exists with the indexed size and sha256; webdataset's tar
-reader reads it to the end; the number of samples, first and last key match the index; every key is dot-free
-and unique across the set; every sample has ``.json`` and ``.npz`` (and ``.jpg`` when the set has images);
-every member decodes (``json.loads``, ``np.load(allow_pickle=False)``, PIL); arrays are finite float32 with
-their shapes (``j2d``/``j3d`` (17, 3), ``bbox``/``cam`` (4,), body parameters as index.json records for the
-sample's body model). The set-level checks: the index is complete and split totals add up; tar files that
-the index does not list are reported as warnings.
+reader reads it to the end; the number of samples, first and last key match the index, and so do the samples
+per source (from the keys); every key is dot-free and unique across the set; every sample has its ``.npy``
+record (and ``.json`` / ``.jpg`` when the set was written with them); every member decodes (``json.loads``,
+``np.load(allow_pickle=False)``, PIL); the record's fields are finite float32 with their shapes (``j2d``/``j3d``
+(17, 3), ``bbox``/``cam`` (4,), ``R`` (3, 3), body parameters as index.json records for the sample's body
+model). The set-level checks: the index is complete and split totals add up; tar files that the index does not
+list are reported as warnings.
 
 The decoding here deliberately uses the standard readers, not the fast parsers of the training reader, so a
 bug in p2m's own byte code cannot hide itself.
@@ -19,6 +20,7 @@ import io
 import json
 import logging
 import multiprocessing
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,12 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from p2m.shards.encode import sanitize_key_part
 from p2m.shards.index import FIXED_SHAPES, SHARD_RE, load_index, resolve_index_path, shard_location
 
 logger = logging.getLogger(__name__)
 
 MAX_PROBLEMS_PER_SHARD = 20
-KNOWN_MEMBERS = {"json", "npz", "jpg"}
+KNOWN_MEMBERS = {"npy", "json", "jpg"}
+_KEY_SOURCE = re.compile(r"^(.*)_s\d{3,}_a\d{3,}_sa\d{3,}_c\d{4,}_f\d{6,}_p\d{2,}$")
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,8 @@ def verify_shards(location: str | Path, *, workers: int = 1, progress: bool | No
     if not index.get("complete"):
         report.problems.append(Problem("index.json", None, "incomplete: the writing run was interrupted; rerun "
                                        "`p2m shard` with the same arguments"))  # fmt: skip
-    with_images = bool(index.get("config", {}).get("with_images"))
+    config = index.get("config", {})
+    with_images, with_meta = bool(config.get("with_images")), bool(config.get("with_meta"))
     tasks = []
     for split, rec in index["splits"].items():
         total = sum(sh["samples"] for sh in rec["shards"])
@@ -107,7 +112,7 @@ def verify_shards(location: str | Path, *, workers: int = 1, progress: bool | No
                 Problem("index.json", None, f"split {split}: shard counts add up to {total}, the split says {rec.get('samples')}")
             )
         for sh in rec["shards"]:
-            tasks.append((shard_location(base, sh["name"]), sh, rec.get("body_models", {}), with_images))
+            tasks.append((shard_location(base, sh["name"]), sh, rec.get("body_models", {}), with_images, with_meta))
     listed = {sh["name"] for rec in index["splits"].values() for sh in rec["shards"]}
     folder = Path(base).parent
     if "://" not in base and folder.is_dir():
@@ -121,7 +126,7 @@ def verify_shards(location: str | Path, *, workers: int = 1, progress: bool | No
         results: Iterator[tuple[int, list[str], list[Problem]]] = (
             pool.imap(_check_task, tasks) if pool else (_check_task(t) for t in tasks)
         )
-        for (_, sh, _, _), (n, shard_keys, problems) in zip(tasks, results, strict=True):
+        for (_, sh, *_), (n, shard_keys, problems) in zip(tasks, results, strict=True):
             report.shards += 1
             report.samples += n
             report.problems.extend(problems)
@@ -140,13 +145,12 @@ def verify_shards(location: str | Path, *, workers: int = 1, progress: bool | No
     return report
 
 
-def _check_task(task: tuple[str, dict[str, Any], dict[str, Any], bool]) -> tuple[int, list[str], list[Problem]]:
-    url, sh, models, with_images = task
-    return check_shard(url, sh, models, with_images)
+def _check_task(task: tuple[str, dict[str, Any], dict[str, Any], bool, bool]) -> tuple[int, list[str], list[Problem]]:
+    return check_shard(*task)
 
 
 def check_shard(
-    url: str, record: dict[str, Any], body_models: dict[str, Any], with_images: bool
+    url: str, record: dict[str, Any], body_models: dict[str, Any], with_images: bool, with_meta: bool = False
 ) -> tuple[int, list[str], list[Problem]]:
     """Check one shard against its index record; returns ``(samples read, keys, problems)``."""
     from webdataset.gopen import gopen
@@ -178,7 +182,7 @@ def check_shard(
         for sample in group_by_keys(tar_file_expander(source)):
             key = sample["__key__"]
             keys.append(key)
-            _check_sample(key, sample, body_models, with_images, add, counts)
+            _check_sample(key, sample, body_models, with_images, with_meta, add, counts)
     except Exception as exc:  # noqa: BLE001 - any failure of the tar reader is a finding
         reason = str(exc.args[0] if exc.args else exc).split(" @ <", 1)[0]  # webdataset appends the stream repr
         add(keys[-1] if keys else None,
@@ -187,17 +191,23 @@ def check_shard(
         add(None, f"{len(keys)} samples read, index.json says {record['samples']}")
     elif keys and (keys[0] != record.get("first_key", keys[0]) or keys[-1] != record.get("last_key", keys[-1])):
         add(None, f"keys run {keys[0]} .. {keys[-1]}, index.json says {record.get('first_key')} .. {record.get('last_key')}")
-    if "sources" in record and dict(counts["sources"]) != record["sources"] and len(keys) == record["samples"]:
-        add(None, f"sources {dict(counts['sources'])}, index.json says {record['sources']}")
+    if "sources" in record and len(keys) == record["samples"]:
+        expected: Counter[str] = Counter()
+        for name, n in record["sources"].items():
+            expected[sanitize_key_part(name)] += n
+        if counts["sources"] != expected:
+            add(None, f"samples per source (from the keys) {dict(counts['sources'])}, index.json says {record['sources']}")
     return len(keys), keys, problems
 
 
-def _check_sample(key: str, sample: dict[str, Any], body_models: dict[str, Any], with_images: bool, add: Any,
-                  counts: dict[str, Counter[str]]) -> None:  # fmt: skip
+def _check_sample(key: str, sample: dict[str, Any], body_models: dict[str, Any], with_images: bool, with_meta: bool,
+                  add: Any, counts: dict[str, Counter[str]]) -> None:  # fmt: skip
     fields = {k for k in sample if not k.startswith("__")}
     if "." in key or any(f not in KNOWN_MEMBERS for f in fields):
         add(key, f"unexpected members {sorted(fields - KNOWN_MEMBERS)} (a key with a dot is cut at the dot)")
-    for required in ("json", "npz", *(("jpg",) if with_images else ())):
+    source = _KEY_SOURCE.match(key)
+    counts["sources"][source[1] if source else "?"] += 1
+    for required in ("npy", *(("jpg",) if with_images else ()), *(("json",) if with_meta else ())):
         if required not in fields:
             add(key, f"no .{required} member")
     if "json" in fields:
@@ -205,18 +215,18 @@ def _check_sample(key: str, sample: dict[str, Any], body_models: dict[str, Any],
             meta = json.loads(sample["json"])
             if not isinstance(meta, dict) or meta.get("key") != key:
                 add(key, "json: not an object whose 'key' is the sample key")
-            else:
-                counts["sources"][str(meta.get("source"))] += 1
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             add(key, f"json does not decode: {exc}")
-    if "npz" in fields:
+    if "npy" in fields:
         try:
-            with np.load(io.BytesIO(sample["npz"]), allow_pickle=False) as npz:
-                arrays = {n: npz[n] for n in npz.files}
-        except Exception as exc:  # noqa: BLE001 - zipfile, numpy and pickle refusals all mean "does not decode"
-            add(key, f"npz does not decode: {type(exc).__name__}: {exc}")
+            record = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - numpy and pickle refusals all mean "does not decode"
+            add(key, f"npy does not decode: {type(exc).__name__}: {exc}")
         else:
-            _check_arrays(key, arrays, body_models, add)
+            if record.shape != () or record.dtype.names is None:
+                add(key, f"npy is a {record.dtype} array of shape {record.shape}, not a 0-d record")
+            else:
+                _check_arrays(key, {n: record[n] for n in record.dtype.names}, body_models, add)
     if "jpg" in fields:
         try:
             from PIL import Image
@@ -229,7 +239,7 @@ def _check_sample(key: str, sample: dict[str, Any], body_models: dict[str, Any],
 
 def _check_arrays(key: str, arrays: dict[str, np.ndarray], body_models: dict[str, Any], add: Any) -> None:
     if "j2d" not in arrays:
-        add(key, "npz has no j2d")
+        add(key, "record has no j2d")
     for name, shape in FIXED_SHAPES.items():
         arr = arrays.get(name)
         if arr is None:
@@ -243,10 +253,14 @@ def _check_arrays(key: str, arrays: dict[str, np.ndarray], body_models: dict[str
     body = [f for f in ("pose", "shape", "trans") if f in arrays]
     if not body:
         return
-    if "model" not in arrays or arrays["model"].dtype.kind != "U":
+    if "model" not in arrays or arrays["model"].dtype.kind != "S":
         add(key, f"body parameters {body} without a model name")
         return
-    model = str(arrays["model"])
+    try:
+        model = arrays["model"].item().decode("utf-8")
+    except UnicodeDecodeError:
+        add(key, f"body model name {arrays['model'].item()!r} is not UTF-8")
+        return
     rec = body_models.get(model)
     if rec is None:
         add(key, f"body model {model!r} is not in index.json ({sorted(body_models)})")

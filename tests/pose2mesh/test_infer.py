@@ -57,9 +57,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def run(data: dict) -> Path:
-    """A run trained for 2 steps by the trainer's fit() (with a validation, so best.pt and best.safetensors exist)."""
+    """A run trained for 2 steps by the trainer's train() (with a validation, so best.pt and best.safetensors exist)."""
     from p2m.pose2mesh.config import load_config
-    from p2m.pose2mesh.train import fit
+    from p2m.pose2mesh.train import train
     from p2m.shards import build_shards
 
     from .conftest import TINY_CONFIG
@@ -67,7 +67,7 @@ def run(data: dict) -> Path:
     shards = data["base"] / "shards"
     build_shards([data["ds"]], shards, splits={"train": "S1,S2", "test": "S3"}, maxcount=64, progress=False)
     out = data["base"] / "run"
-    fit(load_config(TINY_CONFIG, TINY_SETS), out, shards, device="cpu", progress=False)
+    train(load_config(TINY_CONFIG, TINY_SETS), out, shards, device="cpu", progress=False)
     assert (out / "checkpoints" / "best.pt").is_file() and (out / "best.safetensors").is_file()
     return out
 

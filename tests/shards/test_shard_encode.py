@@ -1,11 +1,10 @@
-"""The fast sample encoder: its npz is what np.load and webdataset read, its numbers are numpy's, its json is json."""
+"""The fast sample encoder: its record is what np.load and webdataset read, its numbers are numpy's, its json is json."""
 
 from __future__ import annotations
 
 import io
 import json
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from webdataset.autodecode import decoders as wds_decoders
 
 from p2m.camera import Camera
 from p2m.layout import Sample
-from p2m.shards.codec import NPY_ALIGN, decode_npz, encode_npz, iter_tar_samples, npy_entry, pack_npz
+from p2m.shards.codec import iter_tar_samples
 from p2m.shards.encode import (
     EncodeOptions,
     Job,
@@ -84,55 +83,6 @@ def test_float32_bytes_decides_like_numpy(value, shape):
         assert got == (ref.astype("<f4").tobytes(), ref.shape)
 
 
-ARRAYS = {
-    "j2d": np.asarray(J17, np.float32),
-    "bbox": np.array([1.5, 2.5, 3.5, 4.5], np.float32),
-    "pose": RNG.normal(size=72),  # float64
-    "ids": np.array([1, -2, 3], np.int64),
-    "mask": np.array([[True, False, True]]),
-    "pixels": RNG.integers(0, 255, size=(2, 3, 3), dtype=np.uint8),
-    "scale": np.float32(2.5) * np.ones((), np.float32),  # 0-d float
-    "model": np.array("anny/default"),  # 0-d unicode
-    "rig": np.array(""),  # 0-d empty unicode
-    "name": np.array("smplx/\u00e9t\u00e9"),  # non-ASCII
-    "names": np.array(["a", "bc"]),
-    "empty": np.zeros((0, 3), np.float32),
-    "big_endian": np.arange(4, dtype=">f8"),
-}
-
-
-def test_npz_arrays_of_every_kind_read_back_identically():
-    blob = encode_npz(ARRAYS)
-    assert zipfile.ZipFile(io.BytesIO(blob)).testzip() is None
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        loaded = {k: z[k] for k in z.files}
-    by_webdataset = wds_decoders["npz"](blob)
-    fast = decode_npz(blob)
-    reference = io.BytesIO()
-    np.savez(reference, **ARRAYS)
-    with np.load(io.BytesIO(reference.getvalue())) as z:
-        numpy_own = {k: z[k] for k in z.files}
-    for name, arr in ARRAYS.items():
-        for got in (loaded[name], by_webdataset[name], fast[name], numpy_own[name]):
-            assert got.dtype == arr.dtype and got.shape == arr.shape, name
-            assert got.tobytes() == arr.tobytes(), name
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        for info in zf.infolist():
-            raw = zf.read(info)
-            assert (10 + raw[8] + 256 * raw[9]) % NPY_ALIGN == 0, info.filename  # header length
-            assert raw[: 10 + raw[8] + 256 * raw[9]].endswith(b"\n")
-    assert len(blob) < len(reference.getvalue()) - 13 * 40  # each header is >= 48 bytes shorter than numpy's
-    assert encode_npz(ARRAYS) == blob
-
-
-def test_pack_npz_refuses_data_of_the_wrong_length():
-    entries = (npy_entry("j2d", "<f4", (17, 3)), npy_entry("bbox", "<f4", (4,)))
-    with pytest.raises(ValueError, match="bbox"):
-        pack_npz(entries, [bytes(204), bytes(15)])
-    with pytest.raises(ValueError, match="object"):
-        npy_entry("x", object, ())
-
-
 CAM = Camera.look_at([0.0, -4500.0, 1500.0], [0.0, 0.0, 900.0], f=[1145.0, 1144.0], c=[512.0, 515.0])
 
 
@@ -150,12 +100,15 @@ def _sample(image: dict | None = None, ann: dict | None = None, world=None, body
 
 def _encode(sample: Sample, encoder: SampleEncoder | None = None):
     job = Job("train", "h36m_s001_k", "h36m", 0, sample, camera_json(sample.camera), camera_array(sample.camera))
-    enc = (encoder or SampleEncoder(EncodeOptions())).encode(job)
+    enc = (encoder or SampleEncoder(EncodeOptions(with_meta=True))).encode(job)
     if enc.skip:
         return enc, None, None
     [(key, fields)] = list(iter_tar_samples(io.BytesIO(enc.data + bytes(1024)), check=True))
-    assert key == "h36m_s001_k" and list(fields) == ["json", "npz"]
-    return enc, json.loads(fields["json"]), dict(np.load(io.BytesIO(fields["npz"])))
+    assert key == "h36m_s001_k" and list(fields) == ["json", "npy"]
+    by_webdataset = wds_decoders["npy"](fields["npy"])
+    record = np.load(io.BytesIO(fields["npy"]), allow_pickle=False)
+    assert by_webdataset.dtype == record.dtype and by_webdataset.tobytes() == record.tobytes()
+    return enc, json.loads(fields["json"]), {name: record[name] for name in record.dtype.names}
 
 
 def test_json_member_holds_the_fields_as_json_would_write_them():
@@ -169,13 +122,14 @@ def test_json_member_holds_the_fields_as_json_would_write_them():
         "width": 1000.0, "height": 1000, "bbox": meta["bbox"], "body_model": "anny", "body_rig": "cmu_mb",
         "source_url": "http://127.0.0.1/a.jpg", "license": "CC0-1.0", "camera": CAM.to_dict(),
     }  # fmt: skip
-    assert np.array_equal(np.asarray(meta["bbox"], np.float32), bbox)  # the npz's float32 values exactly
+    assert np.array_equal(np.asarray(meta["bbox"], np.float32), bbox)  # the record's float32 values exactly
     assert bbox.tolist() == pytest.approx(s.annotation["bbox"])
     assert np.array_equal(arrays["j2d"], np.asarray(J17, np.float32))
     assert np.array_equal(arrays["j3d"], s.joints_3d_cam.astype(np.float32))
     assert np.array_equal(arrays["cam"], [1145.0, 1144.0, 512.0, 515.0])
-    assert str(arrays["model"]) == "anny/cmu_mb" and arrays["pose"].shape == (6,)
-    assert enc.fields == ("j2d", "j3d", "bbox", "cam", "pose", "shape", "trans", "model")
+    assert np.array_equal(arrays["R"], CAM.R.astype(np.float32))
+    assert arrays["model"].item() == b"anny/cmu_mb" and arrays["pose"].shape == (6,)
+    assert enc.fields == ("j2d", "j3d", "bbox", "cam", "R", "pose", "shape", "trans", "model", "json")
     assert enc.body_model == "anny/cmu_mb" and enc.body_shapes == {"pose": [6], "shape": [2], "trans": [3]}
 
 
@@ -191,13 +145,13 @@ def test_bad_values_skip_the_sample_or_drop_the_body_field():
     enc, meta, arrays = _encode(_sample(body={"model": "smpl", "pose": [0.1, float("nan")], "shape": [1.0],
                                               "trans": [0.0, 0.0, 1.0]}))  # fmt: skip
     assert "pose" not in arrays and arrays["shape"].shape == (1,) and enc.body_shapes == {"shape": [1], "trans": [3]}
-    # no camera: no j3d, no cam, camera null; no body: no model
+    # no camera: no j3d, no cam, no R, camera null; no body: no model
     enc, meta, arrays = _encode(_sample(camera=None))
     assert sorted(arrays) == ["bbox", "j2d"] and meta["camera"] is None and meta["body_model"] is None
 
 
 def test_shared_body_records_are_converted_once_and_encode_the_same():
-    encoder = SampleEncoder(EncodeOptions())
+    encoder = SampleEncoder(EncodeOptions(with_meta=True))
     body = {"model": "smpl", "pose": RNG.normal(size=72).tolist(), "shape": [0.5] * 10, "trans": [0.0, 0.1, 2.0]}
     a = _encode(_sample(body=body), encoder)[0]
     b = _encode(_sample(body=body), encoder)[0]  # same record (a frame seen by another camera): cache hit

@@ -12,21 +12,21 @@ from click.testing import CliRunner
 
 from p2m.cli import main
 from p2m.shards import build_shards, shard_info, verify_shards
-from p2m.shards.codec import TAR_END, iter_tar, tar_member
-from p2m.shards.codec import encode_npz as encode
+from p2m.shards.codec import TAR_END, iter_tar_samples, record_header, tar_member
 
 
 @pytest.fixture()
 def shard_set(datasets, tmp_path) -> Path:
     out = tmp_path / "shards"
-    build_shards([datasets["h36m"]], out, maxcount=4)  # 30 samples -> 8 shards
+    build_shards([datasets["h36m"]], out, maxcount=4, with_meta=True)  # 30 samples -> 8 shards
     return out
 
 
 def _rewrite(path: Path, change) -> None:
     """Rebuild a tar member by member; ``change(name, data)`` returns the new (name, data) or None to drop it."""
     with path.open("rb") as fh:
-        members = list(iter_tar(fh, str(path)))
+        members = [(f"{key}.{field}", data) for key, fields in iter_tar_samples(fh, str(path))
+                   for field, data in fields.items()]  # fmt: skip
     out = []
     for name, data in members:
         new = change(name, data)
@@ -54,24 +54,25 @@ def test_every_kind_of_damage_is_listed(shard_set):
     shards[0].write_bytes(bytes(data))
     # 1: truncated in the middle of a member
     shards[1].write_bytes(shards[1].read_bytes()[:3000])
-    # 2: an npz member whose bytes are garbage
+    # 2: an npy member whose bytes are garbage
     garbled: list[str] = []
 
-    def garble_first_npz(name: str, data: bytes):
-        if name.endswith(".npz") and not garbled:
-            garbled.append(name.removesuffix(".npz"))
+    def garble_first_npy(name: str, data: bytes):
+        if name.endswith(".npy") and not garbled:
+            garbled.append(name.removesuffix(".npy"))
             return name, b"\x00" * len(data)
         return name, data
 
-    _rewrite(shards[2], garble_first_npz)
-    # 3: an array of the wrong shape
+    _rewrite(shards[2], garble_first_npy)
+    # 3: a field of the wrong shape
     def short_j2d(name: str, data: bytes):
-        if not name.endswith(".npz"):
+        if not name.endswith(".npy"):
             return name, data
-        with np.load(io.BytesIO(data)) as z:
-            arrays = {k: z[k] for k in z.files}
-        arrays["j2d"] = arrays["j2d"][:16]
-        return name, encode(arrays)
+        record = np.load(io.BytesIO(data))
+        fields = [(n, record.dtype[n].base.str, record.dtype[n].shape) for n in record.dtype.names]
+        fields[0] = ("j2d", "<f4", (16, 3))
+        head, _ = record_header(tuple(fields))
+        return name, head + record["j2d"][:16].tobytes() + b"".join(record[n].tobytes() for n in record.dtype.names[1:])
 
     _rewrite(shards[3], short_j2d)
     # 4: the index promises one sample more than the shard holds
@@ -96,7 +97,7 @@ def test_every_kind_of_damage_is_listed(shard_set):
     assert len(by_shard["train-000000.tar"]) == 1 and "sha256" in by_shard["train-000000.tar"][0]
     assert any("webdataset cannot read the tar" in m for m in by_shard["train-000001.tar"])
     assert any("size 3000 bytes" in m for m in by_shard["train-000001.tar"])
-    assert any(f"sample {garbled[0]}: npz does not decode" in m for m in by_shard["train-000002.tar"])
+    assert any(f"sample {garbled[0]}: npy does not decode" in m for m in by_shard["train-000002.tar"])
     assert any("j2d shape (16, 3), expected (17, 3)" in m for m in by_shard["train-000003.tar"])
     assert any("4 samples read, index.json says 5" in m for m in by_shard["train-000004.tar"])
     assert any("unexpected members ['54138969_000001.json']" in m for m in by_shard["train-000005.tar"])

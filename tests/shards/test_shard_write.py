@@ -17,7 +17,7 @@ from p2m.shards.encode import sample_key, sanitize_key_part
 
 
 def _read_all(out: Path, split: str, decode: bool = True) -> list[dict]:
-    """Every sample of a split, read with webdataset (decoded: json -> dict, npz -> arrays, jpg -> uint8 HWC)."""
+    """Every sample of a split, read with webdataset (decoded: json -> dict, npy -> record, jpg -> uint8 HWC)."""
     index = load_index(out)
     urls = [str(out / sh["name"]) for sh in index["splits"][split]["shards"]]
     ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
@@ -35,9 +35,9 @@ def test_key_parts_lose_their_dots():
 def test_roundtrip_through_webdataset(datasets, tmp_path):
     out = tmp_path / "shards"
     stats = build_shards([datasets["h36m"], datasets["synth"], datasets["crawl"]], out,
-                         splits={"train": "S1,S5", "test": "S9"}, maxcount=7)  # fmt: skip
+                         splits={"train": "S1,S5", "test": "S9"}, maxcount=7, with_meta=True)  # fmt: skip
     index = load_index(out)
-    assert index["complete"] and index["schema_version"] == 1
+    assert index["complete"] and index["schema_version"] == 2 and index["config"]["with_meta"]
     assert [s["names"] for s in index["sources"]] == [["h36m"], ["synth"], ["crawl"]]
     # h36m: S1,S5 x 5 frames x 2 cams; synth S1 x 3 x 2; crawl S1: 3 photos x 2 people
     assert index["splits"]["train"]["samples"] == 20 + 6 + 6 == stats["split/train/samples"]
@@ -64,24 +64,38 @@ def test_roundtrip_through_webdataset(datasets, tmp_path):
             key = sample["__key__"]
             assert "." not in key and key not in seen
             seen.add(key)
-            assert set(sample) - {"__key__", "__url__", "__local_path__"} == {"json", "npz"}
-            src, meta, arrays = expected[key], sample["json"], sample["npz"]
+            assert set(sample) - {"__key__", "__url__", "__local_path__"} == {"json", "npy"}
+            src, meta, record = expected[key], sample["json"], sample["npy"]
+            assert record.shape == () and record.dtype.names[:2] == ("j2d", "j3d" if src.camera else "bbox")
+            arrays = {name: record[name] for name in record.dtype.names}
             assert meta["key"] == key and meta["source"] == src.dataset and meta["subject"] in subjects
             assert meta["image_id"] == src.image["id"] and meta["ann_id"] == src.annotation["id"]
             assert meta["bbox"] == pytest.approx(src.annotation["bbox"])
             np.testing.assert_allclose(arrays["j2d"], src.joints_2d_h36m, rtol=1e-6)
             assert arrays["j2d"].dtype == np.float32
             if src.camera is None:
-                assert "j3d" not in arrays and "cam" not in arrays and meta["camera"] is None
+                assert not {"j3d", "cam", "R", "model"} & set(arrays) and meta["camera"] is None
                 assert meta["source_url"].startswith("http://127.0.0.1/")
             else:
                 np.testing.assert_allclose(arrays["j3d"], src.joints_3d_cam, rtol=1e-5, atol=1e-3)
                 np.testing.assert_allclose(arrays["cam"], [*src.camera.f, *src.camera.c])
+                np.testing.assert_allclose(arrays["R"], src.camera.R, rtol=1e-6, atol=1e-7)
                 np.testing.assert_allclose(meta["camera"]["R"], src.camera.R)
-                assert str(arrays["model"]) == src.body_param["model"]
+                assert arrays["model"].item().decode() == src.body_param["model"]
                 np.testing.assert_allclose(arrays["pose"], src.body_param["pose"], rtol=1e-6)
     assert seen == set(expected) - {k for k, s in expected.items() if s.subject not in (1, 5, 9)}
     assert any(k.endswith("_p01") for k in seen)  # the second person of a photo
+
+
+def test_pose_only_samples_are_one_member_of_at_most_2_kb(datasets, tmp_path):
+    out = tmp_path / "shards"
+    build_shards([datasets["h36m"], datasets["crawl"]], out, maxcount=100)
+    rec = load_index(out)["splits"]["train"]
+    assert "json" not in rec["fields"] and rec["fields"]["R"] == rec["fields"]["cam"] == 30
+    samples = _read_all(out, "train", decode=False)
+    assert all(set(s) - {"__key__", "__url__", "__local_path__"} == {"npy"} for s in samples)
+    tar_bytes = sum((out / sh["name"]).stat().st_size - 1024 for sh in rec["shards"])  # without the end blocks
+    assert tar_bytes / rec["samples"] <= 2048  # one 512-byte header + the record padded to 512
 
 
 def test_same_inputs_give_identical_bytes(datasets, tmp_path):
@@ -109,14 +123,14 @@ def test_maxcount_and_maxsize_bound_the_shards(datasets, tmp_path):
 
 def test_with_images_frames_and_crops(images_dataset, tmp_path):
     frames = tmp_path / "frames"
-    build_shards([images_dataset], frames, with_images=True)
+    build_shards([images_dataset], frames, with_images=True, with_meta=True)
     for sample in _read_all(frames, "train", decode=False):
         meta = json.loads(sample["json"])
         original = images_dataset / "images" / meta["file_name"]
         assert "." in original.name.removesuffix(".jpg")  # the H36M-style dotted name
         assert sample["jpg"] == original.read_bytes()  # a JPEG frame is stored untouched
     crops = tmp_path / "crops"
-    build_shards([images_dataset], crops, with_images=True, crop=True, crop_size=64, crop_margin=0.2)
+    build_shards([images_dataset], crops, with_images=True, crop=True, crop_size=64, crop_margin=0.2, with_meta=True)
     index = load_index(crops)
     assert index["config"]["crop"] and index["config"]["crop_size"] == 64
     assert index["splits"]["train"]["fields"]["jpg"] == 4
@@ -211,7 +225,7 @@ def test_rejected_crowd_and_invalid_fits_stay_out(tmp_path):
     anns[4]["fit_valid"] = True
     write_json(path, data)
     out = tmp_path / "shards"
-    stats = build_shards([ds], out, splits={"train": "S1"})
+    stats = build_shards([ds], out, splits={"train": "S1"}, with_meta=True)
     assert load_index(out)["splits"]["train"]["samples"] == 3
     assert stats["samples/skipped/rejected"] == 1
     assert stats["samples/skipped/fit_invalid"] == 1

@@ -38,14 +38,14 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A finished 2-epoch run of the tiny config (22 steps), and fit()'s result."""
-    from p2m.pose2mesh.train import fit
+    """A finished 2-epoch run of the tiny config (22 steps), and train()'s result."""
+    from p2m.pose2mesh.train import train
 
     from .helpers import tiny_config
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     with one_thread():
-        result = fit(tiny_config(), run, shards, device="cpu", progress=False)
+        result = train(tiny_config(), run, shards, device="cpu", progress=False)
     return run, result
 
 

@@ -42,7 +42,7 @@ def run_env() -> dict[str, str]:
     env.setdefault("P2M_CACHE_DIR", str(REPO / ".cache"))
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
-    for key in ("P2M_TEST_KILL_AFTER_STEP", "P2M_TEST_KILL_DURING_SAVE", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(key, None)
     return env
 
@@ -51,6 +51,16 @@ def p2m_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     """Run ``python -m p2m ARGS`` in a subprocess."""
     return subprocess.run([sys.executable, "-m", "p2m", *args], cwd=REPO, env=env or run_env(), capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
+
+
+def p2m_killed(when: str, n: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``p2m ARGS`` through tests/train/kill_driver.py, which SIGKILLs it ``when`` ("after-step" or
+    "during-save") reaches ``n``."""
+    driver = Path(__file__).with_name("kill_driver.py")
+    env = run_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return subprocess.run([sys.executable, str(driver), when, str(n), "--", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
 def train_args(config: Path, data: Path, out: Path, *extra: str, sets: tuple[str, ...] = TINY_SETS) -> list[str]:

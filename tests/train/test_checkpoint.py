@@ -21,8 +21,6 @@ from .helpers import tiny_config
 
 def _state(step: int = 7, seed: int = 0) -> dict:
     """A full checkpoint state of a small real model/optimizer/scheduler, as the trainer builds it."""
-    from p2m.pose2mesh.config import to_dict
-
     torch.manual_seed(seed)
     cfg = tiny_config()
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
@@ -31,16 +29,13 @@ def _state(step: int = 7, seed: int = 0) -> dict:
     model(torch.randn(5, 4)).sum().backward()
     opt.step()
     sched.step()
-    return {
-        "format": ckpt.FORMAT, "version": ckpt.VERSION, "p2m_version": "test", "torch_version": str(torch.__version__),
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(),
-        "rng": {"per_rank": [ckpt.rng_state()], "rank_steps": [step]}, "epoch": 1, "epoch_done": False,
-        "step": step, "data": {"epoch": 1, "batch": 3, "seed": 123, "mode": "exact", "world_size": 1,
-                               "num_workers": 0, "batch_size": 16},
-        "best": {"metric": "mpjpe", "value": 80.5, "epoch": 0, "step": 5}, "config": to_dict(cfg), "world_size": 1,
-        "init_posenet": "", "meters": {"loss": {"values": [1.0, 0.5], "total": 1.5, "count": 2}},
-    }  # fmt: skip
+    return ckpt.build_state(
+        model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), config=cfg,
+        rng={"per_rank": [ckpt.rng_state()], "rank_steps": [step]}, epoch=1, epoch_done=False, step=step,
+        data={"epoch": 1, "batch": 3, "seed": 123, "mode": "exact", "world_size": 1, "num_workers": 0, "batch_size": 16},
+        best={"metric": "mpjpe", "value": 80.5, "epoch": 0, "step": 5}, world_size=1,
+        meters={"loss": {"values": [1.0, 0.5], "total": 1.5, "count": 2}},
+    )  # fmt: skip
 
 
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):

@@ -16,7 +16,7 @@ def _inputs(gt: torch.Tensor, mesh: torch.Tensor, actions: list[int], joints_val
         pose2d=torch.zeros(n, 17, 2), joints=gt, joints_valid=torch.ones(n, dtype=torch.bool) if joints_valid is None
         else joints_valid, lifted=gt, mesh=mesh,
         mesh_valid=torch.ones(n, dtype=torch.bool) if mesh_valid is None else mesh_valid,
-        keys=[f"k{i}" for i in range(n)], meta=[{"action": a, "source": "synth"} for a in actions],
+        keys=[f"synth_s001_a{a:03d}_sa001_c0001_f{i:06d}_p00" for i, a in enumerate(actions)], meta=None,
     )  # fmt: skip
 
 

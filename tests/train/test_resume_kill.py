@@ -10,7 +10,7 @@ import torch
 
 from p2m.pose2mesh import checkpoint as ckpt
 
-from .helpers import TINY_CONFIG, p2m_cli, run_env, train_args
+from .helpers import TINY_CONFIG, p2m_cli, p2m_killed, train_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -43,9 +43,7 @@ def uninterrupted(shards, tmp_path_factory):
 
 def test_sigkill_after_a_checkpoint_then_resume_gives_identical_weights(shards, uninterrupted, tmp_path):
     run = tmp_path / "b"
-    env = run_env()
-    env["P2M_TEST_KILL_AFTER_STEP"] = "6"
-    proc = p2m_cli(*train_args(TINY_CONFIG, shards, run, "--max-steps", str(STEPS)), env=env)
+    proc = p2m_killed("after-step", 6, *train_args(TINY_CONFIG, shards, run, "--max-steps", str(STEPS)))
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert ckpt.load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 6
     proc = p2m_cli(*train_args(TINY_CONFIG, shards, run, "--resume", "--max-steps", str(STEPS)))
@@ -56,9 +54,8 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_identical_weights(shards, 
 
 def test_sigkill_inside_a_checkpoint_write_leaves_a_loadable_checkpoint(shards, uninterrupted, tmp_path):
     run = tmp_path / "c"
-    env = run_env()
-    env["P2M_TEST_KILL_DURING_SAVE"] = "2"  # the 2nd file written: last.pt of step 6, killed half-way
-    proc = p2m_cli(*train_args(TINY_CONFIG, shards, run, "--max-steps", str(STEPS)), env=env)
+    # the 2nd file written: last.pt of step 6, killed half-way
+    proc = p2m_killed("during-save", 2, *train_args(TINY_CONFIG, shards, run, "--max-steps", str(STEPS)))
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     folder = run / "checkpoints"
     temps = [p for p in folder.iterdir() if p.name.endswith(".tmp")]

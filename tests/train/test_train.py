@@ -1,4 +1,4 @@
-"""fit(): the run layout, metrics.jsonl, exact in-process resume, GT meshes from body parameters, masking, refusals."""
+"""train(): the run layout, metrics.jsonl, exact in-process resume, GT meshes from body parameters, masking, refusals."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from p2m.errors import CheckpointError, ConfigError
 from p2m.pose2mesh import checkpoint as ckpt
-from p2m.pose2mesh.train import fit
+from p2m.pose2mesh.train import train
 
 from .helpers import TINY_POSENET, tiny_config
 
@@ -49,9 +49,9 @@ def test_a_run_folder_holds_contract_3_and_nothing_else(tiny_run):
 
 def test_resume_in_process_continues_exactly(shards, tmp_path):
     cfg = tiny_config()
-    fit(cfg, tmp_path / "a", shards, device="cpu", progress=False, max_steps=12)
-    fit(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=5)
-    fit(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=12, resume=True)
+    train(cfg, tmp_path / "a", shards, device="cpu", progress=False, max_steps=12)
+    train(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=5)
+    train(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=12, resume=True)
     a = ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     b = ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 12
@@ -82,7 +82,7 @@ def test_ground_truth_from_body_parameters_matches_the_shards_joints(shards):
     assert bool(valid.all())
     j3d = batch["j3d"].numpy()
     rel = j3d - j3d[:, :1]
-    # body joints in the camera frame (R from each sample's json), root-relative, vs the mocap-frame j3d
+    # body joints in the camera frame (each sample's R), root-relative, vs the mocap-frame j3d
     assert np.abs(joints.numpy() - rel).max() < 1.0  # mm (rounding of the stored parameters)
     assert mesh.shape == (32, 369, 3)
     regressed = torch.einsum("jv,bvc->bjc", body.h36m_regressor, mesh)
@@ -96,6 +96,7 @@ def test_samples_of_another_body_model_get_joint_supervision_only(shards, caplog
     from p2m.pose2mesh.data import NO_BODY, BatchPreparer, body_selection, iter_eval_batches
     from p2m.pose2mesh.losses import Pose2MeshLoss
     from p2m.pose2mesh.model import build_model
+    from p2m.pose2mesh.transforms import batch_seeds
 
     cfg = tiny_config()
     smpl_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, body=dataclasses.replace(
@@ -106,7 +107,7 @@ def test_samples_of_another_body_model_get_joint_supervision_only(shards, caplog
     body = create("anny", topology="notoes_collapse3pc")
     batch = next(iter_eval_batches(shards, "test", 8, body_kwargs=body_selection(shards, "test", cfg, True)[0]))
     batch["has_body"][:4] = False  # as if the first four came from another body model
-    inp = BatchPreparer(cfg, body, torch.device("cpu"), train=True)(batch, np.random.default_rng(0))
+    inp = BatchPreparer(cfg, body, torch.device("cpu"), train=True)(batch, batch_seeds(8, 0))
     assert inp.mesh_valid.tolist() == [False] * 4 + [True] * 4
     assert bool(inp.joints_valid.all())  # their j3d still supervise the joints
     assert torch.count_nonzero(inp.mesh[:4]) == 0
@@ -140,7 +141,7 @@ def test_posenet_stage_and_init_posenet(shards, tmp_path):
     from p2m.pose2mesh.model import build_model
 
     cfg = load_config(TINY_POSENET, ["model.posenet.hidden=64", "train.batch_size=32", "train.epochs=1"])
-    result = fit(cfg, tmp_path / "posenet", shards, device="cpu", progress=False)
+    result = train(cfg, tmp_path / "posenet", shards, device="cpu", progress=False)
     assert result["step"] == 5 and result["val"]["mpjpe"] > 0 and "mpvpe" not in result["val"]
     model = build_model(tiny_config())
     load_posenet(model, tmp_path / "posenet")
@@ -154,13 +155,13 @@ def test_posenet_stage_and_init_posenet(shards, tmp_path):
 def test_refusals(shards, tiny_run, tmp_path):
     run, _ = tiny_run
     with pytest.raises(CheckpointError, match="already holds a run"):
-        fit(tiny_config(), run, shards, device="cpu", progress=False)
+        train(tiny_config(), run, shards, device="cpu", progress=False)
     with pytest.raises(CheckpointError, match=r"train\.lr: 0\.001 in the run, 0\.002 now"):
-        fit(tiny_config("train.lr=0.002"), run, shards, device="cpu", progress=False, resume=True)
+        train(tiny_config("train.lr=0.002"), run, shards, device="cpu", progress=False, resume=True)
     with pytest.raises(ConfigError, match="joint_set"):
-        fit(tiny_config("model.joint_set=coco19"), tmp_path / "x", shards, device="cpu", progress=False)
+        train(tiny_config("model.joint_set=coco19"), tmp_path / "x", shards, device="cpu", progress=False)
     with pytest.raises(ConfigError, match="flip_prob"):
-        fit(tiny_config("transform.flip_prob=0.5"), tmp_path / "x", shards, device="cpu", progress=False)
+        train(tiny_config("transform.flip_prob=0.5"), tmp_path / "x", shards, device="cpu", progress=False)
     with pytest.raises(ConfigError, match="not divisible by accum_steps"):
         tiny_config("train.batch_size=10", "train.accum_steps=4")
     assert not (tmp_path / "x").exists()
