@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,14 +88,81 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> 
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; a parse error names the file, line and column."""
+    """Read a JSON file; any parse error (bad syntax, deep nesting, huge integers) names the file, line and column."""
     from p2m.errors import P2MError
 
     p = Path(path)
     try:
-        with p.open(encoding="utf-8") as fh:
-            return json.load(fh)
+        with p.open("rb") as fh:
+            raw = fh.read()
     except FileNotFoundError as exc:
         raise P2MError(f"{p}: file not found") from exc
+    return loads_json(raw, str(p))
+
+
+def loads_json(text: str | bytes, where: str) -> Any:
+    """Parse JSON from untrusted input; every failure is a :class:`p2m.errors.P2MError` that starts with ``where``.
+
+    Python's parser raises RecursionError on deep nesting and ValueError on integers over 4300 digits, not
+    JSONDecodeError; both are turned into one-line messages with the line and column of the culprit.
+    """
+    from p2m.errors import P2MError
+
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise P2MError(f"{where}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except json.JSONDecodeError as exc:
-        raise P2MError(f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        raise P2MError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        depth, pos = _deepest(text)
+        what = f"more than {MAX_JSON_DEPTH}" if depth > MAX_JSON_DEPTH else f"{depth}"
+        raise P2MError(f"{where}: invalid JSON at {_line_col(text, pos)}: arrays/objects nested {what} levels "
+                       "deep") from None  # fmt: skip
+    except ValueError as exc:  # the only other ValueError of json: int() refusing a number of over 4300 digits
+        pos = _long_int(text)
+        if pos is None:
+            raise P2MError(f"{where}: invalid JSON: {exc}") from None
+        raise P2MError(f"{where}: invalid JSON at {_line_col(text, pos)}: an integer of more than "
+                       f"{_MAX_INT_DIGITS} digits") from None  # fmt: skip
+
+
+#: Deepest nesting of arrays and objects that :func:`loads_json` promises to read (Python's limit is higher, but
+#: depends on how deep the caller's stack already is).
+MAX_JSON_DEPTH = 500
+_MAX_INT_DIGITS = 4300
+# A JSON token: a string (skipped whole, so brackets and digits inside strings do not count), a bracket, or a
+# number whose integer part is longer than Python's int() accepts.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_LONG_INT = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])(-?\d{' + str(_MAX_INT_DIGITS + 1) + r',})(?![\d.eE])')
+
+
+def _deepest(text: str) -> tuple[int, int]:
+    """(depth, offset) where nesting first exceeds :data:`MAX_JSON_DEPTH`, else of the deepest point."""
+    depth = best = best_pos = 0
+    for m in _TOKEN.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > best:
+                best, best_pos = depth, m.start()
+                if depth > MAX_JSON_DEPTH:
+                    break
+        elif c in "]}":
+            depth -= 1
+    return best, best_pos
+
+
+def _long_int(text: str) -> int | None:
+    """Offset of the first integer (outside strings) too long for ``int()``, or None."""
+    for m in _LONG_INT.finditer(text):
+        if m.group(1) is not None:
+            return m.start(1)
+    return None
+
+
+def _line_col(text: str, pos: int) -> str:
+    line_start = text.rfind("\n", 0, pos) + 1
+    return f"line {text.count(chr(10), 0, pos) + 1} column {pos - line_start + 1}"
