@@ -10,6 +10,7 @@ frame of subject 1 with its own camera (R = I, t = 0, focal from EXIF or the def
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,8 @@ from p2m.layout import IMAGES_DIR, DatasetWriter
 logger = logging.getLogger(__name__)
 
 SUBJECT = 1
+#: Largest image width or height accepted (px): far above any camera, far below what overflows arithmetic.
+MAX_IMAGE_SIDE = 1_000_000
 _SKIP_IMAGE_KEYS = ("id", "subject", "action_idx", "subaction_idx", "cam_idx", "frame_idx")
 
 
@@ -64,13 +67,13 @@ def import_coco(
     coco = read_json(src)
     if not isinstance(coco, dict):
         raise LayoutError(f"{src}: expected a COCO object with images, annotations, categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(coco.get(key), list):
-            raise LayoutError(f"{src}: field {key!r} must be a list, got {type(coco.get(key)).__name__}")
-    person_ids = {c.get("id") for c in coco["categories"] if isinstance(c, dict) and c.get("name") == "person"}
+    for key in ("images", "annotations", "categories", "licenses"):
+        if not isinstance(coco.get(key), list) and (key in coco or key != "licenses"):
+            raise LayoutError(f"{src}: field {key!r} must be a list, got {_type(coco.get(key))}")
+    person_ids = {cid for cid, c in _records_by_id(src, "categories", coco["categories"]) if c.get("name") == "person"}
     if not person_ids:
         raise LayoutError(f"{src}: field 'categories' has no category named 'person'")
-    licenses = {lic.get("id"): lic for lic in coco.get("licenses", []) if isinstance(lic, dict)}
+    licenses = dict(_records_by_id(src, "licenses", coco.get("licenses", [])))
     stats: Counter = Counter()
 
     records = [_image_record(src, i, img, licenses) for i, img in enumerate(coco["images"])]
@@ -124,24 +127,28 @@ def _image_record(src: Path, i: int, img: Any, licenses: dict[Any, dict]) -> dic
     if not isinstance(img, dict):
         raise LayoutError(f"{src}: images[{i}] is a {type(img).__name__}, expected an object")
     rid = img.get("id")
-    where = f"{src}: image id {rid}" if rid is not None else f"{src}: images[{i}]"
+    where = f"{src}: image id {_short(rid)}" if rid is not None else f"{src}: images[{i}]"
     if not _is_int(rid) or rid == 0:
-        raise LayoutError(f"{where}: field 'id' = {rid!r}, expected a non-zero integer")
+        raise LayoutError(f"{where}: field 'id' = {_short(rid)}, expected a non-zero integer")
     fn = img.get("file_name")
-    if not isinstance(fn, str) or not fn or fn.startswith("/") or ".." in fn.split("/"):
-        raise LayoutError(f"{where}: field 'file_name' = {fn!r}, expected a relative path")
+    if not isinstance(fn, str) or not fn or fn.startswith("/") or ".." in fn.split("/") or "\0" in fn:
+        raise LayoutError(f"{where}: field 'file_name' = {_short(fn)}, expected a relative path")
     for key in ("width", "height"):
-        if not _is_int(img.get(key)) or img[key] <= 0:
-            raise LayoutError(f"{where}: field {key!r} = {img.get(key)!r}, expected a positive integer")
+        if not _is_int(img.get(key)) or not 0 < img[key] <= MAX_IMAGE_SIDE:
+            raise LayoutError(f"{where}: field {key!r} = {_short(img.get(key))}, expected a positive integer "
+                              f"(at most {MAX_IMAGE_SIDE} px)")  # fmt: skip
     rec = {k: v for k, v in img.items() if k not in _SKIP_IMAGE_KEYS}
     rec["source_id"] = rid
-    lic = licenses.get(img.get("license"))
+    lic_id = img.get("license")
+    if lic_id is not None and not _is_int(lic_id) and not isinstance(lic_id, str):
+        raise LayoutError(f"{where}: field 'license' = {_short(lic_id)}, expected a license id (integer) or name")
+    lic = licenses.get(lic_id) if _is_int(lic_id) else None
     if lic is not None:
-        rec["license_id"] = img["license"]
+        rec["license_id"] = lic_id
         rec["license"] = str(lic.get("name", ""))
         if lic.get("url"):
             rec["license_url"] = lic["url"]
-    elif "license" in rec and not isinstance(rec["license"], str):
+    elif _is_int(lic_id):
         rec["license_id"] = rec.pop("license")
     url = img.get("flickr_url") or img.get("coco_url")
     if url and "source_url" not in rec:
@@ -155,16 +162,19 @@ def _annotation_record(
     if not isinstance(ann, dict):
         raise LayoutError(f"{src}: annotations[{i}] is a {type(ann).__name__}, expected an object")
     rid = ann.get("id")
-    where = f"{src}: annotation id {rid}" if rid is not None else f"{src}: annotations[{i}]"
-    if ann.get("category_id") not in person_ids:
+    where = f"{src}: annotation id {_short(rid)}" if rid is not None else f"{src}: annotations[{i}]"
+    for key in ("category_id", "image_id"):
+        if not _is_int(ann.get(key)):
+            raise LayoutError(f"{where}: field {key!r} = {_short(ann.get(key))}, expected an integer id")
+    if ann["category_id"] not in person_ids:
         return None
     if not _is_int(rid):
-        raise LayoutError(f"{where}: field 'id' = {rid!r}, expected an integer")
+        raise LayoutError(f"{where}: field 'id' = {_short(rid)}, expected an integer")
     if rid in seen:
         raise LayoutError(f"{where}: field 'id' is used by two annotations")
     seen.add(rid)
-    if ann.get("image_id") not in images:
-        raise LayoutError(f"{where}: field 'image_id' = {ann.get('image_id')!r} names no image of the file")
+    if ann["image_id"] not in images:
+        raise LayoutError(f"{where}: field 'image_id' = {ann['image_id']!r} names no image of the file")
     kp = _numbers(ann.get("keypoints"), 51, where, "keypoints", "17 x (x, y, v) = 51 numbers")
     vis = kp[2::3]
     if not np.isin(vis, (0, 1, 2)).all():
@@ -174,9 +184,12 @@ def _annotation_record(
         raise LayoutError(f"{where}: field 'bbox' = {bbox.tolist()}, expected w, h >= 0")
     nk = ann.get("num_keypoints")
     if nk is not None and nk != int((vis > 0).sum()):
-        raise LayoutError(f"{where}: field 'num_keypoints' = {nk!r}, but {int((vis > 0).sum())} keypoints have v > 0")
+        raise LayoutError(f"{where}: field 'num_keypoints' = {_short(nk)}, but {int((vis > 0).sum())} keypoints "
+                          "have v > 0")  # fmt: skip
     if ann.get("iscrowd", 0) not in (0, 1):
-        raise LayoutError(f"{where}: field 'iscrowd' = {ann.get('iscrowd')!r}, expected 0 or 1")
+        raise LayoutError(f"{where}: field 'iscrowd' = {_short(ann.get('iscrowd'))}, expected 0 or 1")
+    if "area" in ann and not (_finite(ann["area"]) and ann["area"] >= 0):
+        raise LayoutError(f"{where}: field 'area' = {_short(ann['area'])}, expected a finite number >= 0")
     rec = {k: v for k, v in ann.items() if k not in ("id", "image_id")}
     rec["source_id"] = rid
     rec["keypoints"] = ann["keypoints"]
@@ -188,14 +201,43 @@ def _numbers(value: Any, n: int, where: str, field: str, what: str) -> np.ndarra
     if not isinstance(value, list) or len(value) != n:
         got = f"{len(value)} values" if isinstance(value, list) else f"a {type(value).__name__}"
         raise LayoutError(f"{where}: field {field!r} has {got}, expected {what}")
-    bad = [v for v in value if isinstance(v, bool) or not isinstance(v, (int, float))]
-    arr = None if bad else np.asarray(value, dtype=np.float64)
-    if arr is None or not np.all(np.isfinite(arr)):
-        raise LayoutError(f"{where}: field {field!r} holds {bad[0] if bad else 'a non-finite number'!r}, "
-                          f"expected {what}")  # fmt: skip
-    return arr
+    bad = [v for v in value if not _finite(v)]
+    if bad:
+        raise LayoutError(f"{where}: field {field!r} holds {_short(bad[0])}, expected {what} (finite)")
+    return np.asarray(value, dtype=np.float64)
+
+
+def _records_by_id(src: Path, key: str, records: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(id, record) of the object records of a top-level list; a record whose id is not an integer is an error."""
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            continue
+        if not _is_int(rec.get("id")):
+            raise LayoutError(f"{src}: {key}[{i}]: field 'id' = {_short(rec.get('id'))}, expected an integer")
+        out.append((rec["id"], rec))
+    return out
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number that converts to a finite float (a 400-digit integer does not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _type(value: Any) -> str:
+    return "nothing (null)" if value is None else type(value).__name__
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 
