@@ -25,7 +25,7 @@ ArrayLike = np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 def _vec(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
     try:
         arr = np.array(value, dtype=np.float64).reshape(shape)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer too large for a float
         raise LayoutError(
             f"camera field {name!r}: {_short(value)} is not {_shape_str(shape)} numbers"
         ) from exc

@@ -78,8 +78,15 @@ def info_file(root: str | Path, name: str) -> Path:
 
 
 def frame_key(image: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The (action_idx, subaction_idx, frame_idx) keys, as strings, of an image in joint_3d / body_param files."""
-    return str(int(image["action_idx"])), str(int(image["subaction_idx"])), str(int(image["frame_idx"]))
+    """The (action_idx, subaction_idx, frame_idx) keys, as strings, of an image in joint_3d / body_param files.
+
+    Raises:
+        KeyError, TypeError or ValueError (also for an infinite number): the image has no such integer fields.
+    """
+    try:
+        return str(int(image["action_idx"])), str(int(image["subaction_idx"])), str(int(image["frame_idx"]))
+    except OverflowError as exc:  # int(inf): JSON's 1e999
+        raise ValueError(f"{exc}: action_idx, subaction_idx and frame_idx must be integers") from exc
 
 
 @dataclass(frozen=True)
@@ -269,9 +276,11 @@ def read_dataset(root: str | Path) -> Dataset:
 def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
     files = content.files
     images: dict[Any, dict[str, Any]] = {}
-    for img in content.data["images"]:
+    for i, img in enumerate(content.data["images"]):
         if not isinstance(img, dict) or "id" not in img:
             raise LayoutError(f"{files.data}: images[] record {_short(img)} has no 'id'")
+        if not _is_int(img["id"]):
+            raise LayoutError(f"{files.data}: images[{i}]: field 'id' = {_short(img['id'])}, expected an integer")
         images[img["id"]] = img
     legacy = files.body_param is None and files.smpl_param is not None
     images_dir = root / IMAGES_DIR
@@ -282,10 +291,11 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
         if not isinstance(ann, dict):
             raise LayoutError(f"{files.data}: annotations[] record {_short(ann)} is not an object")
         image_id = ann.get("image_id")
-        img = images.get(image_id)
+        img = images.get(image_id) if _is_int(image_id) else None
         if img is None:
             raise LayoutError(
-                f"{files.data}: annotation id {ann.get('id')}: field 'image_id' = {image_id!r} names no image"
+                f"{files.data}: annotation id {_short(ann.get('id'))}: field 'image_id' = {_short(image_id)} names "
+                "no image"
             )
         if image_id not in cache:
             cache[image_id] = _frame_facts(files, content, img, legacy, frames)
@@ -349,7 +359,7 @@ def _frame_data(
     if raw is not None:
         try:
             j3d_world = np.asarray(raw, dtype=np.float64).reshape(H36M_NUM_JOINTS, 3)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise LayoutError(
                 f"{files.joint_3d}: frame {'/'.join(key)} (image id {img.get('id')}): expected 17x3 numbers, "
                 f"got {_short(raw)}"
@@ -392,6 +402,10 @@ def _read_nested(path: Path) -> dict[str, Any]:
 
 def _type(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -441,7 +455,7 @@ def validate_body_param(record: Any, where: str = "body_param") -> dict[str, Any
         value = record.get(key)
         try:
             arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
             arr = None
         if value is None or arr is None or arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
             raise LayoutError(
@@ -496,9 +510,14 @@ class DatasetWriter:
                 if not m or m["name"] != name:
                     continue
                 data = _read(path)
+                if not isinstance(data, dict):
+                    raise LayoutError(f"{path}: expected a JSON object, got {_type(data)}; cannot extend it")
                 for key, attr in (("images", "_next_image_id"), ("annotations", "_next_ann_id")):
-                    ids = [r.get("id") for r in data.get(key, []) if isinstance(r, dict)]
-                    ids = [i for i in ids if isinstance(i, int)]
+                    records = data.get(key, [])
+                    if not isinstance(records, list):
+                        raise LayoutError(f"{path}: top-level {key!r} is not a list; cannot extend it")
+                    ids = [r.get("id") for r in records if isinstance(r, dict)]
+                    ids = [i for i in ids if _is_int(i)]
                     if ids:
                         setattr(self, attr, max(getattr(self, attr), max(ids) + 1))
 

@@ -204,9 +204,7 @@ def _check_subject(
         if not isinstance(value, list):
             top_ok = False
             hint = " (dataset facts go in {name}_info.json)" if key == "info" else ""
-            report.add(
-                files.data, f"top-level value is a {type(value).__name__}, expected a list{hint}", field=key
-            )
+            report.add(files.data, f"top-level value is {_type(value)}, expected a list{hint}", field=key)
     for key in DATA_KEYS:
         if key not in data:
             top_ok = False
@@ -287,12 +285,12 @@ def _check_images(
                 report.add(path, "missing field", id=ref, field=key)
         for key in ("width", "height", "subject", "action_idx", "subaction_idx", "cam_idx", "frame_idx"):
             if key in img and not _ints_ok(img[key]):
-                report.add(path, f"value {img[key]!r}, expected an integer", id=ref, field=key)
+                report.add(path, f"value {_short(img[key])}, expected an integer", id=ref, field=key)
         for key in ("width", "height"):
             if _ints_ok(img.get(key)) and img[key] <= 0:
                 report.add(path, f"value {img[key]}, expected > 0", id=ref, field=key)
         if "subject" in img and img["subject"] != files.subject:
-            report.add(path, f"value {img['subject']!r}, expected {files.subject} (from the file name)", id=ref,
+            report.add(path, f"value {_short(img['subject'])}, expected {files.subject} (from the file name)", id=ref,
                        field="subject")  # fmt: skip
         fn = img.get("file_name")
         if "file_name" in img and (
@@ -300,7 +298,7 @@ def _check_images(
         ):
             report.add(
                 path,
-                f"value {fn!r}, expected a non-empty path relative to images/",
+                f"value {_short(fn)}, expected a non-empty path relative to images/",
                 id=ref,
                 field="file_name",
             )
@@ -317,7 +315,7 @@ def _check_annotations(
         return []
     path = files.data
     cats = data.get("categories") if isinstance(data.get("categories"), list) else []
-    cat_ids = {c.get("id") for c in cats if isinstance(c, dict)}
+    cat_ids = {c["id"] for c in cats if isinstance(c, dict) and _ints_ok(c.get("id"))}
     out = []
     for i, ann in enumerate(anns):
         if not isinstance(ann, dict):
@@ -331,17 +329,18 @@ def _check_annotations(
         for key in ANNOTATION_FIELDS:
             if key not in ann:
                 report.add(path, "missing field", id=ref, field=key)
-        if "image_id" in ann and ann["image_id"] not in images:
-            report.add(
-                path, f"value {ann['image_id']!r} names no image of this file", id=ref, field="image_id"
-            )
-        if "category_id" in ann and ann["category_id"] not in cat_ids:
-            report.add(path, f"value {ann['category_id']!r} is not in categories {sorted(map(str, cat_ids))}",
-                       id=ref, field="category_id")  # fmt: skip
+        for key, known, what in (("image_id", images, "names no image of this file"),
+                                 ("category_id", cat_ids, f"is not in categories {sorted(cat_ids)}")):  # fmt: skip
+            if key not in ann:
+                continue
+            if not _ints_ok(ann[key]):
+                report.add(path, f"value {_short(ann[key])}, expected an integer id", id=ref, field=key)
+            elif ann[key] not in known:
+                report.add(path, f"value {ann[key]!r} {what}", id=ref, field=key)
         if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
-            report.add(path, f"value {ann['iscrowd']!r}, expected 0 or 1", id=ref, field="iscrowd")
+            report.add(path, f"value {_short(ann['iscrowd'])}, expected 0 or 1", id=ref, field="iscrowd")
         if "area" in ann and not (_number(ann["area"]) and ann["area"] >= 0):
-            report.add(path, f"value {ann['area']!r}, expected a number >= 0", id=ref, field="area")
+            report.add(path, f"value {_short(ann['area'])}, expected a finite number >= 0", id=ref, field="area")
         bbox = _array(ann.get("bbox"), (4,))
         if "bbox" in ann and (bbox is None or bbox[2] < 0 or bbox[3] < 0):
             report.add(path, f"value {_short(ann['bbox'])}, expected [x, y, w, h] with w, h >= 0", id=ref,
@@ -355,7 +354,7 @@ def _check_annotations(
                 report.add(path, f"visibilities {kp[2::3].tolist()}, expected values in {{0, 1, 2}}", id=ref,
                            field="keypoints")  # fmt: skip
             elif "num_keypoints" in ann and ann["num_keypoints"] != int((kp[2::3] > 0).sum()):
-                report.add(path, f"value {ann['num_keypoints']!r}, expected {int((kp[2::3] > 0).sum())} "
+                report.add(path, f"value {_short(ann['num_keypoints'])}, expected {int((kp[2::3] > 0).sum())} "
                                  "(keypoints with v > 0)", id=ref, field="num_keypoints")  # fmt: skip
         if (
             "joints_2d_h36m" in ann
@@ -473,7 +472,7 @@ def _check_reprojection(
     tol: float,
 ) -> None:
     for ann in anns:
-        img = images.get(ann.get("image_id"))
+        img = images.get(ann.get("image_id")) if _ints_ok(ann.get("image_id")) else None
         if img is None:
             continue
         try:
@@ -505,7 +504,13 @@ def _check_reprojection(
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that converts to a finite float (a 400-digit integer does not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarray | None:
@@ -514,7 +519,7 @@ def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarr
         return None
     try:
         arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
         return None
     if arr.shape != (shape if nested else (math.prod(shape),)):
         return None
@@ -525,4 +530,9 @@ def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarr
 
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
+
+
+def _type(value: Any) -> str:
+    name = type(value).__name__
+    return "null" if value is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
