@@ -70,6 +70,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
     _fsync_dir(target.parent)
 
 
+def temp_files_of(path: str | os.PathLike) -> list[Path]:
+    """The temporary files :func:`atomic_write` has left beside ``path`` (a killed writer leaves its own).
+
+    Only the caller knows whether a writer may still be at work on one; lock before removing them.
+    """
+    target = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.[A-Za-z0-9_]+\.tmp$")
+    try:
+        names = os.listdir(target.parent)
+    except FileNotFoundError:
+        return []
+    return sorted(target.parent / n for n in names if pattern.match(n) and (target.parent / n).is_file())
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path, "wb") as fh:

@@ -1,7 +1,9 @@
 """`p2m annotate review`: a local, token-protected web page to correct 2D keypoints and reject people.
 
 The server binds 127.0.0.1 only (there is no option for another address) and every request must carry the random
-token printed with the URL (403 otherwise). The page is plain HTML/JS/CSS from ``review_static/``; its
+token printed with the URL (403 otherwise). Against DNS rebinding, a request whose ``Host`` header is not
+127.0.0.1, localhost or [::1] with the server's port is refused (403); a state-changing request (POST) must also come
+with an ``Origin`` of one of those (403 otherwise: a browser always sends it, so only the page itself can save). The page is plain HTML/JS/CSS from ``review_static/``; its
 Content-Security-Policy lets it load nothing from the network. It pages through images, draws each person's
 COCO-17 skeleton over the image, lets the reviewer drag keypoints, set their visibility (2 visible, 1 occluded,
 0 unlabelled), accept or reject a person, and save. Saving is ``POST /api/annotation/{id}``, handled by
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import signal
@@ -36,6 +37,7 @@ from p2m.annotate.review_store import (
     is_rejected,
 )
 from p2m.errors import LayoutError, P2MError
+from p2m.io import loads_json
 from p2m.joints import COCO_JOINTS, COCO_SKELETON
 
 __all__ = [
@@ -47,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("review_static")
 HOST = "127.0.0.1"
+#: Host names a request may address the server by (with the server's port), in the Host and Origin headers.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 #: Where :func:`create_app` keeps its :class:`ReviewStore` (``app[STORE_KEY]``).
 STORE_KEY = web.AppKey("store", ReviewStore)
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
@@ -63,7 +68,8 @@ _SECURITY_HEADERS = {
 def create_app(root: str | Path, token: str) -> web.Application:
     """The aiohttp application of the review page for the dataset at ``root``, guarded by ``token``.
 
-    Routes (every one needs ``?token=`` or an ``X-P2M-Token`` header, else 403):
+    Routes (every one needs ``?token=`` or an ``X-P2M-Token`` header, a loopback ``Host`` with the server's port,
+    and for POST an ``Origin`` of the same form, else 403):
     ``GET /`` the page; ``GET /static/{name}``; ``GET /api/info``; ``GET /api/page/{index}`` (0-based);
     ``GET /api/annotation/{id}``; ``POST /api/annotation/{id}`` (see :meth:`ReviewStore.save`);
     ``GET /image/{image_id}``. Errors are JSON ``{"error": message}`` with status 400, 403, 404 or 409.
@@ -73,10 +79,11 @@ def create_app(root: str | Path, token: str) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler):
         given = request.query.get("token") or request.headers.get("X-P2M-Token") or ""
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            response: web.StreamResponse = _error(
-                403, "missing or wrong token: open the URL that `p2m annotate review` printed"
-            )
+        refused = _refusal(request)
+        if refused is not None:
+            response: web.StreamResponse = _error(403, refused)
+        elif not secrets.compare_digest(given.encode(), token.encode()):
+            response = _error(403, "missing or wrong token: open the URL that `p2m annotate review` printed")
         else:
             try:
                 response = await handler(request)
@@ -118,9 +125,9 @@ def create_app(root: str | Path, token: str) -> web.Application:
         ann_id = request.match_info["ann_id"]
         store.locate(ann_id)  # 404 before looking at the body
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ReviewRequestError(f"request body is not valid JSON: {exc}") from None
+            body = loads_json(await request.read(), "request body")
+        except P2MError as exc:
+            raise ReviewRequestError(str(exc)) from None
         return web.json_response(await asyncio.to_thread(store.save, ann_id, body))
 
     async def image(request: web.Request) -> web.FileResponse:
@@ -141,6 +148,28 @@ def create_app(root: str | Path, token: str) -> web.Application:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _refusal(request: web.Request) -> str | None:
+    """Why a request is refused before its token is looked at (Host, then Origin for a POST), or None.
+
+    A page on another site that rebinds its DNS name to 127.0.0.1 sends its own name as Host; a page on another
+    site that posts here sends its own Origin. Neither can name this server as 127.0.0.1:port.
+    """
+    sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    if not sock:
+        return "cannot tell which port this request came in on"
+    allowed = {f"{name}:{sock[1]}" for name in LOOPBACK_NAMES}
+    host = request.headers.get("Host", "")
+    if host.lower() not in allowed:
+        return (f"Host {host[:100]!r} is not this server ({', '.join(sorted(allowed))}): refused, as a page "
+                "of another site rebinding its name to this address would be")  # fmt: skip
+    if request.method not in _SAFE_METHODS:
+        origin = request.headers.get("Origin", "")
+        if origin.lower() not in {f"http://{a}" for a in allowed}:
+            return (f"{request.method} with Origin {origin[:100]!r}: changes are accepted only from the review "
+                    f"page itself (Origin http://{host})")  # fmt: skip
+    return None
 
 
 def _html_escape(text: str) -> str:

@@ -42,7 +42,7 @@ import numpy as np
 
 from p2m.camera import bbox_from_joints
 from p2m.errors import LayoutError, P2MError
-from p2m.io import read_json, write_json
+from p2m.io import read_json, temp_files_of, write_json
 from p2m.joints import COCO_JOINTS, COCO_TO_H36M_PARENTS, coco_to_h36m
 from p2m.layout import IMAGES_DIR, SubjectFiles, frame_key, read_dataset
 
@@ -122,11 +122,11 @@ class _Cached:
     def index(self) -> tuple[dict[Any, dict], dict[Any, list[dict]]]:
         """(image id -> image, image id -> its annotations in file order) of a data.json, built once."""
         if self._index is None:
-            images = {i.get("id"): i for i in self.value["images"] if isinstance(i, dict)}
+            images = {i["id"]: i for i in self.value["images"] if isinstance(i, dict) and _is_int(i.get("id"))}
             anns: dict[Any, list[dict]] = {}
             for a in self.value["annotations"]:
-                if isinstance(a, dict):
-                    anns.setdefault(a.get("image_id"), []).append(a)
+                if isinstance(a, dict) and _is_int(a.get("image_id")):
+                    anns.setdefault(a["image_id"], []).append(a)
             self._index = (images, anns)
         return self._index
 
@@ -154,13 +154,14 @@ class ReviewStore:
         for files in self.dataset.subject_files:
             if files.data is None:
                 continue
+            _remove_stale_temps(files.data)
             data = self._data(files.data)
             for img in data["images"]:
-                if isinstance(img, dict) and "id" in img:
+                if isinstance(img, dict) and _is_int(img.get("id")):
                     self.pages.append(_Page(img["id"], files))
                     self._image_files[img["id"]] = files
             for ann in data["annotations"]:
-                if isinstance(ann, dict) and isinstance(ann.get("id"), int):
+                if isinstance(ann, dict) and _is_int(ann.get("id")):
                     self._ann_files[ann["id"]] = files
         if not self.pages:
             raise LayoutError(f"{self.root}: no images in any annotations/*_data.json; nothing to review")
@@ -349,20 +350,49 @@ def _read(path: Path) -> Any:
         raise LayoutError(str(exc)) from exc
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files that a save killed mid-write left beside ``path``.
+
+    Under the file's lock: every save (this server's, another's, ``p2m annotate fit``'s) holds it while its
+    temporary file exists, so none found here is still being written.
+    """
+    if not temp_files_of(path):  # the common case: no lock file is made, a read-only dataset stays readable
+        return
+    with file_lock(path):
+        for tmp in temp_files_of(path):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                logger.info("%s: removed %s, left by an interrupted save", path.parent, tmp.name)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number that converts to a finite float (a 400-digit integer does not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _parse_request(request: Any) -> tuple[str, list[list[float]] | None, bool | None]:
     if not isinstance(request, dict):
         raise ReviewRequestError(f"request body: expected a JSON object with fields {list(SAVE_FIELDS)}, "
                                  f"got {type(request).__name__}")  # fmt: skip
     unknown = sorted(set(request) - set(SAVE_FIELDS))
     if unknown:
-        raise ReviewRequestError(f"unknown field(s) {unknown}; expected {list(SAVE_FIELDS)}")
+        raise ReviewRequestError(f"unknown field(s) {repr(unknown)[:200]}; expected {list(SAVE_FIELDS)}")
     etag = request.get("etag")
     if not isinstance(etag, str) or not etag:
-        raise ReviewRequestError(f"field 'etag' = {etag!r}: expected the etag string the page loaded with the "
+        raise ReviewRequestError(f"field 'etag' = {repr(etag)[:40]}: expected the etag string the page loaded with the "
                                  "annotation")  # fmt: skip
     rejected = request.get("rejected")
     if rejected is not None and not isinstance(rejected, bool):
-        raise ReviewRequestError(f"field 'rejected' = {rejected!r}: expected true or false")
+        raise ReviewRequestError(f"field 'rejected' = {repr(rejected)[:40]}: expected true or false")
     raw = request.get("keypoints")
     if raw is None:
         return etag, None, rejected
@@ -370,9 +400,10 @@ def _parse_request(request: Any) -> tuple[str, list[list[float]] | None, bool | 
         got = f"{len(raw)} values" if isinstance(raw, list) else type(raw).__name__
         raise ReviewRequestError(f"field 'keypoints': expected 51 numbers (17 x, y, v), got {got}")
     for i, value in enumerate(raw):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not _finite(value):
+            shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}... ({len(repr(value))} characters)"
             raise ReviewRequestError(f"field 'keypoints': value {i} ({COCO_JOINTS[i // 3]} "
-                                     f"{'xyv'[i % 3]}) = {value!r}, expected a finite number")  # fmt: skip
+                                     f"{'xyv'[i % 3]}) = {shown}, expected a finite number")  # fmt: skip
     kps = [list(raw[3 * k : 3 * k + 3]) for k in range(17)]
     for k, (_, _, v) in enumerate(kps):
         if v not in (0, 1, 2):
