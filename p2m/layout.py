@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from p2m.body.common import ANNY_RIG_BONES, ANNY_SHAPE_NAMES, param_sizes
 from p2m.camera import Camera
 from p2m.errors import LayoutError, P2MError
 from p2m.io import read_json, write_json
@@ -372,6 +373,7 @@ def _frame_data(
             raise LayoutError(f"{where}: frame {'/'.join(key)}: expected an object, got {_short(params)}")
         if legacy and "model" not in params:
             params = {"model": "smpl", **params}
+        check_param_sizes(params, f"{files.body_param or files.smpl_param}: frame {'/'.join(key)}")
     return j3d_world, params
 
 
@@ -464,7 +466,40 @@ def validate_body_param(record: Any, where: str = "body_param") -> dict[str, Any
         out[key] = arr.tolist()
     if len(out["trans"]) != 3:
         raise LayoutError(f"{where}: field 'trans' has {len(out['trans'])} numbers, expected 3 (metres)")
+    check_param_sizes(out, where)
     return out
+
+
+def check_param_sizes(record: Mapping[str, Any], where: str = "body_param") -> None:
+    """Check the lengths of ``pose`` and ``shape`` against the body model the record names (:func:`param_sizes`).
+
+    Cheap (lengths only, no model is built), so the readers run it on every record; a model or anny rig whose
+    sizes p2m does not know is not checked.
+
+    Raises:
+        LayoutError: naming ``where``, the field, its length and the expected one.
+    """
+    model, rig = record.get("model"), record.get("rig")
+    sizes = param_sizes(model, rig if isinstance(rig, str) else None) if isinstance(model, str) else None
+    if sizes is None:
+        return
+    for key in ("pose", "shape", "trans"):
+        value = record.get(key)
+        got = len(value) if isinstance(value, (list, tuple)) else None
+        if got in sizes[key]:
+            continue
+        if str(model).lower() == "smpl":
+            want = f"{sizes[key][0]} for SMPL"
+        elif key == "pose" and isinstance(rig, str):
+            want = f"{sizes[key][0]} for anny rig {rig!r} ({ANNY_RIG_BONES[rig]} bones x 3 axis-angle)"
+        elif key == "pose":
+            want = "3 x the bones of an anny rig (" + ", ".join(
+                f"{r} {3 * n}" for r, n in ANNY_RIG_BONES.items()) + ")"
+        else:
+            want = f"{sizes[key][0]} for anny" + (" (phenotypes " + ", ".join(ANNY_SHAPE_NAMES) + ")"
+                                                  if key == "shape" else "")  # fmt: skip
+        shown = f"{got} number{'' if got == 1 else 's'}" if got is not None else _short(value)
+        raise LayoutError(f"{where}: field {key!r} has {shown}, expected {want}")
 
 
 @dataclass

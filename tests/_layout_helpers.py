@@ -49,8 +49,8 @@ def write_toy_dataset(root: Path, name: str = "toy", subjects=(1, 2), frames: in
                 w.add_camera(s, cam_idx, cam)
             for f in range(frames):
                 X = toy_pose(rng)
-                params = {"model": "anny", "rig": "default", "pose": rng.normal(size=6).tolist(),
-                          "shape": [0.5, 0.5], "trans": [0.0, 0.0, 0.9]}  # fmt: skip
+                params = {"model": "anny", "rig": "cmu_mb", "pose": rng.normal(0, 0.2, 93).tolist(),
+                          "shape": [0.5] * 6, "trans": [0.0, 0.0, 0.9]}  # fmt: skip
                 for cam_idx, cam in H36M_CAMS.items():
                     image = {"file_name": f"s{s}/c{cam_idx}/{f:06d}.jpg", "width": 1000, "height": 1000,
                              "action_idx": 2, "subaction_idx": 1, "cam_idx": cam_idx, "frame_idx": 5 * f}  # fmt: skip

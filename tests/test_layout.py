@@ -117,8 +117,8 @@ def test_writer_rejects_bad_input_and_writes_nothing_on_error(tmp_path):
 
 
 def test_body_param_validation():
-    ok = validate_body_param({"model": "anny", "pose": np.zeros(6), "shape": [1], "trans": [0, 0, 1], "x": 1})
-    assert ok["pose"] == [0.0] * 6 and ok["x"] == 1
+    ok = validate_body_param({"model": "anny", "pose": np.zeros(93), "shape": [1] * 6, "trans": [0, 0, 1], "x": 1})
+    assert ok["pose"] == [0.0] * 93 and ok["x"] == 1
     for bad, msg in [
         ({"pose": [0], "shape": [0], "trans": [0, 0, 0]}, "'model'"),
         ({"model": "anny", "pose": ["a"], "shape": [0], "trans": [0, 0, 0]}, "'pose'"),

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from p2m.annotate.photo import check_image_file, place_image
+from p2m.body.common import SMPL_PARAM_SIZES
 from p2m.camera import Camera, bbox_from_joints
 from p2m.errors import LayoutError, P2MError
 from p2m.io import read_json, write_json
@@ -44,7 +45,6 @@ _FILE_RE = re.compile(r"^(?P<prefix>.+?)_subject(?P<subject>\d+)_(?P<kind>data|c
 #: COCO-17 index -> H36M-17 index for the 12 body joints both sets have (shoulders, elbows, wrists, hips, knees,
 #: ankles); COCO's face points (0-4) have no H36M counterpart.
 COCO_FROM_H36M: dict[int, int] = {5: 11, 6: 14, 7: 12, 8: 15, 9: 13, 10: 16, 11: 4, 12: 1, 13: 5, 14: 2, 15: 6, 16: 3}
-_SMPL_SIZES = {"pose": 72, "shape": 10, "trans": 3}
 _IMAGE_INTS = ("width", "height", "action_idx", "subaction_idx", "cam_idx", "frame_idx")
 
 
@@ -282,7 +282,7 @@ def _smpl(nested: dict[str, Any], key: tuple[str, str, str], path: Path | None) 
     if not isinstance(raw, dict):
         raise LayoutError(f"{where}: expected an object with pose, shape, trans")
     out: dict[str, Any] = {"model": "smpl"}
-    for k, n in _SMPL_SIZES.items():
+    for k, n in SMPL_PARAM_SIZES.items():
         if k not in raw:
             raise LayoutError(f"{where}: missing field {k!r} ({n} numbers)")
         out[k] = _array(raw[k], (n,), where, k).tolist()

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from p2m.body.common import param_sizes
 from p2m.camera import Camera
 from p2m.errors import LayoutError, P2MError
 from p2m.io import read_json
@@ -242,6 +243,10 @@ def _check_subject(
     legacy = files.body_param is None
     params = _check_nested(report, params_path, "body_param", lambda v, w: _check_param_leaf(v, w, legacy))
     report.counts["body_params"] += len(params)
+    unknown = sorted({(p["model"], p.get("rig")) for p in params.values() if param_sizes(p["model"], p.get("rig")) is None})
+    for model, rig in unknown:
+        report.warn(params_path, f"body model {model!r}" + (f" rig {rig!r}" if rig else "") + ": p2m does not know "
+                    "its parameter sizes, so the lengths of pose and shape were not checked")  # fmt: skip
     _check_reprojection(report, files, images, anns, cameras, joints, tol)
 
 

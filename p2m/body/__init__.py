@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from p2m.body.common import (
+    ANNY_RIG_BONES,
     ANNY_SHAPE_NAMES,
     DEFAULT_RIG,
     DEFAULT_TOPOLOGY,
+    SMPL_PARAM_SIZES,
     TOPOLOGIES,
     TOPOLOGY_ALIASES,
     BodyOutput,
     Topology,
     UnknownNameError,
+    param_sizes,
     regress_joints,
     resolve_topology,
 )
@@ -41,10 +44,12 @@ logger = logging.getLogger(__name__)
 MODELS: tuple[str, ...] = ("anny", "smpl")
 
 __all__ = [
+    "ANNY_RIG_BONES",
     "ANNY_SHAPE_NAMES",
     "DEFAULT_RIG",
     "DEFAULT_TOPOLOGY",
     "MODELS",
+    "SMPL_PARAM_SIZES",
     "TOPOLOGIES",
     "TOPOLOGY_ALIASES",
     "AnnyBody",
@@ -53,6 +58,7 @@ __all__ = [
     "Topology",
     "UnknownNameError",
     "create",
+    "param_sizes",
     "regress_joints",
     "resolve_topology",
 ]

@@ -21,6 +21,36 @@ DEFAULT_TOPOLOGY = "full"
 ANNY_SHAPE_NAMES: tuple[str, ...] = ("gender", "age", "muscle", "weight", "height", "proportions")
 
 
+#: Bones of the anny rigs p2m knows (measured on anny 0.6.2, see shared/reference/bodymodel.md): a body_param
+#: ``pose`` holds 3 axis-angle numbers per bone, ``shape`` one number per name of :data:`ANNY_SHAPE_NAMES`.
+ANNY_RIG_BONES: dict[str, int] = {
+    "cmu_mb": 31, "anny": 104, "anny-notoes": 76, "anny-notoes-nohands": 38, "mixamo": 52, "game_engine": 53,
+}  # fmt: skip
+#: SMPL's body_param sizes: 24 joints x 3 axis-angle (the first is the global orientation), 10 betas, translation.
+SMPL_PARAM_SIZES: dict[str, int] = {"pose": 72, "shape": 10, "trans": 3}
+
+
+def param_sizes(model: str, rig: str | None = None) -> dict[str, tuple[int, ...]] | None:
+    """The lengths a body_param record's ``pose``, ``shape`` and ``trans`` may have, without building the model.
+
+    Args:
+        model: the record's ``model`` (``"anny"`` or ``"smpl"``, any case).
+        rig: the record's ``rig`` (anny only). A record without one fits whichever rig the trainer is configured
+            with, so every known rig's pose length is allowed.
+
+    Returns:
+        ``{"pose": lengths, "shape": lengths, "trans": (3,)}``, or None when p2m cannot tell (another model, or an
+        anny rig not in :data:`ANNY_RIG_BONES`).
+    """
+    name = str(model).lower()
+    if name == "smpl":
+        return {k: (n,) for k, n in SMPL_PARAM_SIZES.items()}
+    if name != "anny" or (rig is not None and rig not in ANNY_RIG_BONES):
+        return None
+    bones = sorted(set(ANNY_RIG_BONES.values())) if rig is None else [ANNY_RIG_BONES[rig]]
+    return {"pose": tuple(3 * b for b in bones), "shape": (len(ANNY_SHAPE_NAMES),), "trans": (3,)}
+
+
 class Topology(NamedTuple):
     """One anny mesh resolution.
 

@@ -46,7 +46,7 @@ def gradient_jpeg(w: int = 1000, h: int = 1000) -> bytes:
 
 
 def write_h36m_like(root: Path, name: str = "h36m", subjects=(1, 5, 9), frames: int = 4, model: str = "anny",
-                    pose_len: int = 6, images: bool = False, seed: int = 0) -> Path:  # fmt: skip
+                    pose_len: int = 93, images: bool = False, seed: int = 0) -> Path:  # fmt: skip
     """Human3.6M-style: 2 cameras, 3D joints, body parameters; image files named like
     ``S1_Directions_1.54138969_000001.jpg`` (dots inside the name)."""
     rng = np.random.default_rng(seed)
@@ -57,7 +57,8 @@ def write_h36m_like(root: Path, name: str = "h36m", subjects=(1, 5, 9), frames: 
             for f in range(frames):
                 X = _pose(rng)
                 params = {"model": model, "pose": rng.normal(size=pose_len).tolist(),
-                          "shape": rng.normal(size=2).tolist(), "trans": [0.0, 0.0, 0.9]}  # fmt: skip
+                          "shape": rng.normal(size=10 if model == "smpl" else 6).tolist(),  # as the model needs
+                          "trans": [0.0, 0.0, 0.9]}  # fmt: skip
                 for cam_idx, cam in H36M_CAMS.items():
                     fname = f"S{s}/S{s}_Directions_1.{CAM_IDS[cam_idx]}_{f + 1:06d}.jpg"
                     if images:

@@ -55,7 +55,7 @@ def test_exact_epoch_in_one_process_matches_webdataset(uneven):
     assert len(seen) == len(set(seen)) == 80
     for b in batches:
         assert b["j2d"].shape == (8, 17, 3) and b["j2d"].dtype == torch.float32
-        assert b["pose"].shape == (8, 6) and bool(b["has_body"].all()) and bool(b["has_j3d"].all())
+        assert b["pose"].shape == (8, 93) and bool(b["has_body"].all()) and bool(b["has_j3d"].all())
         for i, key in enumerate(b["key"]):
             np.testing.assert_array_equal(b["j2d"][i].numpy(), ref[key]["j2d"])
             np.testing.assert_array_equal(b["j3d"][i].numpy(), ref[key]["j3d"])
