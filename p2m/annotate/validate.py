@@ -117,7 +117,8 @@ def validate(
     subject files of a name; each annotation's image_id names an image of its file; pycocotools' ``COCO(path)``
     loads each data.json; each cam_idx used has a valid camera; joint_3d frames are 17x3 finite numbers and
     project through the image's camera onto the visible joints_2d_h36m within ``tolerance_px``; body_param
-    records have a model name and numeric pose, shape and trans (3).
+    records have a model name and numeric pose, shape and trans (3), as long as the named body model needs
+    (:func:`p2m.body.param_sizes`).
 
     Args:
         root: the dataset folder.

@@ -44,7 +44,8 @@ def validate_cmd(dataset: Path, tolerance_px: float, no_pycocotools: bool, quiet
       - every cam_idx used has a valid camera (R 3x3 rotation, t, f > 0, c[, k, p]);
       - joint_3d frames are 17x3 world mm and project through the camera onto the
         visible joints_2d_h36m within --tolerance-px;
-      - body_param records carry a model name and numeric pose, shape, trans (3).
+      - body_param records carry a model name and numeric pose, shape, trans (3),
+        pose and shape as long as the named model needs (anny rig, SMPL 72/10).
 
     Problems are printed as FILE: id ID: FIELD: what was found and what was expected.
     """
