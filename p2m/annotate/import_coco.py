@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from p2m.annotate.photo import check_image_file, next_photo_index, place_image, single_photo_camera
+from p2m.annotate.photo import (
+    MAX_IMAGE_SIDE,
+    check_image_file,
+    next_photo_index,
+    place_image,
+    single_photo_camera,
+)
 from p2m.errors import LayoutError
 from p2m.io import read_json, write_json
 from p2m.joints import coco_to_h36m
@@ -27,8 +33,6 @@ from p2m.layout import IMAGES_DIR, DatasetWriter
 logger = logging.getLogger(__name__)
 
 SUBJECT = 1
-#: Largest image width or height accepted (px): far above any camera, far below what overflows arithmetic.
-MAX_IMAGE_SIDE = 1_000_000
 _SKIP_IMAGE_KEYS = ("id", "subject", "action_idx", "subaction_idx", "cam_idx", "frame_idx")
 
 

@@ -44,6 +44,9 @@ class ImageReadError(P2MError):
     """An image file cannot be read (missing, not an image, truncated, too large)."""
 
 
+#: Largest image width or height an import accepts (px): far above any camera, far below what overflows floats.
+MAX_IMAGE_SIDE = 1_000_000
+
 def default_focal(width: int, height: int) -> float:
     """The focal length (px) given to a photo without EXIF focal: its diagonal, ``sqrt(W^2 + H^2)``."""
     return float(math.hypot(width, height))

@@ -119,3 +119,41 @@ def test_valid_file_still_imports(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "ds" / "annotations" / "coco_subject1_data.json").read_text())
     assert data["images"][0]["license"] == "CC BY 2.0" and data["images"][0]["license_id"] == 1
+
+
+# ------------------------------------------------------------------------------------------------ Human3.6M
+H36M = Path(__file__).resolve().parents[3] / "shared" / "external-fixtures" / "mmpose-h36m" / "pose2mesh-format"
+S7 = "Human36M_subject7"
+POSE_BIG = [BIG] + [0.0] * 71
+
+
+H36M_CASES: dict[str, tuple[str, Callable[[Any], None], str]] = {
+    "image_id_list": ("data", lambda d: d["images"][0].update(id=[3]), "image id [3]: field 'id' = [3], expected an integer"),
+    "annotation_image_id_list": ("data", lambda d: d["annotations"][0].update(image_id=[3]),
+                                 "annotation id 3: field 'image_id' = [3], expected an integer id"),
+    "width_400_digits": ("data", lambda d: d["images"][0].update(width=BIG),
+                         f"image id 3: field 'width' = {str(BIG)[:57]}... (400 characters), expected 1 to 1000000 px"),
+    "smpl_pose_400_digits": ("smpl_param", lambda o: next(iter(next(iter(next(iter(o.values())).values())).values()))
+                             .update(pose=POSE_BIG), f"'pose' holds {repr(POSE_BIG)[:57]}... ({len(repr(POSE_BIG))} characters), "
+                             "expected 72 finite numbers"),
+}  # fmt: skip
+
+
+@pytest.mark.skipif(not H36M.is_dir(), reason=f"shared Human3.6M fixture absent: {H36M}")
+@pytest.mark.parametrize("case", sorted(H36M_CASES))
+def test_hostile_h36m_file_is_one_line_error_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    import shutil
+
+    kind, edit, message = H36M_CASES[case]
+    src = tmp_path / "Human36M"
+    shutil.copytree(H36M / "Human36M" / "annotations", src / "annotations")
+    path = src / "annotations" / f"{S7}_{kind}.json"
+    obj = json.loads(path.read_text())
+    edit(obj)
+    path.write_text(json.dumps(obj))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["annotate", "import", "h36m", str(src), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}") and lines[0].endswith(message), result.output
+    assert not out.exists()
