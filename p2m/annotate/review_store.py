@@ -432,12 +432,18 @@ def apply_edit(
         (new annotation, sorted COCO indices whose x, y or v changed).
 
     Raises:
-        ReviewRequestError: a changed labelled keypoint lies outside the image.
+        ReviewRequestError: a changed labelled keypoint lies outside the image, or the stored keypoints are not
+            51 finite numbers.
     """
     new = copy.deepcopy(dict(old))
     old_kp = _as_kp(old.get("keypoints"))
     changed: list[int] = []
     if keypoints is not None:
+        stored = old.get("keypoints")
+        if stored is not None and not (isinstance(stored, list) and len(stored) == 51 and all(map(_finite, stored))):
+            raise ReviewRequestError(f"annotation id {old.get('id')}: the stored field 'keypoints' is not 51 finite "
+                                     "numbers, so an edit cannot be merged; fix the file first (`p2m annotate "
+                                     "validate` names the problem)")  # fmt: skip
         if old_kp is None:
             old_kp = np.zeros((17, 3))
         width, height = image.get("width"), image.get("height")
@@ -478,7 +484,7 @@ def apply_edit(
 def _as_kp(value: Any) -> np.ndarray | None:
     try:
         return np.asarray(value, dtype=np.float64).reshape(17, 3)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
         return None
 
 
@@ -489,7 +495,7 @@ def _update_bbox(ann: dict[str, Any], old_kp: np.ndarray, new_kp: np.ndarray, im
     derived = False
     if (old_kp[:, 2] > 0).any():
         size = (image.get("width"), image.get("height"))
-        for clip in (None, size if all(isinstance(s, (int, float)) for s in size) else None):
+        for clip in (None, size if all(_finite(s) for s in size) else None):
             if np.allclose(bbox_from_joints(old_kp, image_size=clip), bbox, atol=0.01):
                 derived, new_box = True, bbox_from_joints(new_kp, image_size=clip)
                 break
@@ -510,7 +516,7 @@ def _update_bbox(ann: dict[str, Any], old_kp: np.ndarray, new_kp: np.ndarray, im
 def _as_box(value: Any) -> np.ndarray | None:
     try:
         box = np.asarray(value, dtype=np.float64).reshape(4)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
         return None
     return box if np.all(np.isfinite(box)) else None
 
@@ -518,7 +524,7 @@ def _as_box(value: Any) -> np.ndarray | None:
 def _update_h36m(ann: dict[str, Any], kp: np.ndarray, changed: set[int]) -> None:
     try:
         j2d = np.asarray(ann.get("joints_2d_h36m"), dtype=np.float64).reshape(17, 3).tolist()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return
     derived = coco_to_h36m(kp)
     for h, parents in COCO_TO_H36M_PARENTS.items():

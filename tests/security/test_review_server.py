@@ -152,3 +152,29 @@ async def test_stale_temp_files_of_a_killed_save_are_removed_at_start(dataset: P
         assert annotation_etag(json.loads(data.read_text())["annotations"][0]) == await _etag(srv)
     finally:
         await srv.close()
+
+
+async def test_a_hostile_annotation_on_disk_is_a_400_not_a_500(dataset: Path) -> None:
+    """A data.json edited by hand with a 400-digit keypoint and image width: the page loads, a save is refused."""
+    data = json.loads((dataset / DATA).read_text())
+    data["annotations"][0]["keypoints"][0] = int("9" * 400)
+    data["images"][0]["width"] = int("9" * 400)
+    (dataset / DATA).write_text(json.dumps(data))
+    before = _sha(dataset / DATA)
+    srv = await start_review_server(dataset, port=0, token=TOKEN)
+    try:
+        async with ClientSession() as s, s.get(f"http://127.0.0.1:{srv.port}/api/page/0?token={TOKEN}") as r:
+            assert r.status == 200
+        kp = [30.0, 40.0, 2] + _coco()["annotations"][0]["keypoints"][3:]
+        status, answer = await _save(srv, json.dumps({"etag": await _etag(srv), "keypoints": kp}).encode(),
+                                     _origin(srv))  # fmt: skip
+        assert (status, answer) == (400, {"error": "annotation id 1: the stored field 'keypoints' is not 51 finite "
+                                                   "numbers, so an edit cannot be merged; fix the file first (`p2m "
+                                                   "annotate validate` names the problem)"})  # fmt: skip
+        status, answer = await _save(srv, json.dumps({"etag": await _etag(srv), "rejected": True}).encode(),
+                                     _origin(srv))  # fmt: skip
+        assert status == 200 and answer["annotation"]["review"]["status"] == "rejected"  # rejecting still works
+    finally:
+        await srv.close()
+    assert _sha(dataset / DATA) != before  # the rejection was saved ...
+    assert json.loads((dataset / DATA).read_text())["annotations"][0]["keypoints"][0] == int("9" * 400)  # ... only it
