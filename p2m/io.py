@@ -1,9 +1,11 @@
-"""Atomic file writes: a killed process leaves the old file or the new one, never half of one."""
+"""Atomic file writes (a killed process leaves the old file or the new one, never half of one) and JSON reading
+that turns every malformed input into one P2MError."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -180,3 +182,18 @@ def _long_int(text: str) -> int | None:
 def _line_col(text: str, pos: int) -> str:
     line_start = text.rfind("\n", 0, pos) + 1
     return f"line {text.count(chr(10), 0, pos) + 1} column {pos - line_start + 1}"
+
+
+def is_int(value: Any) -> bool:
+    """A JSON integer (``True`` and ``False`` are ints to Python, not to JSON)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A JSON number that converts to a finite float (a 400-digit integer does not: ``float()`` overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -28,7 +28,7 @@ import numpy as np
 from p2m.body.common import ANNY_RIG_BONES, ANNY_SHAPE_NAMES, param_sizes
 from p2m.camera import Camera
 from p2m.errors import LayoutError, P2MError
-from p2m.io import read_json, write_json
+from p2m.io import is_int, read_json, write_json
 from p2m.joints import COCO_JOINTS, COCO_SKELETON, H36M_NUM_JOINTS
 
 logger = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
     for i, img in enumerate(content.data["images"]):
         if not isinstance(img, dict) or "id" not in img:
             raise LayoutError(f"{files.data}: images[] record {_short(img)} has no 'id'")
-        if not _is_int(img["id"]):
+        if not is_int(img["id"]):
             raise LayoutError(f"{files.data}: images[{i}]: field 'id' = {_short(img['id'])}, expected an integer")
         images[img["id"]] = img
     legacy = files.body_param is None and files.smpl_param is not None
@@ -292,7 +292,7 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
         if not isinstance(ann, dict):
             raise LayoutError(f"{files.data}: annotations[] record {_short(ann)} is not an object")
         image_id = ann.get("image_id")
-        img = images.get(image_id) if _is_int(image_id) else None
+        img = images.get(image_id) if is_int(image_id) else None
         if img is None:
             raise LayoutError(
                 f"{files.data}: annotation id {_short(ann.get('id'))}: field 'image_id' = {_short(image_id)} names "
@@ -405,9 +405,6 @@ def _read_nested(path: Path) -> dict[str, Any]:
 def _type(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -552,7 +549,7 @@ class DatasetWriter:
                     if not isinstance(records, list):
                         raise LayoutError(f"{path}: top-level {key!r} is not a list; cannot extend it")
                     ids = [r.get("id") for r in records if isinstance(r, dict)]
-                    ids = [i for i in ids if _is_int(i)]
+                    ids = [i for i in ids if is_int(i)]
                     if ids:
                         setattr(self, attr, max(getattr(self, attr), max(ids) + 1))
 

@@ -10,7 +10,6 @@ frame of subject 1 with its own camera (R = I, t = 0, focal from EXIF or the def
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +25,7 @@ from p2m.annotate.photo import (
     single_photo_camera,
 )
 from p2m.errors import LayoutError
-from p2m.io import read_json, write_json
+from p2m.io import is_finite_number, is_int, read_json, write_json
 from p2m.joints import coco_to_h36m
 from p2m.layout import IMAGES_DIR, DatasetWriter
 
@@ -132,27 +131,27 @@ def _image_record(src: Path, i: int, img: Any, licenses: dict[Any, dict]) -> dic
         raise LayoutError(f"{src}: images[{i}] is a {type(img).__name__}, expected an object")
     rid = img.get("id")
     where = f"{src}: image id {_short(rid)}" if rid is not None else f"{src}: images[{i}]"
-    if not _is_int(rid) or rid == 0:
+    if not is_int(rid) or rid == 0:
         raise LayoutError(f"{where}: field 'id' = {_short(rid)}, expected a non-zero integer")
     fn = img.get("file_name")
     if not isinstance(fn, str) or not fn or fn.startswith("/") or ".." in fn.split("/") or "\0" in fn:
         raise LayoutError(f"{where}: field 'file_name' = {_short(fn)}, expected a relative path")
     for key in ("width", "height"):
-        if not _is_int(img.get(key)) or not 0 < img[key] <= MAX_IMAGE_SIDE:
+        if not is_int(img.get(key)) or not 0 < img[key] <= MAX_IMAGE_SIDE:
             raise LayoutError(f"{where}: field {key!r} = {_short(img.get(key))}, expected a positive integer "
                               f"(at most {MAX_IMAGE_SIDE} px)")  # fmt: skip
     rec = {k: v for k, v in img.items() if k not in _SKIP_IMAGE_KEYS}
     rec["source_id"] = rid
     lic_id = img.get("license")
-    if lic_id is not None and not _is_int(lic_id) and not isinstance(lic_id, str):
+    if lic_id is not None and not is_int(lic_id) and not isinstance(lic_id, str):
         raise LayoutError(f"{where}: field 'license' = {_short(lic_id)}, expected a license id (integer) or name")
-    lic = licenses.get(lic_id) if _is_int(lic_id) else None
+    lic = licenses.get(lic_id) if is_int(lic_id) else None
     if lic is not None:
         rec["license_id"] = lic_id
         rec["license"] = str(lic.get("name", ""))
         if lic.get("url"):
             rec["license_url"] = lic["url"]
-    elif _is_int(lic_id):
+    elif is_int(lic_id):
         rec["license_id"] = rec.pop("license")
     url = img.get("flickr_url") or img.get("coco_url")
     if url and "source_url" not in rec:
@@ -168,11 +167,11 @@ def _annotation_record(
     rid = ann.get("id")
     where = f"{src}: annotation id {_short(rid)}" if rid is not None else f"{src}: annotations[{i}]"
     for key in ("category_id", "image_id"):
-        if not _is_int(ann.get(key)):
+        if not is_int(ann.get(key)):
             raise LayoutError(f"{where}: field {key!r} = {_short(ann.get(key))}, expected an integer id")
     if ann["category_id"] not in person_ids:
         return None
-    if not _is_int(rid):
+    if not is_int(rid):
         raise LayoutError(f"{where}: field 'id' = {_short(rid)}, expected an integer")
     if rid in seen:
         raise LayoutError(f"{where}: field 'id' is used by two annotations")
@@ -192,7 +191,7 @@ def _annotation_record(
                           "have v > 0")  # fmt: skip
     if ann.get("iscrowd", 0) not in (0, 1):
         raise LayoutError(f"{where}: field 'iscrowd' = {_short(ann.get('iscrowd'))}, expected 0 or 1")
-    if "area" in ann and not (_finite(ann["area"]) and ann["area"] >= 0):
+    if "area" in ann and not (is_finite_number(ann["area"]) and ann["area"] >= 0):
         raise LayoutError(f"{where}: field 'area' = {_short(ann['area'])}, expected a finite number >= 0")
     rec = {k: v for k, v in ann.items() if k not in ("id", "image_id")}
     rec["source_id"] = rid
@@ -205,7 +204,7 @@ def _numbers(value: Any, n: int, where: str, field: str, what: str) -> np.ndarra
     if not isinstance(value, list) or len(value) != n:
         got = f"{len(value)} values" if isinstance(value, list) else f"a {type(value).__name__}"
         raise LayoutError(f"{where}: field {field!r} has {got}, expected {what}")
-    bad = [v for v in value if not _finite(v)]
+    bad = [v for v in value if not is_finite_number(v)]
     if bad:
         raise LayoutError(f"{where}: field {field!r} holds {_short(bad[0])}, expected {what} (finite)")
     return np.asarray(value, dtype=np.float64)
@@ -217,24 +216,12 @@ def _records_by_id(src: Path, key: str, records: list[Any]) -> list[tuple[int, d
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             continue
-        if not _is_int(rec.get("id")):
+        if not is_int(rec.get("id")):
             raise LayoutError(f"{src}: {key}[{i}]: field 'id' = {_short(rec.get('id'))}, expected an integer")
         out.append((rec["id"], rec))
     return out
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> bool:
-    """A JSON number that converts to a finite float (a 400-digit integer does not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def _type(value: Any) -> str:

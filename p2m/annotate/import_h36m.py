@@ -35,7 +35,7 @@ from p2m.annotate.photo import MAX_IMAGE_SIDE, check_image_file, place_image
 from p2m.body.common import SMPL_PARAM_SIZES
 from p2m.camera import Camera, bbox_from_joints
 from p2m.errors import LayoutError, P2MError
-from p2m.io import read_json, write_json
+from p2m.io import is_int, read_json, write_json
 from p2m.joints import H36M_NUM_JOINTS
 from p2m.layout import ANNOTATIONS_DIR, IMAGES_DIR, DatasetWriter, frame_key
 
@@ -163,7 +163,7 @@ def _parse_subject(sub: _Subject, stats: Counter) -> None:
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise LayoutError(f"{data_path}: annotations[{i}] is a {type(ann).__name__}, expected an object")
-        if not _is_int(ann.get("image_id")):
+        if not is_int(ann.get("image_id")):
             raise LayoutError(f"{data_path}: annotation id {_short(ann.get('id'))}: field 'image_id' = "
                               f"{_short(ann.get('image_id'))}, expected an integer id")  # fmt: skip
         anns_of.setdefault(ann["image_id"], []).append(ann)
@@ -198,7 +198,7 @@ def _image(img: Any, subject: int, where: str) -> dict[str, Any]:
         raise LayoutError(f"{where}: field 'file_name' = {_short(fn)}, expected a relative path")
     for key in ("id", *_IMAGE_INTS):
         value = img.get(key)
-        if not _is_int(value):
+        if not is_int(value):
             raise LayoutError(f"{where}: field {key!r} = {_short(value)}, expected an integer")
     for key in ("width", "height"):
         if not 0 < img[key] <= MAX_IMAGE_SIDE:
@@ -246,9 +246,6 @@ def _annotation(
         rec["bbox"] = bbox_from_joints(j2d, margin=0.1, image_size=(img["width"], img["height"]))
     return rec
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _short(value: Any, limit: int = 60) -> str:

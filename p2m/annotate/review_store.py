@@ -42,7 +42,7 @@ import numpy as np
 
 from p2m.camera import bbox_from_joints
 from p2m.errors import LayoutError, P2MError
-from p2m.io import read_json, temp_files_of, write_json
+from p2m.io import is_finite_number, is_int, read_json, temp_files_of, write_json
 from p2m.joints import COCO_JOINTS, COCO_TO_H36M_PARENTS, coco_to_h36m
 from p2m.layout import IMAGES_DIR, SubjectFiles, frame_key, read_dataset
 
@@ -122,10 +122,10 @@ class _Cached:
     def index(self) -> tuple[dict[Any, dict], dict[Any, list[dict]]]:
         """(image id -> image, image id -> its annotations in file order) of a data.json, built once."""
         if self._index is None:
-            images = {i["id"]: i for i in self.value["images"] if isinstance(i, dict) and _is_int(i.get("id"))}
+            images = {i["id"]: i for i in self.value["images"] if isinstance(i, dict) and is_int(i.get("id"))}
             anns: dict[Any, list[dict]] = {}
             for a in self.value["annotations"]:
-                if isinstance(a, dict) and _is_int(a.get("image_id")):
+                if isinstance(a, dict) and is_int(a.get("image_id")):
                     anns.setdefault(a["image_id"], []).append(a)
             self._index = (images, anns)
         return self._index
@@ -157,11 +157,11 @@ class ReviewStore:
             _remove_stale_temps(files.data)
             data = self._data(files.data)
             for img in data["images"]:
-                if isinstance(img, dict) and _is_int(img.get("id")):
+                if isinstance(img, dict) and is_int(img.get("id")):
                     self.pages.append(_Page(img["id"], files))
                     self._image_files[img["id"]] = files
             for ann in data["annotations"]:
-                if isinstance(ann, dict) and _is_int(ann.get("id")):
+                if isinstance(ann, dict) and is_int(ann.get("id")):
                     self._ann_files[ann["id"]] = files
         if not self.pages:
             raise LayoutError(f"{self.root}: no images in any annotations/*_data.json; nothing to review")
@@ -365,18 +365,6 @@ def _remove_stale_temps(path: Path) -> None:
                 logger.info("%s: removed %s, left by an interrupted save", path.parent, tmp.name)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> bool:
-    """A JSON number that converts to a finite float (a 400-digit integer does not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def _parse_request(request: Any) -> tuple[str, list[list[float]] | None, bool | None]:
@@ -400,7 +388,7 @@ def _parse_request(request: Any) -> tuple[str, list[list[float]] | None, bool | 
         got = f"{len(raw)} values" if isinstance(raw, list) else type(raw).__name__
         raise ReviewRequestError(f"field 'keypoints': expected 51 numbers (17 x, y, v), got {got}")
     for i, value in enumerate(raw):
-        if not _finite(value):
+        if not is_finite_number(value):
             shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}... ({len(repr(value))} characters)"
             raise ReviewRequestError(f"field 'keypoints': value {i} ({COCO_JOINTS[i // 3]} "
                                      f"{'xyv'[i % 3]}) = {shown}, expected a finite number")  # fmt: skip
@@ -440,7 +428,7 @@ def apply_edit(
     changed: list[int] = []
     if keypoints is not None:
         stored = old.get("keypoints")
-        if stored is not None and not (isinstance(stored, list) and len(stored) == 51 and all(map(_finite, stored))):
+        if stored is not None and not (isinstance(stored, list) and len(stored) == 51 and all(map(is_finite_number, stored))):
             raise ReviewRequestError(f"annotation id {old.get('id')}: the stored field 'keypoints' is not 51 finite "
                                      "numbers, so an edit cannot be merged; fix the file first (`p2m annotate "
                                      "validate` names the problem)")  # fmt: skip
@@ -495,7 +483,7 @@ def _update_bbox(ann: dict[str, Any], old_kp: np.ndarray, new_kp: np.ndarray, im
     derived = False
     if (old_kp[:, 2] > 0).any():
         size = (image.get("width"), image.get("height"))
-        for clip in (None, size if all(_finite(s) for s in size) else None):
+        for clip in (None, size if all(is_finite_number(s) for s in size) else None):
             if np.allclose(bbox_from_joints(old_kp, image_size=clip), bbox, atol=0.01):
                 derived, new_box = True, bbox_from_joints(new_kp, image_size=clip)
                 break

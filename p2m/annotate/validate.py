@@ -17,7 +17,7 @@ import numpy as np
 from p2m.body.common import param_sizes
 from p2m.camera import Camera
 from p2m.errors import LayoutError, P2MError
-from p2m.io import read_json
+from p2m.io import is_finite_number, is_int, read_json
 from p2m.joints import H36M_JOINTS, H36M_NUM_JOINTS
 from p2m.layout import (
     ANNOTATION_FIELDS,
@@ -219,7 +219,7 @@ def _check_subject(
         report.add(files.data, f"top-level keys {sorted(data)} differ from {state.top_keys[1]} of "
                                f"{state.top_keys[0]} (Pose2Mesh's loader concatenates them key by key)")  # fmt: skip
     for i, cat in enumerate(data.get("categories") if isinstance(data.get("categories"), list) else []):
-        if not (isinstance(cat, dict) and _ints_ok(cat.get("id")) and isinstance(cat.get("name"), str)):
+        if not (isinstance(cat, dict) and is_int(cat.get("id")) and isinstance(cat.get("name"), str)):
             report.add(files.data, f"categories[{i}] = {_short(cat)}, expected {{id: int, name: str, ...}}",
                        field="categories")  # fmt: skip
     images = _check_images(report, files, data.get("images"), state.image_ids)
@@ -251,13 +251,10 @@ def _check_subject(
     _check_reprojection(report, files, images, anns, cameras, joints, tol)
 
 
-def _ints_ok(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _check_id(report: ValidationReport, path: Path, rec: dict, kind: str, seen: dict[Any, str]) -> Any:
     rid = rec.get("id")
-    if not _ints_ok(rid):
+    if not is_int(rid):
         report.add(path, f"{kind} id {rid!r} is not an integer", id=rid, field="id")
         return None
     if rid == 0:
@@ -290,10 +287,10 @@ def _check_images(
             if key not in img:
                 report.add(path, "missing field", id=ref, field=key)
         for key in ("width", "height", "subject", "action_idx", "subaction_idx", "cam_idx", "frame_idx"):
-            if key in img and not _ints_ok(img[key]):
+            if key in img and not is_int(img[key]):
                 report.add(path, f"value {_short(img[key])}, expected an integer", id=ref, field=key)
         for key in ("width", "height"):
-            if _ints_ok(img.get(key)) and img[key] <= 0:
+            if is_int(img.get(key)) and img[key] <= 0:
                 report.add(path, f"value {img[key]}, expected > 0", id=ref, field=key)
         if "subject" in img and img["subject"] != files.subject:
             report.add(path, f"value {_short(img['subject'])}, expected {files.subject} (from the file name)", id=ref,
@@ -321,7 +318,7 @@ def _check_annotations(
         return []
     path = files.data
     cats = data.get("categories") if isinstance(data.get("categories"), list) else []
-    cat_ids = {c["id"] for c in cats if isinstance(c, dict) and _ints_ok(c.get("id"))}
+    cat_ids = {c["id"] for c in cats if isinstance(c, dict) and is_int(c.get("id"))}
     out = []
     for i, ann in enumerate(anns):
         if not isinstance(ann, dict):
@@ -339,13 +336,13 @@ def _check_annotations(
                                  ("category_id", cat_ids, f"is not in categories {sorted(cat_ids)}")):  # fmt: skip
             if key not in ann:
                 continue
-            if not _ints_ok(ann[key]):
+            if not is_int(ann[key]):
                 report.add(path, f"value {_short(ann[key])}, expected an integer id", id=ref, field=key)
             elif ann[key] not in known:
                 report.add(path, f"value {ann[key]!r} {what}", id=ref, field=key)
         if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
             report.add(path, f"value {_short(ann['iscrowd'])}, expected 0 or 1", id=ref, field="iscrowd")
-        if "area" in ann and not (_number(ann["area"]) and ann["area"] >= 0):
+        if "area" in ann and not (is_finite_number(ann["area"]) and ann["area"] >= 0):
             report.add(path, f"value {_short(ann['area'])}, expected a finite number >= 0", id=ref, field="area")
         bbox = _array(ann.get("bbox"), (4,))
         if "bbox" in ann and (bbox is None or bbox[2] < 0 or bbox[3] < 0):
@@ -478,7 +475,7 @@ def _check_reprojection(
     tol: float,
 ) -> None:
     for ann in anns:
-        img = images.get(ann.get("image_id")) if _ints_ok(ann.get("image_id")) else None
+        img = images.get(ann.get("image_id")) if is_int(ann.get("image_id")) else None
         if img is None:
             continue
         try:
@@ -508,15 +505,6 @@ def _check_reprojection(
                                        f"joint_3d frame {'/'.join(key)} (tolerance {tol} px)", id=ann.get("id"),
                            field="joints_2d_h36m")  # fmt: skip
 
-
-def _number(value: Any) -> bool:
-    """A JSON number that converts to a finite float (a 400-digit integer does not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarray | None:
