@@ -157,3 +157,21 @@ def test_hostile_h36m_file_is_one_line_error_and_writes_nothing(tmp_path: Path, 
     lines = result.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {path}") and lines[0].endswith(message), result.output
     assert not out.exists()
+
+
+def test_json_errors_point_at_the_culprit_not_at_look_alikes_in_strings() -> None:
+    """Brackets and digit runs inside strings, and long fractions (which Python reads fine), are not blamed."""
+    from p2m.errors import P2MError
+    from p2m.io import MAX_JSON_DEPTH, loads_json
+
+    decoy = '{"note": "' + "[" * 600 + "1" * 5000 + '", "x": 0.' + "5" * 5000 + ", "
+    deep = decoy + '"y":\n  ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(P2MError) as err:
+        loads_json(deep, "d.json")
+    assert str(err.value) == (f"d.json: invalid JSON at line 2 column {2 + MAX_JSON_DEPTH}: arrays/objects nested "
+                              f"more than {MAX_JSON_DEPTH} levels deep")  # fmt: skip
+    long_int = decoy + '"z": [1, 2,\n\n -' + "4" * 4301 + "]}"
+    with pytest.raises(P2MError) as err:
+        loads_json(long_int.encode(), "i.json")
+    assert str(err.value) == "i.json: invalid JSON at line 3 column 2: an integer of more than 4300 digits"
+    assert loads_json(decoy + '"ok": [[[1]]]}', "fine.json")["ok"] == [[[1]]]
