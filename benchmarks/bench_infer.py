@@ -46,7 +46,7 @@ def people(num: int, topology: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def head_rows(coco: np.ndarray, h36m: np.ndarray, noise: float, rng: np.random.Generator) -> dict:
-    from p2m.pose2mesh.infer_input import head_top_from_coco
+    from p2m.infer.pose_input import head_top_from_coco
 
     kp = coco.copy()
     neck, ears = (kp[:, 5, :2] + kp[:, 6, :2]) / 2, (kp[:, 3, :2] + kp[:, 4, :2]) / 2
@@ -63,7 +63,7 @@ def head_rows(coco: np.ndarray, h36m: np.ndarray, noise: float, rng: np.random.G
 
 
 def fill_rows(checkpoint: str, h36m: np.ndarray, limit: int) -> dict:
-    from p2m.pose2mesh import infer as I
+    from p2m.infer import api as I
     pred = I.load_predictor(checkpoint)
     hidden = np.array([2, 3, 5, 6])  # knees and ankles
     known = np.ones(17, bool)

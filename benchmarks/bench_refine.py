@@ -91,7 +91,7 @@ def predict(model, cfg, gt: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def blurred(gt: np.ndarray, body, regions, blur_mm: float, noise_mm: float, seed: int) -> np.ndarray:
-    from p2m.pose2mesh.refine import blur_extremities
+    from p2m.infer.refine import blur_extremities
 
     member = np.clip(sum(e.membership for e in regions.values()), 0.0, 1.0)
     smooth = blur_extremities(torch.from_numpy(gt), body.faces.numpy(), member, radius=blur_mm).numpy()
@@ -100,7 +100,7 @@ def blurred(gt: np.ndarray, body, regions, blur_mm: float, noise_mm: float, seed
 
 def scores(pred: np.ndarray, gt: np.ndarray, regions) -> dict[str, float]:
     """Mean vertex error (mm) per region (see the module docstring)."""
-    from p2m.pose2mesh.refine import kabsch
+    from p2m.infer.refine import kabsch
 
     err = np.linalg.norm(pred - gt, axis=-1)  # (N, V)
     hands = np.concatenate([regions[k].core for k in ("left_hand", "right_hand")])
@@ -121,7 +121,7 @@ def scores(pred: np.ndarray, gt: np.ndarray, regions) -> dict[str, float]:
 
 def run_methods(inp: np.ndarray, body, args) -> dict[str, tuple[np.ndarray, float]]:
     """method -> (refined (N, V, 3) mm, seconds per sample)."""
-    from p2m.pose2mesh.refine import ExtremityRefiner
+    from p2m.infer.refine import ExtremityRefiner
 
     out = {}
     for name in args.methods:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     if args.steps is None:
-        from p2m.pose2mesh.refine import FIT_STEPS
+        from p2m.infer.refine import FIT_STEPS
 
         args.steps = FIT_STEPS
 
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_third_party_caches()
     from p2m.body import create
-    from p2m.pose2mesh.refine import extremity_regions
-    from p2m.pose2mesh.refine_view import refine_figure, write_png
+    from p2m.infer.refine import extremity_regions
+    from p2m.infer.refine_view import refine_figure, write_png
 
     model = cfg = None
     topology = args.topology

@@ -1,8 +1,14 @@
-"""Fixtures shared by every test folder: anny body models, built once per session (skipped without the cache)."""
+"""Fixtures shared by every test folder: anny body models (built once per session, skipped without the cache),
+the tiny Pose2Mesh config and its mesh-hierarchy cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+#: The CI-sized Pose2Mesh config.
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_pose2mesh.yaml"
 
 
 def anny_body(topology: str):
@@ -45,3 +51,32 @@ def body_notoes():
 def body_full():
     """anny's full 13,718-vertex mesh, cmu_mb rig."""
     return anny_body("full")
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """configs/tiny_pose2mesh.yaml, loaded."""
+    from p2m.pose2mesh.config import load_config
+
+    return load_config(TINY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def graph_cache(tmp_path_factory):
+    """A private hierarchy cache folder for the session."""
+    return tmp_path_factory.mktemp("p2m-graph-cache")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run small workloads on one intra-op thread (restored afterwards); folders opt in with an autouse wrapper.
+
+    On a loaded 2-core machine, OpenMP's spin-waiting made the overfit test 10x slower with 2 threads than
+    with 1; the tensors of the model tests are too small for a second thread to pay off anyway.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

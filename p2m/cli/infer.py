@@ -1,4 +1,4 @@
-"""`p2m infer`: options -> one call to p2m.pose2mesh.infer.infer -> the fitted camera and a one-line summary."""
+"""`p2m infer`: options -> one call to p2m.infer.infer -> the fitted camera and a one-line summary."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
     allowed = ("obj", "ply", "glb")
     if bad := [f for f in fmts if f not in allowed]:
         raise click.BadParameter(f"{', '.join(bad)}: expected obj, ply or glb", param_hint="--format")
-    from p2m.pose2mesh.infer import infer
+    from p2m.infer import infer
 
     result = infer(checkpoint, pose2d, out, image=image, joint_set=joint_set, person=person,
                    annotation_id=annotation_id, device=device, mesh_axes=mesh_axes.replace("-", "_"),

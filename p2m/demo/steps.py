@@ -279,8 +279,8 @@ def _mm(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------ 11. infer
 def infer_mesh(ctx: DemoContext) -> str:
+    from p2m.infer import infer
     from p2m.layout import subject_file
-    from p2m.pose2mesh.infer import infer
 
     data_json = subject_file(ctx.facts["web"], "web", WEB_SUBJECTS[0], "data")
     out = ctx.work / "infer"
@@ -317,7 +317,7 @@ STEPS: tuple[Step, ...] = (
          needs=("shard",)),  # fmt: skip
     Step("evaluate", "Evaluate it (p2m eval)", evaluate_model, requires=("p2m.pose2mesh.evaluate",),
          needs=("train",)),  # fmt: skip
-    Step("infer", "Turn a crawled picture into a mesh (p2m infer)", infer_mesh, requires=("p2m.pose2mesh.infer",),
+    Step("infer", "Turn a crawled picture into a mesh (p2m infer)", infer_mesh, requires=("p2m.infer",),
          needs=("train", "detect")),  # fmt: skip
 )
 

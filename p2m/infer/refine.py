@@ -5,7 +5,7 @@ four extremities (each a bone subtree of the rig: ``LeftHand`` with its fingers,
 with body-model geometry, by one of two methods:
 
 * ``"fit"``: fit the body model's pose, shape and a global rotation / translation to the whole predicted mesh
-  (:class:`p2m.pose2mesh.refine_fit.BodyFitter`: Kabsch initial guesses, Gauss-Newton on the shape, then batched
+  (:class:`p2m.infer.refine_fit.BodyFitter`: Kabsch initial guesses, Gauss-Newton on the shape, then batched
   Adam on the vertex L2 distance with a Gaussian pose prior over the CMU training poses and a shape prior; the
   blurred hand and foot vertices weigh ``EXTREMITY_DATA_WEIGHT``, fingers and toes are held rigid). The fitted
   mesh's hands and feet are blended in (``blend="extremities"``, the default), or the whole fitted mesh replaces
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from p2m.export.skin import body_skinning_weights
-from p2m.pose2mesh.refine_fit import (
+from p2m.infer.refine_fit import (
     FIT_LR,
     FIT_STEPS,
     POSE_PRIOR_WEIGHT,

@@ -21,7 +21,7 @@ H3.6M cameras; ``benchmarks/bench_infer_head.py`` re-measures it), in units of t
   torso length (Pelvis-Neck) on 2,000 held-out people (CMU eval poses), 6.3 % with keypoint noise of 5 % of the
   neck-ears distance; "Head = ear midpoint" is off by 24 %;
 * ears only: ``Head = Neck + 1.62 (Ears - Neck)`` (6.2 % on the fitting set);
-* otherwise Head stays missing and :mod:`p2m.pose2mesh.infer` fills it like any other missing joint.
+* otherwise Head stays missing and :mod:`p2m.infer.api` fills it like any other missing joint.
 
 Rules that also use the eyes fit clean synthetic data better (1 %) but multiply keypoint noise by 4 (20 % error at
 10 % noise), so they are not used.

@@ -1,6 +1,6 @@
 """Optional steps of `p2m infer` between prediction and writing: refined hands / feet and the rigged / textured export.
 
-* :func:`refine_prediction`: :func:`p2m.pose2mesh.refine.refine_extremities` on the predicted mesh (in place), and
+* :func:`refine_prediction`: :func:`p2m.infer.refine.refine_extremities` on the predicted mesh (in place), and
   the before / after close-ups for ``refine.png``.
 * :func:`write_extras`: ``refine.png``, and :func:`p2m.export.export_mesh` for ``mesh.glb`` (rigged, H36M-17
   skeleton) and, with a photo to texture from, the textured ``mesh.obj`` + ``mesh.mtl`` + texture PNG.
@@ -76,14 +76,14 @@ def refine_prediction(pred: Any, prediction: Any, method: str = "fit") -> Refine
     """Refine the hands and feet of ``prediction.vertices`` in place (None, nothing done, without a mesh).
 
     Args:
-        pred: the :class:`p2m.pose2mesh.infer.Predictor` (its body model and faces).
-        prediction: the :class:`p2m.pose2mesh.infer.Prediction`; ``vertices`` (V, 3) mm are replaced.
+        pred: the :class:`p2m.infer.api.Predictor` (its body model and faces).
+        prediction: the :class:`p2m.infer.api.Prediction`; ``vertices`` (V, 3) mm are replaced.
         method: "fit" (fit the body model to the whole mesh) or "paste" (rigid template hands and feet).
     """
     if prediction.vertices is None or pred.faces is None:
         return None
-    from p2m.pose2mesh.refine import extremity_regions, refine_extremities
-    from p2m.pose2mesh.refine_view import refine_figure
+    from p2m.infer.refine import extremity_regions, refine_extremities
+    from p2m.infer.refine_view import refine_figure
 
     before = np.asarray(prediction.vertices, dtype=np.float64).copy()
     res = refine_extremities(before, pred.body, method=method)
@@ -113,7 +113,7 @@ def write_extras(
         photo: (H, W, 3) uint8 photo the pose's pixels refer to: texture the mesh from it (None: untextured).
         tex_size: texture side in texels.
     """
-    from p2m.pose2mesh.refine_view import write_png
+    from p2m.infer.refine_view import write_png
 
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}

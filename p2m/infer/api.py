@@ -5,15 +5,15 @@ glTF, slot in between prediction and writing):
 
 1. :func:`load_predictor`: rebuild the model from a run folder, a ``.pt`` (p2m checkpoint or ``{"config",
    "state_dict"}``) or ``best.safetensors`` (config from its metadata, else ``config.yaml`` beside / above it).
-2. :func:`p2m.pose2mesh.infer_input.read_pose2d` + ``to_model_joints``: the pose in the model's joint set.
+2. :func:`p2m.infer.pose_input.read_pose2d` + ``to_model_joints``: the pose in the model's joint set.
 3. :func:`predict`: normalise like training (:func:`p2m.pose2mesh.transforms.normalize_pose2d`), run the network,
    centre the mesh on its regressed root joint (as the original's evaluation did: MeshNet's mesh is only nearly
-   root-relative), fit the weak-perspective camera (:mod:`p2m.pose2mesh.infer_view`) on the joints regressed from
+   root-relative), fit the weak-perspective camera (:mod:`p2m.infer.figure`) on the joints regressed from
    the predicted mesh. **Missing joints** (v = 0, off-image, or the COCO Head without ears) are filled in, because the network
    always reads all J joints: first from the body model's rest pose placed on the known joints by the same camera
    fit (seen from the front or from behind, whichever fits), then ``FILL_ITERATIONS`` times from the projection of the network's own prediction. Known joints are never
    changed, and only they enter the camera fit.
-4. Optional (:mod:`p2m.pose2mesh.infer_extras`): refine the hands and feet (on by default; ``refine.png`` shows
+4. Optional (:mod:`p2m.infer.extras`): refine the hands and feet (on by default; ``refine.png`` shows
    before / after), and write a rigged ``mesh.glb`` and / or a mesh textured from the photo (:mod:`p2m.export`).
 5. :func:`write_outputs`: ``mesh.obj`` / ``mesh.ply`` (trimesh; metres, root-relative, vertex order of the body
    model's topology; by default **y up**: the camera frame turned 180 degrees about x, i.e. x right, y up, z
@@ -36,9 +36,9 @@ import numpy as np
 
 from p2m import joints as J
 from p2m.errors import CheckpointError, ConfigError, P2MError
-from p2m.pose2mesh.infer_extras import FORMATS, check_options, refine_prediction, write_extras
-from p2m.pose2mesh.infer_input import Pose2DInput, read_pose2d, to_model_joints
-from p2m.pose2mesh.infer_view import Figure, WeakPerspective, draw_figure, fit_weak_perspective
+from p2m.infer.extras import FORMATS, check_options, refine_prediction, write_extras
+from p2m.infer.figure import Figure, WeakPerspective, draw_figure, fit_weak_perspective
+from p2m.infer.pose_input import Pose2DInput, read_pose2d, to_model_joints
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ class InferResult:
         out: the output folder.
         files: kind ("obj", "ply", "glb", "mtl", "texture", "joints", "png", "refine_png", "json") -> path written.
         prediction: the :class:`Prediction` (mm, camera frame, root-relative).
-        input: the :class:`p2m.pose2mesh.infer_input.Pose2DInput` read.
+        input: the :class:`p2m.infer.pose_input.Pose2DInput` read.
         joint_names: names of ``prediction.joints3d``.
         figure_size: (W, H) of mesh.png; panels: its panels (name -> x, y, w, h); view: input px -> panel px.
         notes: how the input was read and converted.
@@ -381,7 +381,7 @@ def write_outputs(
     """Write the mesh files, ``joints3d.json``, ``mesh.png`` and ``infer.json`` into ``out`` (atomically each).
 
     ``formats`` are trimesh's ("obj", "ply"); ``extra_files`` (kind -> path, already written, e.g. by
-    :func:`p2m.pose2mesh.infer_extras.write_extras`) are listed in ``infer.json`` and returned too.
+    :func:`p2m.infer.extras.write_extras`) are listed in ``infer.json`` and returned too.
     """
     from PIL import Image
 
@@ -450,7 +450,7 @@ def infer(
 
     Args:
         checkpoint: a run folder, a ``.pt`` or a ``.safetensors`` (or an already loaded :class:`Predictor`).
-        pose2d: the JSON / .npy 2D pose (:mod:`p2m.pose2mesh.infer_input` lists the forms).
+        pose2d: the JSON / .npy 2D pose (:mod:`p2m.infer.pose_input` lists the forms).
         out: the output folder (created).
         image: the photo to draw on (default: the photo a data.json names, if present; else a blank canvas).
         joint_set: "auto", "coco" or "h36m" (how to read ``pose2d``).
@@ -460,7 +460,7 @@ def infer(
         formats: mesh files to write: "obj", "ply" (trimesh, untextured) and / or "glb" (rigged glTF binary, H36M-17
             skeleton, y up, metres).
         crop: in the picture, show only the part of the photo around the person when the person is small in it.
-        refine: restore the hands and feet from the body model (:mod:`p2m.pose2mesh.refine`; writes ``refine.png``).
+        refine: restore the hands and feet from the body model (:mod:`p2m.infer.refine`; writes ``refine.png``).
         refine_method: "fit" (fit the body model to the whole mesh, ~1 s on a CPU) or "paste" (rigid template).
         texture: texture the mesh from the photo (needs one): the .obj becomes ``mesh.obj`` + ``mesh.mtl`` +
             ``mesh_texture.png``, and the .glb carries the texture.

@@ -1,4 +1,4 @@
-"""Before/after close-ups of hands and feet, to show what :mod:`p2m.pose2mesh.refine` changed (a PNG a user opens)."""
+"""Before/after close-ups of hands and feet, to show what :mod:`p2m.infer.refine` changed (a PNG a user opens)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def refine_figure(
     Args:
         meshes: column caption -> (V, 3) vertices (any unit, same frame), in column order.
         faces: (F, 3) triangles.
-        regions: name -> :class:`p2m.pose2mesh.refine.Extremity` (its ``core`` indices frame the view).
+        regions: name -> :class:`p2m.infer.refine.Extremity` (its ``core`` indices frame the view).
         weight: optional (V,) refine weight in [0, 1]; tints the refined part in every panel.
         panel: panel side in pixels.
 

@@ -1,4 +1,4 @@
-"""Rigid hands and feet (p2m.pose2mesh.refine): seam, improvement on blurred ground truth, frames, batches, topologies."""
+"""Rigid hands and feet (p2m.infer.refine): seam, improvement on blurred ground truth, frames, batches, topologies."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from p2m.pose2mesh import refine as R
-from p2m.pose2mesh.refine_view import refine_figure, write_png
+from p2m.infer import refine as R
+from p2m.infer.refine_view import refine_figure, write_png
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
