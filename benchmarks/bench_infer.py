@@ -63,7 +63,7 @@ def head_rows(coco: np.ndarray, h36m: np.ndarray, noise: float, rng: np.random.G
 
 
 def fill_rows(checkpoint: str, h36m: np.ndarray, limit: int) -> dict:
-    from p2m.infer import api as I
+    from p2m.infer import predictor as I
     pred = I.load_predictor(checkpoint)
     hidden = np.array([2, 3, 5, 6])  # knees and ankles
     known = np.ones(17, bool)

@@ -11,7 +11,7 @@ fit runs in the frame of the person's first camera (the reference view) and in t
    source (k-means medoids of their joints) is placed again using all points. The ``starts`` best placements
    (the best one, the best facing the other way, then the next best) go on to stage 2.
 2. **Pose and shape**: every parameter (root rotation, translation, the free pose dimensions of
-   :class:`p2m.annotate.fit_prior.PosePrior`, the 6 phenotype values, clamped to [0, 1]) by Adam, in three phases
+   :class:`p2m.body.prior.PosePrior`, the 6 phenotype values, clamped to [0, 1]) by Adam, in three phases
    whose prior weights decrease (``prior_weights``), from the start's candidate pose. Of the starts of a person the
    one with the lowest energy wins.
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from p2m.annotate.fit_prior import SHAPE_MEAN, PosePrior, ShapePrior, kmeans_medoids, load_pose_stats
+from p2m.body.prior import SHAPE_MEAN, PosePrior, ShapePrior, load_pose_stats
 from p2m.camera import Camera
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,34 @@ class SolverOptions:
     shape_weight: float = 20.0
     lr: float = 0.03
     prior_source: str = "auto"
+
+
+def kmeans_medoids(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> np.ndarray:
+    """Indices of ``k`` rows of ``x`` (N, D) that represent it: k-means++ seeding, Lloyd steps, nearest row to
+    each centre (distinct). Deterministic for a given seed."""
+    n = x.shape[0]
+    if k >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(n)]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        centres.append(x[rng.choice(n, p=d2 / d2.sum()) if d2.sum() > 0 else rng.integers(n)])
+        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
+    c = np.array(centres)
+    for _ in range(iters):
+        label = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+        for j in range(k):
+            if (label == j).any():
+                c[j] = x[label == j].mean(0)
+    dist = ((x[:, None] - c[None]) ** 2).sum(-1)  # (N, k)
+    out: list[int] = []
+    for j in np.argsort(dist.min(0)):
+        for i in np.argsort(dist[:, j]):
+            if i not in out:
+                out.append(int(i))
+                break
+    return np.array(sorted(out))
 
 
 def _rotz(angles: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from p2m.errors import ConfigError
+from p2m.export import export_mesh
+from p2m.infer.refine import extremity_regions, refine_extremities
+from p2m.infer.refine_view import refine_figure, write_png
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +85,6 @@ def refine_prediction(pred: Any, prediction: Any, method: str = "fit") -> Refine
     """
     if prediction.vertices is None or pred.faces is None:
         return None
-    from p2m.infer.refine import extremity_regions, refine_extremities
-    from p2m.infer.refine_view import refine_figure
-
     before = np.asarray(prediction.vertices, dtype=np.float64).copy()
     res = refine_extremities(before, pred.body, method=method)
     after = np.asarray(res.vertices, dtype=np.float64)
@@ -113,8 +113,6 @@ def write_extras(
         photo: (H, W, 3) uint8 photo the pose's pixels refer to: texture the mesh from it (None: untextured).
         tex_size: texture side in texels.
     """
-    from p2m.infer.refine_view import write_png
-
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     if refined is not None:
@@ -126,8 +124,6 @@ def write_extras(
     export += ("obj",) if photo is not None and "obj" in formats else ()
     if not export:
         return files
-    from p2m.export import export_mesh
-
     cam = prediction.camera
     res = export_mesh(out, pred.body, prediction.vertices, prediction.joints_h36m, name="mesh", formats=export,
                       unit=1e-3, axes=mesh_axes, image=photo,

@@ -38,6 +38,7 @@ import numpy as np
 
 from p2m import joints as J
 from p2m.errors import P2MError
+from p2m.io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,6 @@ def read_pose2d(
         except (OSError, ValueError) as exc:
             raise P2MError(f"{p}: cannot read the .npy file: {exc}") from exc
     elif suffix == ".json":
-        from p2m.io import read_json
-
         data = read_json(p)
     else:
         raise P2MError(f"{p}: unknown file type {p.suffix!r}; expected a .json or .npy 2D pose file")
@@ -263,8 +262,6 @@ def _attach_camera(out: Pose2DInput, data_path: Path, img: dict[str, Any]) -> No
     cam_path = data_path.with_name(name[: -len("_data.json")] + "_camera.json")
     if not cam_path.is_file() or "cam_idx" not in img:
         return
-    from p2m.io import read_json
-
     try:
         cam = read_json(cam_path).get(str(img["cam_idx"]))
         f = np.asarray(cam["f"], dtype=np.float64).reshape(2)

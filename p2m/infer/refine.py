@@ -5,7 +5,7 @@ four extremities (each a bone subtree of the rig: ``LeftHand`` with its fingers,
 with body-model geometry, by one of two methods:
 
 * ``"fit"``: fit the body model's pose, shape and a global rotation / translation to the whole predicted mesh
-  (:class:`p2m.infer.refine_fit.BodyFitter`: Kabsch initial guesses, Gauss-Newton on the shape, then batched
+  (:class:`p2m.infer.refine_fit.MeshFitter`: Kabsch initial guesses, Gauss-Newton on the shape, then batched
   Adam on the vertex L2 distance with a Gaussian pose prior over the CMU training poses and a shape prior; the
   blurred hand and foot vertices weigh ``EXTREMITY_DATA_WEIGHT``, fingers and toes are held rigid). The fitted
   mesh's hands and feet are blended in (``blend="extremities"``, the default), or the whole fitted mesh replaces
@@ -36,9 +36,10 @@ from p2m.infer.refine_fit import (
     FIT_STEPS,
     POSE_PRIOR_WEIGHT,
     SHAPE_PRIOR_WEIGHT,
-    BodyFitter,
+    MeshFitter,
     kabsch,
 )
+from p2m.joints import H36M_SKELETON
 
 logger = logging.getLogger(__name__)
 
@@ -260,11 +261,11 @@ class ExtremityRefiner:
             rest = body(torch.zeros(1, body.num_bones, 3, device=body.device))
         self.template = rest.vertices[0].detach()  # (V, 3) m, default shape, root head at the origin
         self.rest_heads = rest.bone_heads[0].detach()
-        self.fitter: BodyFitter | None = None
+        self.fitter: MeshFitter | None = None
         if method == "fit":
             member = np.clip(sum(e.membership for e in self.regions.values()), 0.0, 1.0)
             digits = tuple(b for e in self.regions.values() for b in e.bones[1:]) if rigid else ()
-            self.fitter = BodyFitter(body, self.skin, 1.0 - (1.0 - float(extremity_data_weight)) * member, digits,
+            self.fitter = MeshFitter(body, self.skin, 1.0 - (1.0 - float(extremity_data_weight)) * member, digits,
                                      steps=steps, lr=lr, pose_prior_weight=pose_prior_weight,
                                      shape_prior_weight=shape_prior_weight)  # fmt: skip
 
@@ -306,8 +307,6 @@ class ExtremityRefiner:
 
     # -------------------------------------------------------------------------------------------------- paste
     def _skeleton_length(self, vertices: torch.Tensor) -> torch.Tensor:
-        from p2m.joints import H36M_SKELETON
-
         reg = self.body.h36m_regressor.to(vertices)
         joints = torch.einsum("jv,bvc->bjc", reg, vertices)
         a, b = zip(*H36M_SKELETON, strict=True)

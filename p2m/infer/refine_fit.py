@@ -4,7 +4,8 @@ Steps (all batched): a weighted Kabsch alignment of the rest-pose torso brings t
 frame; each bone's rotation is read off its own vertices (Kabsch again, a bone carrying the descendants whose pose
 the prior holds fixed) and chained into anny's "local-ref" parameters (``L = G_parent^T G``); a few Gauss-Newton
 steps set shape and translation for that pose; then Adam refines everything on the weighted vertex L2 distance
-(mm^2) plus a Gaussian pose prior over the shipped CMU training poses and a Gaussian shape prior.
+(mm^2) plus the Gaussian pose prior over the shipped CMU training poses and the shape prior of
+:mod:`p2m.body.prior`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import math
 from typing import Any
 
 import numpy as np
+import roma
 import torch
+
+from p2m.body.prior import SHAPE_MEAN, SHAPE_STD, PoseStats, ShapePrior, load_pose_stats
+from p2m.body.retarget import ANNY_CMU_MB_BONES
+from p2m.errors import P2MError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BodyFitter", "kabsch"]
+__all__ = ["MeshFitter", "kabsch"]
 
 #: Bones of the (nearly rigid) torso used for the initial rigid alignment (anny cmu_mb, anny, SMPL names).
 TORSO_BONES = ("Hips", "LowerBack", "Spine", "LHipJoint", "RHipJoint", "root", "spine05", "spine04", "spine03",
@@ -32,9 +38,6 @@ SHAPE_PRIOR_WEIGHT = 1.0
 #: Gauss-Newton steps of the initial shape estimate, and their finite-difference step (phenotype units).
 GN_STEPS = 3
 GN_EPS = 0.05
-#: Shape prior (gender, age, muscle, weight, height, proportions): mean and standard deviation.
-SHAPE_MEAN = (0.5, 5 / 6, 0.5, 0.5, 0.5, 0.5)
-SHAPE_STD = (0.35, 0.12, 0.3, 0.3, 0.25, 0.3)
 #: Pose prior (rad) when the rig has no CMU pose table: an isotropic Gaussian around the rest pose.
 FALLBACK_POSE_STD = 0.6
 
@@ -65,29 +68,19 @@ def kabsch(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = 
     return rot.to(dst.dtype), trans.to(dst.dtype)
 
 
-@functools.lru_cache(maxsize=2)
-def _cmu_pose_gaussian(split: str = "train") -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(mean (30, 3), free (30, 3) bool, chol_t (D, D)) of the non-root cmu_mb bones of a shipped pose table.
-
-    Dimensions that do not move in the table (finger and hip-joint bones) are not free: the fit holds them at
-    the mean. None when the table cannot be read.
-    """
-    from p2m.body.poses import load_pose_source
-    from p2m.errors import P2MError
-
+@functools.lru_cache(maxsize=1)
+def _cmu_pose_prior() -> PoseStats | None:
+    """The pose Gaussian of the shipped CMU training table (:func:`p2m.body.prior.load_pose_stats`), or None
+    (warned once) when the table cannot be read. Dimensions that do not move in the table (finger and hip-joint
+    bones) are not free: the fit holds them at the mean."""
     try:
-        poses = load_pose_source(f"cmu-{split}").poses
+        return load_pose_stats("cmu-train")
     except P2MError as exc:
-        logger.warning("refine: no pose prior from the CMU %s table (%s); using a rest-pose Gaussian", split, exc)
+        logger.warning("refine: no pose prior from the CMU train table (%s); using a rest-pose Gaussian", exc)
         return None
-    body = np.asarray(poses, dtype=np.float64)[:, 1:]
-    mean, free = body.mean(axis=0), body.std(axis=0) > 0.02
-    x = body.reshape(len(body), -1)[:, free.reshape(-1)]
-    cov = np.cov(x, rowvar=False) + 1e-3 * np.eye(x.shape[1])
-    return mean, free, np.linalg.cholesky(np.linalg.inv(cov)).T
 
 
-class BodyFitter:
+class MeshFitter:
     """Fits a body model to meshes of its topology (module docstring); ``fitter(target) -> (fitted, rms)``.
 
     Args:
@@ -101,8 +94,6 @@ class BodyFitter:
     def __init__(self, body: Any, skin: np.ndarray, data_weight: np.ndarray, digit_bones: tuple[int, ...] = (), *,
                  steps: int = FIT_STEPS, lr: float = FIT_LR, pose_prior_weight: float = POSE_PRIOR_WEIGHT,
                  shape_prior_weight: float = SHAPE_PRIOR_WEIGHT) -> None:  # fmt: skip
-        from p2m.body.retarget import ANNY_CMU_MB_BONES
-
         self.body, self.skin = body, skin
         self.steps, self.lr = int(steps), float(lr)
         self.pose_prior_weight, self.shape_prior_weight = float(pose_prior_weight), float(shape_prior_weight)
@@ -115,7 +106,8 @@ class BodyFitter:
         torso = [names.index(b) for b in TORSO_BONES if b in names]
         tw = skin[:, torso].sum(axis=1) if torso else np.ones(len(skin))
         self.torso_weight = torch.as_tensor(tw * (tw > 0.5), dtype=torch.float32, device=dev)
-        self.prior = _cmu_pose_gaussian() if tuple(names) == tuple(ANNY_CMU_MB_BONES) else None
+        self.prior = _cmu_pose_prior() if tuple(names) == tuple(ANNY_CMU_MB_BONES) else None
+        self.shape_prior = ShapePrior().to(dev)
 
     def _prior_tensors(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean (J-1, 3), free (J-1, 3) bool, chol_t (D, D)) of the pose prior over the non-root bones."""
@@ -123,7 +115,7 @@ class BodyFitter:
         if self.prior is None:
             mean, free, chol_t = np.zeros((nb - 1, 3)), np.ones((nb - 1, 3), bool), np.eye(3 * (nb - 1)) / FALLBACK_POSE_STD
         else:
-            mean, free, chol_t = self.prior
+            mean, free, chol_t = self.prior.mean, self.prior.free, self.prior.chol_t
         if self.digit_bones:  # drop the digits' rows and columns: the Gaussian conditioned on them at their mean
             digits = np.zeros((nb - 1, 3), bool)
             digits[[b - 1 for b in self.digit_bones]] = True
@@ -158,8 +150,6 @@ class BodyFitter:
 
     def _initial_pose(self, local: torch.Tensor, mean: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
         """(B, J, 3) local-ref axis-angle whose bones point like the target's: per-bone Kabsch, then L = G_p^T G."""
-        import roma
-
         batch, dev = local.shape[0], local.device
         parents = list(self.body.bone_parents)
         sets = self._bone_sets(free.cpu().numpy())
@@ -229,8 +219,6 @@ class BodyFitter:
         body_free = pose0[:, 1:][:, free].clone().requires_grad_(True)
         trans.requires_grad_(True)
         shape.requires_grad_(True)
-        shape_mean = torch.tensor(SHAPE_MEAN, device=dev)
-        shape_std = torch.tensor(SHAPE_STD, device=dev)
         opt = torch.optim.Adam([{"params": [root, body_free, shape], "lr": self.lr},
                                 {"params": [trans], "lr": self.lr * 0.1}])  # fmt: skip
         bases = [g["lr"] for g in opt.param_groups]
@@ -249,7 +237,7 @@ class BodyFitter:
                 out = body(pose_of(), shape, trans)
                 data = (((out.vertices - local) ** 2).sum(-1) * vw).sum(-1) * 1e6  # mm^2
                 prior = 0.5 * (((body_free - mean[free]) @ chol_t.T) ** 2).sum(-1)
-                shape_prior = 0.5 * (((shape - shape_mean) / shape_std) ** 2).sum(-1)
+                shape_prior = self.shape_prior(shape)
                 loss = data + self.pose_prior_weight * prior + self.shape_prior_weight * shape_prior
                 loss.sum().backward()
                 opt.step()

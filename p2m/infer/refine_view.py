@@ -9,6 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
+
+from p2m.io import write_bytes
+from p2m.render import render_mesh
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +53,6 @@ def refine_figure(
     Returns:
         (H, W, 3) uint8 image: a caption row, then ``len(regions)`` rows of ``len(meshes)`` panels.
     """
-    from PIL import Image, ImageDraw
-
-    from p2m.render import render_mesh
-
     tris = np.asarray(_as_numpy(faces), dtype=np.int64)
     verts = {name: _as_numpy(v) for name, v in meshes.items()}
     if not verts:
@@ -91,10 +91,6 @@ def refine_figure(
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 image as PNG, atomically (:func:`p2m.io.write_bytes`)."""
-    from PIL import Image
-
-    from p2m.io import write_bytes
-
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
     write_bytes(path, buf.getvalue())

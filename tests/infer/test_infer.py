@@ -11,7 +11,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from p2m import joints as J
-from p2m.errors import CheckpointError, P2MError
+from p2m.errors import BodyModelError, CheckpointError, ConfigError, P2MError
+from p2m.infer import infer
+from p2m.infer.api import mesh_file_vertices
+from p2m.infer.pose_input import head_top_from_coco, read_pose2d, to_model_joints
+from p2m.infer.predictor import load_predictor, load_state, predict
+from p2m.infer.refine import extremity_regions
+from p2m.infer.view import fit_weak_perspective
 
 pytestmark = pytest.mark.body
 
@@ -39,8 +45,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from p2m.paths import configure_third_party_caches
 
     configure_third_party_caches()
-    from p2m.errors import BodyModelError
-
     try:
         from p2m.annotate.synth import SynthOptions, synth
     except ImportError as exc:  # pragma: no cover
@@ -74,8 +78,6 @@ def run(data: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(run: Path):
-    from p2m.infer.api import load_predictor
-
     return load_predictor(run)
 
 
@@ -94,7 +96,6 @@ def test_h36m_npy_on_a_run_folder_writes_mesh_joints_and_picture(run, data, tmp_
     import trimesh
 
     from p2m.body import create
-    from p2m.infer.api import infer
 
     np.save(tmp_path / "pose.npy", _h36m(data["anns"][0])[:, :2])  # (17, 2): every joint visible
     res = infer(run, tmp_path / "pose.npy", tmp_path / "out")
@@ -153,7 +154,6 @@ def _place(joints: np.ndarray, height: float, centre: tuple[float, float]) -> np
 
 
 def test_the_camera_is_the_least_squares_fit_and_the_mesh_is_drawn_where_it_projects(predictor, data, tmp_path):
-    from p2m.infer.api import infer
     from p2m.render import procedural_background
 
     photo = procedural_background(600, 500, np.random.default_rng(3))  # shown 1:1 (480 to 720 px tall)
@@ -180,7 +180,6 @@ def test_the_camera_is_the_least_squares_fit_and_the_mesh_is_drawn_where_it_proj
 
 
 def test_a_small_person_is_shown_cropped_and_enlarged(predictor, data, tmp_path):
-    from p2m.infer.api import infer
 
     Image.fromarray(np.full((1000, 1400, 3), 30, np.uint8)).save(tmp_path / "photo.png")
     kp = _place(_h36m(data["anns"][1]), 150, (1000, 300))  # 150 px tall in a 1000 px photo
@@ -197,8 +196,6 @@ def test_a_small_person_is_shown_cropped_and_enlarged(predictor, data, tmp_path)
 def test_ground_truth_3d_joints_fit_their_2d_through_the_weak_perspective_camera(data):
     """The camera convention (x right, y down, root-relative camera mm) is the dataset's: true 3D joints fit
     their projections to ~1 % of the person's height (the rest is perspective); flipping y does not fit."""
-    from p2m.infer.figure import fit_weak_perspective
-
     ann_dir = data["ds"] / "annotations"
     d = json.loads((ann_dir / "synth_subject3_data.json").read_text())
     cams = json.loads((ann_dir / "synth_subject3_camera.json").read_text())
@@ -218,7 +215,6 @@ def test_ground_truth_3d_joints_fit_their_2d_through_the_weak_perspective_camera
 
 
 def test_coco_and_h36m_inputs_of_one_person_agree(predictor, data, tmp_path):
-    from p2m.infer.api import infer
 
     ann = data["anns"][2]
     (tmp_path / "coco.json").write_text(json.dumps(_coco(ann).reshape(-1).tolist()))  # 51 numbers, COCO order
@@ -240,8 +236,6 @@ def test_coco_and_h36m_inputs_of_one_person_agree(predictor, data, tmp_path):
 
 
 def test_head_rule_on_synthetic_people(data):
-    from p2m.infer.pose_input import head_top_from_coco
-
     errs = []
     for ann in data["anns"]:
         head, rule = head_top_from_coco(_coco(ann))
@@ -259,8 +253,6 @@ def test_head_rule_on_synthetic_people(data):
 def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predictor, data, tmp_path):
     from p2m.annotate.detect import person_annotation
     from p2m.camera import Camera
-    from p2m.infer.api import infer
-    from p2m.infer.pose_input import to_model_joints
     from p2m.layout import DatasetWriter
 
     ds = tmp_path / "photos"
@@ -302,8 +294,6 @@ def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predi
 
 
 def test_known_joints_stay_and_too_few_are_refused(predictor, data):
-    from p2m.infer.api import predict
-
     xy = _h36m(data["anns"][5])[:, :2].copy()
     known = np.ones(17, bool)
     known[[2, 3, 13]] = False
@@ -324,7 +314,6 @@ def test_every_checkpoint_form_gives_the_same_mesh(run, predictor, data, tmp_pat
     import torch
     from safetensors.torch import load_file, save_file
 
-    from p2m.infer.api import load_predictor, predict
     from p2m.pose2mesh.config import load_config, to_dict
 
     xy = _h36m(data["anns"][6])[:, :2]
@@ -346,7 +335,6 @@ def test_every_checkpoint_form_gives_the_same_mesh(run, predictor, data, tmp_pat
 def test_a_posenet_checkpoint_gives_joints_and_a_picture_without_mesh_files(data, tmp_path):
     import torch
 
-    from p2m.infer.api import infer
     from p2m.pose2mesh.config import load_config, to_dict
     from p2m.pose2mesh.model import build_model
 
@@ -363,8 +351,6 @@ def test_a_posenet_checkpoint_gives_joints_and_a_picture_without_mesh_files(data
 
 
 def test_unusable_checkpoints_are_named(tmp_path):
-    from p2m.infer.api import load_state
-
     with pytest.raises(CheckpointError, match="nothing-here"):
         load_state(tmp_path / "nothing-here")
     bad = tmp_path / "broken.pt"
@@ -380,8 +366,6 @@ def test_unusable_checkpoints_are_named(tmp_path):
 
 
 def test_bad_pose_files_are_named_with_the_field(predictor, data, tmp_path):
-    from p2m.infer.pose_input import read_pose2d
-
     np.save(tmp_path / "short.npy", np.zeros((16, 2)))
     with pytest.raises(P2MError, match=r"short\.npy: the array has shape \(16, 2\), expected \(17, 2\)"):
         read_pose2d(tmp_path / "short.npy")
@@ -439,9 +423,6 @@ def _obj_vertices(path: Path) -> np.ndarray:
 
 
 def test_refine_is_on_by_default_and_no_refine_keeps_the_network_mesh(predictor, data, tmp_path):
-    from p2m.infer.api import infer, mesh_file_vertices, predict
-    from p2m.infer.refine import extremity_regions
-
     kp = _h36m(data["anns"][2])
     (tmp_path / "pose.json").write_text(json.dumps(kp.tolist()))
     net = predict(predictor, kp[:, :2], kp[:, 2] > 0).vertices  # the network's own mesh
@@ -471,7 +452,6 @@ def test_format_glb_writes_a_rigged_gltf_with_the_h36m_skeleton(predictor, data,
     import pygltflib
     import trimesh
 
-    from p2m.infer.api import infer, mesh_file_vertices
 
     (tmp_path / "pose.json").write_text(json.dumps(_coco(data["anns"][5]).tolist()))
     res = infer(predictor, tmp_path / "pose.json", tmp_path / "out", formats=("glb",), refine_method="paste")
@@ -489,8 +469,6 @@ def test_format_glb_writes_a_rigged_gltf_with_the_h36m_skeleton(predictor, data,
 
 
 def test_texture_from_the_photo_writes_a_textured_obj_and_needs_a_photo(predictor, data, tmp_path):
-    from p2m.errors import ConfigError
-    from p2m.infer.api import infer
     from p2m.render import procedural_background
 
     photo = procedural_background(600, 500, np.random.default_rng(5))

@@ -1,4 +1,5 @@
-"""Pose and shape priors for `p2m annotate fit`: a Gaussian over real (or sampled) anny poses plus joint ranges.
+"""Pose and shape priors of anny bodies: a Gaussian over real (or sampled) poses plus joint ranges, and a shape
+Gaussian. Body fitting (`p2m annotate fit`) and the hands-and-feet refinement of `p2m infer` both use them.
 
 The pose prior scores the 30 non-root bones of anny's ``cmu_mb`` rig (axis-angle, "local-ref"):
 
@@ -24,6 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from p2m.body.poses import PoseSource, table_path
+from p2m.body.sampler import DEFAULT_RANGES, _right_of
+
 logger = logging.getLogger(__name__)
 
 #: Poses drawn from the joint-range sampler when no pose table is installed.
@@ -35,7 +39,7 @@ COV_EPS = 1e-3
 #: Mean and standard deviation of the shape prior (gender, age, muscle, weight, height, proportions).
 SHAPE_MEAN = (0.5, 5 / 6, 0.5, 0.5, 0.5, 0.5)
 SHAPE_STD = (0.35, 0.12, 0.3, 0.3, 0.25, 0.3)
-#: Poses of the source kept (evenly spaced) for the fitter's initial guesses.
+#: Poses of the source kept (evenly spaced) for a fitter's initial guesses.
 KEEP_SAMPLES = 2000
 #: Margin (rad) outside a joint range before the range penalty starts.
 RANGE_MARGIN = 0.05
@@ -61,6 +65,12 @@ class PoseStats:
     count: int
     samples: np.ndarray
 
+    @property
+    def chol_t(self) -> np.ndarray:
+        """(D, D) ``L^T`` of the precision ``inv(cov) = L L^T``, so that the Mahalanobis term is ``|(x - mu) @ L|^2``
+        (``x @ chol_t.T``)."""
+        return np.linalg.cholesky(np.linalg.inv(self.cov)).T
+
 
 def pose_stats_from_poses(poses: np.ndarray, name: str) -> PoseStats:
     """Fit the Gaussian of :class:`PoseStats` to poses (N, J, 3) (the root, bone 0, is ignored)."""
@@ -77,34 +87,6 @@ def pose_stats_from_poses(poses: np.ndarray, name: str) -> PoseStats:
     return PoseStats(name=name, mean=mean, cov=cov, free=free, count=n, samples=keep)
 
 
-def kmeans_medoids(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> np.ndarray:
-    """Indices of ``k`` rows of ``x`` (N, D) that represent it: k-means++ seeding, Lloyd steps, nearest row to
-    each centre (distinct). Deterministic for a given seed."""
-    n = x.shape[0]
-    if k >= n:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(n)]]
-    d2 = ((x - centres[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        centres.append(x[rng.choice(n, p=d2 / d2.sum()) if d2.sum() > 0 else rng.integers(n)])
-        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
-    c = np.array(centres)
-    for _ in range(iters):
-        label = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
-        for j in range(k):
-            if (label == j).any():
-                c[j] = x[label == j].mean(0)
-    dist = ((x[:, None] - c[None]) ** 2).sum(-1)  # (N, k)
-    out: list[int] = []
-    for j in np.argsort(dist.min(0)):
-        for i in np.argsort(dist[:, j]):
-            if i not in out:
-                out.append(int(i))
-                break
-    return np.array(sorted(out))
-
-
 @functools.lru_cache(maxsize=4)
 def load_pose_stats(source: str = "auto", seed: int = 0) -> PoseStats:
     """The pose Gaussian of a source.
@@ -118,8 +100,6 @@ def load_pose_stats(source: str = "auto", seed: int = 0) -> PoseStats:
     Raises:
         P2MError: (``PoseDataError`` / ``ConfigError``) the source cannot be read.
     """
-    from p2m.body.poses import PoseSource, table_path
-
     if source == "auto":
         source = "cmu-train" if table_path("train").is_file() else "sampler"
     bank = PoseSource.from_spec(source)
@@ -136,8 +116,6 @@ def _range_terms(bone_names: tuple[str, ...] | list[str]) -> tuple[np.ndarray, n
         (axes (K, 3), bone (K,) index into bones 1.., bounds (K, 2), off (J-1, 3, 3) projectors onto the
         complement of each bone's listed axes (zero for bones without ranges or with a full set of axes)).
     """
-    from p2m.body.sampler import DEFAULT_RANGES, _right_of
-
     names = list(bone_names)
     axes, bones, bounds = [], [], []
     off = np.zeros((len(names) - 1, 3, 3))
@@ -176,10 +154,8 @@ class PosePrior(nn.Module):
             raise ValueError(f"pose prior {stats.name!r}: mean {stats.mean.shape}, expected ({len(bone_names) - 1}, 3)")
         self.name = stats.name
         self.range_weight = float(range_weight)
-        prec = np.linalg.inv(stats.cov)
-        chol = np.linalg.cholesky(prec)  # prec = L L^T: x^T prec x = |L^T x|^2
         axes, bone, bounds, off = _range_terms(bone_names)
-        for key, value in (("mean", stats.mean), ("free", stats.free), ("chol_t", chol.T), ("axes", axes),
+        for key, value in (("mean", stats.mean), ("free", stats.free), ("chol_t", stats.chol_t), ("axes", axes),
                            ("bounds", bounds), ("off", off)):  # fmt: skip
             dtype = torch.bool if value.dtype == bool else torch.float32
             self.register_buffer(key, torch.as_tensor(value, dtype=dtype), persistent=False)
