@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep the datasets here (default: a temp folder)")
     args = parser.parse_args(argv)
 
-    from p2m.annotate.fit import fit
+    from p2m.annotate import fit_bodies
 
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_fit_"))
     rows = []
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = _synth(gt_root, args.num, False, args.seed, args.poses)
         _strip_3d(gt_root)
         t0 = time.perf_counter()
-        stats = fit(gt_root, device=args.device, iters=args.iters, batch=args.batch, progress=False)
+        stats = fit_bodies(gt_root, device=args.device, iters=args.iters, batch=args.batch, progress=False)
         seconds = time.perf_counter() - t0
         pa, _ = _pa(gt_root, "synth", truth)
         rest = _rest_pose_pa(truth)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(ref_root, ignore_errors=True)
             shutil.copytree(img_root / "annotations", ref_root / "annotations")
             _strip_3d(ref_root)
-            fit(ref_root, device=args.device, iters=args.iters, batch=args.batch, progress=False)
+            fit_bodies(ref_root, device=args.device, iters=args.iters, batch=args.batch, progress=False)
             ref_pa, _ = _pa(ref_root, "synth", truth_img)
             for variant in ("default focal", "true camera"):
                 root = work / f"detected_{variant.split()[0]}"
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     cams = {str(img["cam_idx"]): truth_img[img["file_name"]][1] for img in det["images"]}
                     (root / "annotations" / "photos_subject1_camera.json").write_text(json.dumps(cams))
                 t0 = time.perf_counter()
-                stats = fit(root, device=args.device, iters=args.iters, batch=args.batch, progress=False)
+                stats = fit_bodies(root, device=args.device, iters=args.iters, batch=args.batch, progress=False)
                 seconds = time.perf_counter() - t0
                 pa, names = _pa(root, "photos", truth_img)
                 ref = float(np.mean(ref_pa)) if len(ref_pa) else float("nan")

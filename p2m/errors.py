@@ -30,6 +30,3 @@ class BodyModelError(P2MError):
 class CrawlError(P2MError):
     """A crawl cannot start or resume: bad seeds, a broken journal, an unusable output folder."""
 
-
-class NotBuiltError(P2MError):
-    """A stage of the pipeline that this version of p2m does not provide yet."""

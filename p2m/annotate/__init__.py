@@ -1,11 +1,33 @@
-"""The annotate stage: validate a dataset folder against Contract 1 (and, in sibling modules, detect, fit,
-review and import annotations).
+"""The annotate stage: validate a dataset folder against Contract 1, detect 2D people, fit the body model in 3D,
+review, import COCO / Human3.6M, and synthesise fully annotated people.
 
-Only light modules are imported here; heavy ones (detectors, web UI) are imported by their own entry points.
+One entry function per job: ``validate``, ``detect``, ``fit_bodies``, ``review``, ``import_coco``,
+``import_h36m``, ``synth``. Only ``validate`` is imported here; the others load their module (and torch,
+MediaPipe, aiohttp) on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from p2m.annotate.validate import Problem, ValidationReport, validate
 
-__all__ = ["Problem", "ValidationReport", "validate"]
+_LAZY = {
+    "detect": "p2m.annotate.detect",
+    "fit_bodies": "p2m.annotate.fit",
+    "import_coco": "p2m.annotate.import_coco",
+    "import_h36m": "p2m.annotate.import_h36m",
+    "review": "p2m.annotate.review",
+    "synth": "p2m.annotate.synth",
+}
+
+__all__ = ["Problem", "ValidationReport", "detect", "fit_bodies", "import_coco", "import_h36m", "review", "synth",
+           "validate"]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'p2m.annotate' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

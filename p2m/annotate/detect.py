@@ -41,7 +41,7 @@ from p2m.annotate.photo import (
 from p2m.camera import bbox_from_joints
 from p2m.errors import P2MError
 from p2m.io import read_json, write_json
-from p2m.joints import MEDIAPIPE_NUM_LANDMARKS, MEDIAPIPE_TO_COCO, coco_to_h36m
+from p2m.joints import MEDIAPIPE_NUM_LANDMARKS, coco_to_h36m, mediapipe_to_coco
 from p2m.layout import IMAGES_DIR, DatasetWriter, info_file, subject_file
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def landmarks_to_coco(landmarks: np.ndarray, width: int, height: int) -> tuple[n
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape != (MEDIAPIPE_NUM_LANDMARKS, 3):
         raise ValueError(f"landmarks shape {lm.shape}, expected ({MEDIAPIPE_NUM_LANDMARKS}, 3)")
-    coco = lm[list(MEDIAPIPE_TO_COCO)]
+    coco = mediapipe_to_coco(lm)
     scores = coco[:, 2].copy()
     inside = (coco[:, 0] >= -0.5) & (coco[:, 0] < width - 0.5) & (coco[:, 1] >= -0.5) & (coco[:, 1] < height - 0.5)
     v = np.where(scores >= VISIBLE_SCORE, 2, np.where(scores >= LABELLED_SCORE, 1, 0)) * inside

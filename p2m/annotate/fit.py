@@ -440,7 +440,7 @@ def _fitter(device, topology: str, options: SolverOptions):
     return fitter
 
 
-def fit(
+def fit_bodies(
     dataset: str | Path,
     *,
     device: str = "auto",
@@ -537,4 +537,4 @@ def fit(
     return out
 
 
-__all__ = ["DEFAULT_MAX_ERROR_PX", "KINDS", "MIN_KEYPOINTS", "fit", "resolve_device", "target_2d"]
+__all__ = ["DEFAULT_MAX_ERROR_PX", "KINDS", "MIN_KEYPOINTS", "fit_bodies", "resolve_device", "target_2d"]

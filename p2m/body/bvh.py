@@ -162,10 +162,6 @@ class BVHMotion:
                     out[:, j, _POSITIONS.index(name)] = vals[:, sl.start + k]
         return out
 
-    def root_positions(self, frames: np.ndarray | slice | None = None) -> np.ndarray:
-        """(T, 3) root position per frame, file units."""
-        return self.local_translations(frames)[:, 0]
-
     def forward_kinematics(
         self, frames: np.ndarray | slice | None = None, scale: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

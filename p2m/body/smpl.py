@@ -37,7 +37,6 @@ SMPL_BONE_NAMES: tuple[str, ...] = (
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand",
     "right_hand",
 )  # fmt: skip
-SMPL_NUM_VERTICES = 6890
 
 
 def _candidate_folders(model_file: Path) -> list[Path]:

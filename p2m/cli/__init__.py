@@ -38,14 +38,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in STAGES:
             return None
-        module_name, short_help = STAGES[name]
-        try:
-            module = importlib.import_module(f"p2m.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"p2m.cli.{module_name}":
-                raise
-            return _not_built(name, short_help)
-        return module.command
+        return importlib.import_module(f"p2m.cli.{STAGES[name][0]}").command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Use the static help so that `p2m --help` imports no stage module.
@@ -57,16 +50,6 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except P2MError as exc:
             raise click.ClickException(str(exc)) from exc
-
-
-def _not_built(name: str, short_help: str) -> click.Command:
-    @click.command(name, short_help=short_help, context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def stub(args: tuple[str, ...]) -> None:
-        raise click.ClickException(f"`p2m {name}` is not built yet in p2m {__version__}.")
-
-    stub.help = f"{short_help}\n\nNot built yet in this version: exits with status 1."
-    return stub
 
 
 def configure_logging(verbose: int) -> None:

@@ -113,9 +113,9 @@ def fit_cmd(dataset: Path, device: str, iters: int, batch: int, max_error: float
     not deleted). joints_2d_h36m becomes the projection of the fitted joints;
     the detected 2D stays in keypoints. A rerun skips people already fitted.
     """
-    from p2m.annotate.fit import fit
+    from p2m.annotate import fit_bodies
 
-    stats = fit(dataset, device=device, iters=iters, batch=batch, max_error_px=max_error, topology=topology,
+    stats = fit_bodies(dataset, device=device, iters=iters, batch=batch, max_error_px=max_error, topology=topology,
                 names=names or None, overwrite=overwrite)  # fmt: skip
     for problem in stats["problems"][:10]:
         click.echo(f"warning {problem}", err=True)

@@ -142,14 +142,14 @@ def detect_people(ctx: DemoContext) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ 5. fit
-def fit_bodies(ctx: DemoContext) -> str:
-    from p2m.annotate.fit import fit
+def fit_people(ctx: DemoContext) -> str:
+    from p2m.annotate import fit_bodies
     from p2m.annotate.fit_solver import SolverOptions
     from p2m.demo.report import mesh_figure
 
     s = ctx.sizes
     options = replace(SolverOptions(), headings=s.fit_headings, starts=s.fit_starts)
-    stats = fit(ctx.facts["web"], device=ctx.device, iters=s.fit_iters, options=options, progress=False)
+    stats = fit_bodies(ctx.facts["web"], device=ctx.device, iters=s.fit_iters, options=options, progress=False)
     fitted, valid = int(stats.get("annotations/fitted", 0)), int(stats.get("annotations/valid", 0))
     error = stats.get("fit_error_px/mean")
     ctx.metric("fit", "people fitted", fitted)
@@ -308,7 +308,7 @@ STEPS: tuple[Step, ...] = (
     Step("crawl", "Crawl the website (p2m crawl)", crawl_site, needs=("site",)),
     Step("detect", "Detect 2D keypoints (p2m annotate detect)", detect_people, requires=("mediapipe",),
          needs=("crawl",), hint="pip install 'p2m[detect]'"),  # fmt: skip
-    Step("fit", "Fit the body model in 3D (p2m annotate fit)", fit_bodies, requires=("p2m.annotate.fit",),
+    Step("fit", "Fit the body model in 3D (p2m annotate fit)", fit_people, requires=("p2m.annotate.fit",),
          needs=("detect",)),  # fmt: skip
     Step("validate", "Validate the dataset (p2m annotate validate)", validate_web, needs=("detect",)),
     Step("synth", "Synthesise training and evaluation data (p2m synth)", synth_training_data),

@@ -52,14 +52,6 @@ class Figure:
     view: dict[str, tuple[float, float]]
     background: np.ndarray
 
-    def to_panel(self, points_px: np.ndarray, panel: str = "mesh") -> np.ndarray:
-        """(..., 2) input pixels -> (..., 2) pixels of ``image`` inside ``panel``."""
-        sx, sy = self.view["scale"]
-        ox, oy = self.view["origin"]
-        x0, y0 = self.panels[panel][:2]
-        p = np.asarray(points_px, dtype=np.float64)
-        return np.stack([sx * (p[..., 0] - ox + 0.5) - 0.5 + x0, sy * (p[..., 1] - oy + 0.5) - 0.5 + y0], -1)
-
 
 def edge_colors(names: Sequence[str], edges: Sequence[tuple[int, int]], known: np.ndarray) -> np.ndarray:
     """(E, 3) colours: left limbs blue, right orange, centre green, bones touching a filled-in joint grey."""

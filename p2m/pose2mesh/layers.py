@@ -6,8 +6,6 @@ import logging
 import math
 import warnings
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,18 +34,6 @@ def make_activation(name: str) -> nn.Module:
         return _ACTIVATIONS[name]()
     except KeyError:
         raise ConfigError(f"activation {name!r} is not one of {sorted(_ACTIVATIONS)}") from None
-
-
-def to_torch_csr(matrix: sp.spmatrix | np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A scipy sparse (or dense numpy) matrix as a torch sparse CSR tensor on the CPU."""
-    m = sp.csr_matrix(matrix)
-    m.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(m.indptr.astype(np.int64)),
-        torch.from_numpy(m.indices.astype(np.int64)),
-        torch.from_numpy(m.data).to(dtype),
-        size=m.shape,
-    )
 
 
 def graph_mm(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from p2m.annotate.fit import fit, resolve_device, target_2d
+from p2m.annotate.fit import fit_bodies, resolve_device, target_2d
 from p2m.annotate.validate import validate
 from p2m.cli import main
 from p2m.errors import P2MError
@@ -79,7 +79,7 @@ def fitted(tmp_path_factory):
     _write(root, "data", data)
     before = copy.deepcopy(data)
     cameras = subject_file(root, NAME, 1, "camera").read_bytes()
-    stats = fit(root, device="cpu", iters=100, batch=16, progress=False)
+    stats = fit_bodies(root, device="cpu", iters=100, batch=16, progress=False)
     assert subject_file(root, NAME, 1, "camera").read_bytes() == cameras  # camera.json unchanged where present
     return root, truth, before, stats
 
@@ -158,13 +158,13 @@ def test_rerun_skips_what_is_done_and_refits_what_review_flags(fitted, tmp_path)
     root = tmp_path / "ds"
     shutil.copytree(fitted[0], root)
     files = {k: subject_file(root, NAME, 1, k).read_bytes() for k in ("data", "joint_3d", "body_param", "camera")}
-    stats = fit(root, device="cpu", iters=20, progress=False)
+    stats = fit_bodies(root, device="cpu", iters=20, progress=False)
     assert stats.get("annotations/fitted", 0) == 0 and stats["annotations/skipped/already_fitted"] == 8
     assert {k: subject_file(root, NAME, 1, k).read_bytes() for k in files} == files
     data = _read(root, "data")
     data["annotations"][1]["review"] = {"status": "accepted", "needs_refit": True}
     _write(root, "data", data)
-    stats = fit(root, device="cpu", iters=20, progress=False)
+    stats = fit_bodies(root, device="cpu", iters=20, progress=False)
     assert stats["annotations/fitted"] == 1
     ann = _read(root, "data")["annotations"][1]
     assert ann["review"] == {"status": "accepted"} and ann["fit_valid"] is True
@@ -184,7 +184,7 @@ def test_photos_without_camera_file_and_multi_person_frames(fitted, tmp_path):
     data["images"] = [first, second]
     data["annotations"] = crowd + [solo]
     _write(root, "data", data)
-    stats = fit(root, device="cpu", iters=60, progress=False)
+    stats = fit_bodies(root, device="cpu", iters=60, progress=False)
     assert stats["annotations/skipped/multi_person"] == 2 and stats["annotations/fitted"] == 1
     assert stats["cameras/default"] == 2
     cams = _read(root, "camera")  # single-photo cameras: R = I, t = 0, f = image diagonal, c = centre
@@ -207,7 +207,7 @@ def test_missing_camera_is_reported_and_nothing_written(fitted, tmp_path):
     _write(root, "camera", cams)
     before = {p.name: p.read_bytes() for p in (root / "annotations").iterdir()}
     with pytest.raises(P2MError, match=rf"image id {img['id']}: field 'cam_idx' = {img['cam_idx']} has no camera"):
-        fit(root, device="cpu", iters=5, overwrite=True, progress=False)  # overwrite: every person is due
+        fit_bodies(root, device="cpu", iters=5, overwrite=True, progress=False)  # overwrite: every person is due
     assert {p.name: p.read_bytes() for p in (root / "annotations").iterdir()} == before
     result = CliRunner().invoke(main, ["annotate", "fit", str(root), "--device", "cpu", "--overwrite"])
     assert result.exit_code == 1 and "has no camera" in result.output
@@ -243,7 +243,7 @@ def test_multi_view_frames_are_fitted_jointly(tmp_path):
     partial["keypoints"], partial["num_keypoints"] = kp.ravel().tolist(), 3
     partial["joints_2d_h36m"] = [j if i < 3 else [0.0, 0.0, 0] for i, j in enumerate(partial["joints_2d_h36m"])]
     _write(root, "data", data)
-    stats = fit(root, device="cpu", iters=80, progress=False)
+    stats = fit_bodies(root, device="cpu", iters=80, progress=False)
     assert stats["frames/fitted"] == 2 and stats["frames/multi_view"] == 2 and stats["annotations/valid"] == 7
     assert stats["annotations/too_few_keypoints"] == 1
     j3d = _read(root, "joint_3d")
