@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from p2m.body import TOPOLOGIES, BodyOutput, create, regress_joints, resolve_topology
+from p2m.body import TOPOLOGIES, BodyOutput, anny_model, create, regress_joints, regressors, resolve_topology
+from p2m.body.anny_model import anny_cache_file, load_anny, warp_available
 from p2m.errors import BodyModelError
 from p2m.joints import COCO_JOINTS, H36M_JOINTS
 
@@ -304,8 +305,6 @@ def test_coarse_topology_joints_follow_the_full_mesh(bodies):
 
 @pytest.mark.body
 def test_torch_and_warp_skinning_agree(bodies):
-    from p2m.body.anny_model import warp_available
-
     if not warp_available():
         pytest.skip("NVIDIA warp is not importable here")
     pose, shape = _random_inputs(3)
@@ -321,8 +320,6 @@ def test_torch_and_warp_skinning_agree(bodies):
 def test_caches_exist_and_are_reused(bodies, monkeypatch):
     import anny.models.model_data as model_data
 
-    from p2m.body import regressors
-    from p2m.body.anny_model import anny_cache_file
 
     for name in TOPOLOGIES:
         assert anny_cache_file("cmu_mb", name).is_file()
@@ -347,9 +344,6 @@ def test_caches_exist_and_are_reused(bodies, monkeypatch):
 
 @pytest.mark.body
 def test_regressor_cache_round_trip_is_deterministic(tmp_path, monkeypatch):
-    from p2m.body import regressors
-    from p2m.body.anny_model import load_anny
-
     full, coarse = load_anny("cmu_mb", "full"), load_anny("cmu_mb", "369")
     calls = []
 
@@ -372,8 +366,6 @@ def test_regressor_cache_round_trip_is_deterministic(tmp_path, monkeypatch):
 
 @pytest.mark.body
 def test_missing_cache_announces_the_build(monkeypatch, caplog):
-    from p2m.body import anny_model
-
     monkeypatch.setattr(anny_model, "anny_cache_file", lambda rig, topology: Path("/nonexistent/cache.safetensors"))
     with caplog.at_level(logging.WARNING, logger="p2m.body.anny_model"):
         anny_model.load_anny("cmu_mb", "369")  # anny itself still finds its real cache

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from p2m.cli import main
-from p2m.demo import prepare_folder
+from p2m.demo import prepare_folder, run_demo
 from p2m.demo.report import write_report
-from p2m.demo.runner import QUICK, DemoContext, Step, run_steps
+from p2m.demo.runner import QUICK, DemoContext, Step, missing_module, run_steps
 from p2m.demo.site import build_site
 from p2m.errors import P2MError
 
@@ -211,7 +211,6 @@ def test_quick_demo_runs_and_reports_finite_numbers(quick_demo):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_demo_runs_every_stage_that_exists(quick_demo):
-    from p2m.demo.runner import missing_module
     from p2m.demo.steps import STEPS
 
     out, result = quick_demo
@@ -258,7 +257,6 @@ def test_demo_without_fit_still_validates_and_shards(tmp_path):
     """A stage that is not built (here: fit, made unavailable) is skipped; the steps after it still run."""
     from dataclasses import replace
 
-    from p2m.demo import run_demo
     from p2m.demo.steps import STEPS
 
     by_name = {s.name: s for s in STEPS}

@@ -22,7 +22,7 @@ from p2m.body.poses import (
     read_index,
     table_path,
 )
-from p2m.body.retarget import ANNY_CMU_MB_BONES, retarget
+from p2m.body.retarget import ANNY_CMU_MB_BONES, anny_rest, retarget
 from p2m.body.sampler import DEFAULT_RANGES, JointRangeSampler
 from p2m.errors import ConfigError
 from p2m.joints import H36M_JOINTS
@@ -149,7 +149,6 @@ def test_sampler_is_seeded_and_within_its_ranges() -> None:
 @pytest.mark.body
 def test_sampler_axes_are_annys_rest_directions() -> None:
     from p2m.body import sampler
-    from p2m.body.retarget import anny_rest
 
     rest = anny_rest()
     h = {name: rest.heads[i] for i, name in enumerate(rest.names)}

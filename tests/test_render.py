@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
+import p2m.render as render_module
 from p2m.render import (
     RenderResult,
     draw_skeleton,
@@ -377,8 +378,6 @@ def test_mediapipe_finds_the_rendered_person(anny_rest: tuple[np.ndarray, np.nda
 
 def test_small_chunks_give_identical_output(monkeypatch: pytest.MonkeyPatch) -> None:
     # Big triangles get split into row strips and groups into chunks; the image must not change.
-    import p2m.render as render_module
-
     rng = np.random.default_rng(4)
     tris = rng.uniform([-3, -3, 2], [3, 3, 7], (40, 3, 3))
     args = (tris.reshape(-1, 3), np.arange(120).reshape(-1, 3), 60.0, (64.2, 48.7), (128, 96))

@@ -39,13 +39,13 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from p2m.annotate.fit_solver import KINDS, SolverOptions, View
+from p2m.annotate.fit_solver import KINDS, BodyFitter, SolverOptions, View
 from p2m.annotate.review_store import file_lock, is_rejected
 from p2m.camera import Camera
 from p2m.errors import LayoutError, P2MError
@@ -430,8 +430,6 @@ _FITTER: list[tuple[tuple, Any]] = []  # the last fitter built, reused by the ne
 
 
 def _fitter(device, topology: str, options: SolverOptions):
-    from p2m.annotate.fit_solver import BodyFitter
-
     key = (str(device), topology, FIT_TOPOLOGY, options.prior_source, options.candidates)  # what __init__ uses
     if not _FITTER or _FITTER[0][0] != key:
         _FITTER[:] = [(key, BodyFitter(device, topology=topology, fit_topology=FIT_TOPOLOGY, options=options))]
@@ -477,8 +475,6 @@ def fit_bodies(
     Raises:
         P2MError: unreadable or malformed files (naming file, record and field), a missing camera, a bad device.
     """
-    from dataclasses import replace
-
     import torch
     from tqdm import tqdm
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from p2m.camera import Camera
 from p2m.errors import P2MError
-from p2m.io import atomic_write
+from p2m.io import atomic_write, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,6 @@ def check_image_file(path: Path, width: int | None, height: int | None, where: s
 
 def next_photo_index(root: Path, name: str, subject: int) -> int:
     """The next free cam_idx / frame_idx of a subject of single photos (1 when the subject has no data file)."""
-    from p2m.io import read_json
     from p2m.layout import subject_file
 
     path = subject_file(root, name, subject, "data")

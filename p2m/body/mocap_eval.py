@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from p2m.body.bvh import BVHMotion
+from p2m.body.bvh import BVHMotion, read_bvh
 from p2m.body.retarget import axes_to_anny, canonical_joint_index, guess_unit, retarget
 
 logger = logging.getLogger(__name__)
@@ -108,8 +108,6 @@ def measure_clip(
         (T, 17) distances in metres after :func:`scale_aligned_errors`, and the fitted scale.
     """
     import torch
-
-    from p2m.body.bvh import read_bvh
 
     motion = read_bvh(path)
     frames = slice(1 if drop_first else 0, None, every)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from p2m.body.retarget import ANNY_CMU_MB_BONES
+from p2m.body.retarget import ANNY_CMU_MB_BONES, anny_rest, retarget
 from p2m.errors import ConfigError, P2MError
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,6 @@ class PoseSource:
         from tqdm import tqdm
 
         from p2m.body.bvh import read_bvh
-        from p2m.body.retarget import anny_rest, retarget
 
         if every < 1:
             raise ConfigError(f"every must be >= 1, got {every}")

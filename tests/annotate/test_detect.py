@@ -24,7 +24,7 @@ from p2m.annotate.detect import (
     landmarks_to_coco,
     person_annotation,
 )
-from p2m.annotate.photo import default_focal, focal_from_35mm, read_photo, single_photo_camera
+from p2m.annotate.photo import default_focal, focal_from_35mm, place_image, read_photo, single_photo_camera
 from p2m.cli import main
 from p2m.errors import P2MError
 from p2m.joints import coco_to_h36m
@@ -97,8 +97,6 @@ def test_single_photo_camera_focal_from_exif_or_the_diagonal(tmp_path: Path) -> 
 
 
 def test_exif_orientation_is_applied_and_stored_upright(tmp_path: Path) -> None:
-    from p2m.annotate.photo import place_image
-
     upright = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
     Image.fromarray(np.rot90(upright, 1).copy()).save(tmp_path / "r.png", exif=_exif(orientation=6))
     photo = read_photo(tmp_path / "r.png")

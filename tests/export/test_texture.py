@@ -26,7 +26,14 @@ import numpy as np
 import pytest
 import torch
 
-from p2m.export import UVLayout, body_uv_layout, rasterize_uv, texture_from_photo, write_textured_obj
+from p2m.export import (
+    UVLayout,
+    body_uv_layout,
+    rasterize_uv,
+    split_seams,
+    texture_from_photo,
+    write_textured_obj,
+)
 
 from .helpers import psnr, render_textured, uv_sphere
 
@@ -218,8 +225,6 @@ def test_notoes_carries_annys_uvs(body_notoes):
     assert 0.55 < coverage < 0.7
     assert abs(area - coverage) < 0.002  # no overlaps beyond the re-meshed toes (0.03 % measured)
     # UV seams split vertices only where the MakeHuman layout has seams.
-    from p2m.export import split_seams
-
     source, _, new_faces = split_seams(body.faces, layout)
     assert len(body.faces) == len(new_faces) and len(source) < 1.3 * body.num_vertices
     np.testing.assert_array_equal(source[new_faces], body.faces.numpy())
