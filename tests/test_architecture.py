@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "p2m"
 
 #: Core modules: every stage may import them; they import only each other ("p2m" is the package itself).
-CORE = ("p2m", "joints", "camera", "layout", "body", "io", "errors", "paths", "native")
+CORE = ("p2m", "joints", "camera", "layout", "body", "io", "errors", "paths", "native", "pose_formats")
 #: unit -> the units it may import besides itself. A unit is a top-level module or folder of p2m/.
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{core: CORE for core in CORE},
@@ -27,8 +27,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "shards": CORE,  # shards know no model
     "pose2mesh": (*CORE, "shards"),  # the trainer streams through the shard reader; no infer, export, render
     "infer": (*CORE, "pose2mesh", "export", "render"),
-    "demo": (*CORE, "render", "crawler", "annotate", "shards", "pose2mesh", "infer"),  # runs every stage
-    "cli": (*CORE, "crawler", "annotate", "shards", "pose2mesh", "infer", "demo"),  # no stage imports cli
+    "scale": (*CORE, "annotate", "shards"),  # --ray: maps a stage's batch function over a cluster
+    "demo": (*CORE, "render", "crawler", "annotate", "shards", "pose2mesh", "infer", "scale"),  # runs every stage
+    "cli": (*CORE, "crawler", "annotate", "shards", "pose2mesh", "infer", "scale", "demo"),  # no stage imports cli
     "__main__": ("cli",),
 }
 #: Modules that must load without torch (the crawler path and ``p2m --help``), checked in a fresh interpreter.

@@ -142,7 +142,7 @@ def detect_people(ctx: DemoContext) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ 5. fit
-def fit_people(ctx: DemoContext) -> str:
+def fit_crawled_people(ctx: DemoContext) -> str:
     from p2m.annotate import fit_bodies
     from p2m.annotate.fit_solver import SolverOptions
     from p2m.demo.report import mesh_figure
@@ -308,7 +308,7 @@ STEPS: tuple[Step, ...] = (
     Step("crawl", "Crawl the website (p2m crawl)", crawl_site, needs=("site",)),
     Step("detect", "Detect 2D keypoints (p2m annotate detect)", detect_people, requires=("mediapipe",),
          needs=("crawl",), hint="pip install 'p2m[detect]'"),  # fmt: skip
-    Step("fit", "Fit the body model in 3D (p2m annotate fit)", fit_people, requires=("p2m.annotate.fit",),
+    Step("fit", "Fit the body model in 3D (p2m annotate fit)", fit_crawled_people, requires=("p2m.annotate.fit",),
          needs=("detect",)),  # fmt: skip
     Step("validate", "Validate the dataset (p2m annotate validate)", validate_web, needs=("detect",)),
     Step("synth", "Synthesise training and evaluation data (p2m synth)", synth_training_data),
