@@ -24,7 +24,7 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 
-def fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path) -> None:
     """Flush a folder's entries (a rename in it) to disk; a no-op where the filesystem does not allow it."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -70,7 +70,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    fsync_dir(target.parent)
+    _fsync_dir(target.parent)
 
 
 def temp_files_of(path: str | os.PathLike) -> list[Path]:
