@@ -1,10 +1,15 @@
 """`p2m annotate detect`: 2D keypoints from MediaPipe Pose for a crawl output or a folder of photos, as a dataset.
 
-Each image becomes one single-photo frame of subject 1 (its own ``cam_idx`` and ``frame_idx``, camera R = I,
-t = 0, focal from EXIF or the default of :mod:`p2m.annotate.photo`), with at most one person annotation:
-MediaPipe Pose finds the most prominent person only. Images without a person keep an image record with no
-annotation and are listed under ``detect.no_person`` in ``{name}_info.json``; unreadable images are logged,
-counted and listed under ``detect.unreadable``. Nothing is dropped silently.
+Each image gets its own camera (``cam_idx``; R = I, t = 0, focal from EXIF or the default of
+:mod:`p2m.annotate.photo`) and every person found in it becomes one single-photo frame of subject 1: an image
+record of that file with its own ``frame_idx`` and exactly one person annotation, because joint_3d and
+body_param hold one person per frame (Contract 1), so `p2m annotate fit` fits each person on their own. Such
+records carry ``person_idx`` and ``people_in_image``; `p2m annotate export coco` joins them back into one image.
+By default every person is searched (:mod:`p2m.annotate.multi_pose`); ``max_people=1`` runs MediaPipe's legacy
+Pose solution, which finds the most prominent person only, and writes what detect always wrote.
+Images without a person keep an image record with no annotation and are listed under ``detect.no_person`` in
+``{name}_info.json``; unreadable images are logged, counted and listed under ``detect.unreadable``. Nothing is
+dropped silently.
 
 Keypoint visibility (COCO's v) comes from MediaPipe's per-landmark confidence ``s`` (``visibility``, times
 ``presence`` when the model sets it; mediapipe 0.10.21's Pose solution sets only ``visibility``):
@@ -85,6 +90,15 @@ class MediaPipePose:
     """
 
     def __init__(self, model_complexity: int = 1) -> None:
+        mp = self.check_installed()
+        self.version = getattr(mp, "__version__", "?")
+        self.model_complexity = int(model_complexity)
+        self.description = f"mediapipe {self.version} pose, model_complexity {self.model_complexity}"
+        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=self.model_complexity)
+
+    @staticmethod
+    def check_installed() -> Any:
+        """Import mediapipe (the pinned version, with ``mp.solutions``) or say how to install it."""
         from p2m.paths import configure_third_party_caches
 
         configure_third_party_caches()  # mediapipe imports matplotlib, whose cache must not go to $HOME
@@ -97,9 +111,7 @@ class MediaPipePose:
                 f"mediapipe {getattr(mp, '__version__', '?')} has no `mp.solutions` (dropped in 0.10.30); "
                 f"{MEDIAPIPE_INSTALL_HINT}"
             )
-        self.version = getattr(mp, "__version__", "?")
-        self.model_complexity = int(model_complexity)
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=self.model_complexity)
+        return mp
 
     def __enter__(self) -> MediaPipePose:
         return self
@@ -110,6 +122,11 @@ class MediaPipePose:
     def close(self) -> None:
         """Release the graph."""
         self._pose.close()
+
+    def people(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """The one person found, as a list (the interface of :class:`p2m.annotate.multi_pose.MediaPipeMultiPose`)."""
+        found = self(rgb)
+        return [] if found is None else [found]
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
         """Find one person.
@@ -275,6 +292,8 @@ def detect(
     batch: int = 256,
     model_complexity: int = 1,
     progress: bool | None = None,
+    max_people: int = 20,
+    grid: int = 2,
 ) -> dict[str, Any]:
     """Detect 2D keypoints on every image of ``src`` and add them to the dataset ``out`` under ``name``.
 
@@ -289,11 +308,13 @@ def detect(
         name: dataset name (file prefix ``{name}_subject1_*``).
         min_score: least mean confidence of the 17 COCO keypoints for a detection to count as a person.
         batch: images per step: after each step the dataset files are written, so a rerun resumes there.
-        model_complexity: MediaPipe Pose model, 1 (bundled) by default.
+        model_complexity: MediaPipe Pose model, 1 (bundled) by default (``max_people=1`` only).
         progress: show a tqdm bar (None: only on a terminal).
+        max_people: most people per image; 1 runs the legacy single-person solution.
+        grid: largest tile grid of the multi-person search (1: whole image only; see ``multi_pose``).
 
     Returns:
-        Stats with slash keys: ``images/total``, ``images/person``, ``images/no_person``, ``images/unreadable``,
+        Stats with slash keys: ``images/total``, ``images/person``, ``people`` (annotations written), ``images/no_person``, ``images/unreadable``,
         ``images/already_done``, ``keypoints/visible`` (v = 2), ``keypoints/labelled`` (v = 1),
         ``camera/exif_35mm``, ``camera/default_diagonal``, ``manifest/skipped/<status>``, plus ``no_person`` and
         ``unreadable`` (lists of file names / "path: reason" lines) and ``seconds``.
@@ -317,7 +338,9 @@ def detect(
     unreadable: list[str] = []
     images_dir = out / IMAGES_DIR
     frames: list[tuple[Any, dict[str, Any], list[dict[str, Any]]]] = []
-    with MediaPipePose(model_complexity) as detector, tqdm(
+    if max_people < 1:
+        raise ValueError(f"max_people {max_people}, expected >= 1")
+    with _detector(max_people, grid, model_complexity) as detector, tqdm(
         total=len(todo), desc="detect", unit="img", disable=None if progress is None else not progress
     ) as bar:
         for k, (item, photo) in enumerate(_decoded(todo), start=1):
@@ -327,10 +350,11 @@ def detect(
                 stats["images/unreadable"] += 1
                 unreadable.append(str(photo))
             else:
-                frames.append(_frame(item, photo, detector, images_dir, next_idx, min_score, stats))
-                if not frames[-1][2]:
-                    no_person.append(frames[-1][1]["file_name"])
-                next_idx += 1
+                found = _frames(item, photo, detector, images_dir, next_idx, min_score, stats)
+                if not found[0][2]:
+                    no_person.append(found[0][1]["file_name"])
+                frames += found
+                next_idx += len(found)
             if k % batch == 0 or k == len(todo):
                 info = _merged_info(out, name, detector, min_score, no_person, unreadable)
                 with DatasetWriter(out, name, info=info) as writer:
@@ -349,17 +373,25 @@ def detect(
     return result
 
 
-def _frame(
-    item: SourceImage, photo: Photo, detector: MediaPipePose, images_dir: Path, idx: int, min_score: float,
-    stats: Counter,
-) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
-    """Place one decoded image in the dataset and detect its person: (camera, image record, annotations)."""
+def _detector(max_people: int, grid: int, model_complexity: int) -> Any:
+    if max_people == 1:
+        return MediaPipePose(model_complexity)
+    MediaPipePose.check_installed()
+    from p2m.annotate.multi_pose import MediaPipeMultiPose
+
+    return MediaPipeMultiPose(max_people=max_people, grid=grid)
+
+
+def _frames(
+    item: SourceImage, photo: Photo, detector: Any, images_dir: Path, idx: int, min_score: float, stats: Counter
+) -> list[tuple[Any, dict[str, Any], list[dict[str, Any]]]]:
+    """Place one decoded image in the dataset and detect its people: (camera, image record, annotations) per
+    person (one frame each, frame_idx = idx, idx + 1...), or one record without annotation when none is found."""
     rel = place_image(item.path, images_dir, item.rel, photo)
     cam, cam_source = single_photo_camera(photo.width, photo.height, photo.focal_35mm)
     stats[f"camera/{cam_source}"] += 1
     anns = []
-    landmarks = detector(photo.rgb)
-    if landmarks is not None:
+    for landmarks in detector.people(photo.rgb):
         ann, score, n_kp = person_annotation(landmarks, photo.width, photo.height)
         if score >= min_score and n_kp >= MIN_KEYPOINTS:
             anns.append(ann)
@@ -369,6 +401,7 @@ def _frame(
         else:
             stats["detections/below_min_score"] += 1
     stats["images/person" if anns else "images/no_person"] += 1
+    stats["people"] += len(anns)
     image = {
         "file_name": rel, "width": photo.width, "height": photo.height, "action_idx": ACTION_IDX,
         "subaction_idx": SUBACTION_IDX, "cam_idx": idx, "frame_idx": idx, "focal_source": cam_source,
@@ -376,7 +409,12 @@ def _frame(
     }  # fmt: skip
     if item.rel != rel:
         image["source_file"] = item.rel
-    return cam, image, anns
+    if len(anns) <= 1:
+        return [(cam, image, anns)]
+    return [
+        (cam, {**image, "frame_idx": idx + k, "person_idx": k, "people_in_image": len(anns)}, [ann])
+        for k, ann in enumerate(anns)
+    ]
 
 
 def _already_recorded(out: Path, name: str) -> tuple[set[str], int]:
@@ -393,7 +431,7 @@ def _already_recorded(out: Path, name: str) -> tuple[set[str], int]:
 
 
 def _merged_info(
-    out: Path, name: str, detector: MediaPipePose, min_score: float, no_person: list[str], unreadable: list[str]
+    out: Path, name: str, detector: Any, min_score: float, no_person: list[str], unreadable: list[str]
 ) -> dict[str, Any]:
     """The ``detect`` section of ``{name}_info.json``, with this batch's lists appended to the stored ones."""
     path = info_file(out, name)
@@ -401,7 +439,7 @@ def _merged_info(
     section = old.get("detect", {}) if isinstance(old, dict) else {}
     return {
         "detect": {
-            "detector": f"mediapipe {detector.version} pose, model_complexity {detector.model_complexity}",
+            "detector": detector.description,
             "visibility": {"visible_score": VISIBLE_SCORE, "labelled_score": LABELLED_SCORE},
             "min_person_score": min_score,
             "min_keypoints": MIN_KEYPOINTS,

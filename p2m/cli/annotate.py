@@ -63,7 +63,7 @@ def validate_cmd(dataset: Path, tolerance_px: float, no_pycocotools: bool, quiet
 
 
 # ---------------------------------------------------------------------------------------------------- detect
-@command.command("detect", short_help="2D keypoints from MediaPipe Pose for a crawl output or image folder.")
+@command.command("detect", short_help="2D keypoints of every person (MediaPipe) in a crawl output or image folder.")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder to write (created or extended).")  # fmt: skip
@@ -72,16 +72,21 @@ def validate_cmd(dataset: Path, tolerance_px: float, no_pycocotools: bool, quiet
               help="Least mean keypoint confidence for a detection to count as a person.")  # fmt: skip
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
               help="Images per step; the dataset is written after each, so a rerun resumes there.")  # fmt: skip
-def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int) -> None:
-    """Find one person per image of SRC and write COCO-17 + H36M-17 keypoints, bbox and a camera to OUT.
+@click.option("--max-people", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Most people per image; 1 keeps only the most prominent (MediaPipe's legacy Pose).")  # fmt: skip
+@click.option("--tiles", "grid", type=click.IntRange(1, 6), default=2, show_default=True,
+              help="Also search N x N overlapping tiles (finds small people; 1: whole image only).")  # fmt: skip
+def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, max_people: int, grid: int) -> None:
+    """Find every person in each image of SRC and write COCO-17 + H36M-17 keypoints, bbox and a camera to OUT.
 
-    SRC is a crawl output folder (manifest.parquet + images/) or any folder of images. Images without a
-    person are kept as image records without annotation and listed in the info file; unreadable images
-    are reported and skipped.
+    SRC is a crawl output folder (manifest.parquet + images/) or any folder of images. Each person becomes
+    its own frame (an image record of the photo with one annotation), so `p2m annotate fit` fits each one.
+    Images without a person are kept as image records without annotation and listed in the info file;
+    unreadable images are reported and skipped.
     """
     from p2m.annotate.detect import detect
 
-    stats = detect(src, out, name=name, min_score=min_score, batch=batch)
+    stats = detect(src, out, name=name, min_score=min_score, batch=batch, max_people=max_people, grid=grid)
     click.echo(
         f"{out}: {stats.get('images/person', 0)} images with a person, {stats.get('images/no_person', 0)} "
         f"without, {stats.get('images/unreadable', 0)} unreadable, {stats.get('images/already_done', 0)} "
