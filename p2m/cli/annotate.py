@@ -171,6 +171,28 @@ def import_coco_cmd(src: Path, out: Path, name: str, images: Path | None, no_ima
                f"{stats.get('images/copied', 0)} image files")  # fmt: skip
 
 
+def _import_keypoints_cmd(fmt: str, what: str) -> None:
+    @import_group.command(
+        fmt, short_help=f"Import {what} JSON files and their photos (each person a frame).",
+        help=f"Import {what} JSON SRC (one file per photo, or a folder of them) as COCO-17 people.",
+    )  # fmt: skip
+    @click.argument("src", type=click.Path(exists=True, path_type=Path))
+    @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--name", default=fmt, show_default=True, help="Dataset name (annotation file prefix).")
+    @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                  help="Folder of the photos, found by the JSON file's stem [default: beside each JSON].")  # fmt: skip
+    def cmd(src: Path, out: Path, name: str, images: Path | None) -> None:
+        from p2m.annotate.import_keypoints import import_keypoints
+
+        stats = import_keypoints(src, out, fmt, name=name, images=images)
+        click.echo(f"{out}: {stats['files']} {what} files, {stats['images']} images, {stats.get('people', 0)} "
+                   f"people, {stats.get('people/too_few_keypoints', 0)} with too few keypoints")  # fmt: skip
+
+
+_import_keypoints_cmd("openpose", "OpenPose")
+_import_keypoints_cmd("mmpose", "MMPose")
+
+
 @command.command("review", short_help="Correct keypoints and reject people in a local web page.")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,

@@ -8,6 +8,8 @@ Accepted files (``read_pose2d``):
   optional ``joint_set``); a COCO results list (dicts with ``keypoints``); or a whole Contract 1 ``data.json`` from
   ``p2m annotate detect`` / ``import`` / ``synth`` (``person`` = index in ``annotations``, or ``annotation_id``).
   A data.json also names the photo (``DATASET/images/<file_name>``) and its camera (``*_camera.json``).
+  OpenPose JSON (``people[].pose_keypoints_2d``, BODY_25 or COCO-18) and MMPose predictions (instances with
+  ``keypoints`` + ``keypoint_scores``, or ``instance_info``) are read as COCO-17 by :mod:`p2m.pose_formats`.
 
 Visibility: a joint with v <= 0 or a non-finite coordinate is *missing*; (J, 2) input has every joint visible.
 
@@ -39,6 +41,7 @@ import numpy as np
 from p2m import joints as J
 from p2m.errors import P2MError
 from p2m.io import read_json
+from p2m.pose_formats import read_people, sniff_format
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +125,11 @@ def read_pose2d(
         data = read_json(p)
     else:
         raise P2MError(f"{p}: unknown file type {p.suffix!r}; expected a .json or .npy 2D pose file")
+    fmt = sniff_format(data) if suffix == ".json" else None
+    if fmt is not None:  # OpenPose / MMPose output: COCO-17 people (p2m.pose_formats)
+        people = read_people(data, str(p), fmt)
+        idx = _pick_index(p, len(people), person, "people")
+        return Pose2DInput(people[idx].keypoints, "coco", people[idx].where, p, person=idx, notes=[f"{fmt} JSON"])
     if annotation_id is not None and not (isinstance(data, dict) and "annotations" in data):
         raise P2MError(f"{p}: an annotation id ({annotation_id}) needs a data.json with 'annotations'")
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
