@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -242,7 +242,9 @@ def _camera_of(sub: _Subject, img: dict[str, Any], parsed: dict[str, Camera], st
     return cam
 
 
-def _plan_subject(sub: _Subject, overwrite: bool, stats: Counter, problems: list[str]) -> list[_Job]:
+def _plan_subject(
+    sub: _Subject, overwrite: bool, stats: Counter, problems: list[str], ann_ids: set[int] | None = None
+) -> list[_Job]:
     """The frames of a subject to fit; marks unfittable annotations in ``sub.changed``."""
     images = {img.get("id"): img for img in sub.data["images"] if isinstance(img, dict)}
     frames: dict[tuple[str, str, str], dict[Any, list[dict[str, Any]]]] = defaultdict(dict)
@@ -254,6 +256,9 @@ def _plan_subject(sub: _Subject, overwrite: bool, stats: Counter, problems: list
         if img is None:
             raise LayoutError(f"{sub.files.data}: annotation id {ann.get('id')}: field 'image_id' = "
                               f"{ann.get('image_id')!r} names no image")  # fmt: skip
+        if ann_ids is not None and ann.get("id") not in ann_ids:
+            stats["annotations/skipped/not_selected"] += 1
+            continue
         if ann.get("iscrowd"):
             stats["annotations/skipped/crowd"] += 1
             continue
@@ -450,6 +455,7 @@ def fit_bodies(
     overwrite: bool = False,
     options: SolverOptions | None = None,
     progress: bool | None = None,
+    ann_ids: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """Fit the body model to every person annotation of ``dataset`` and write 3D joints and body parameters.
 
@@ -464,6 +470,8 @@ def fit_bodies(
         overwrite: also refit frames that already have 3D or an earlier fit.
         options: solver settings (``iters`` overrides its ``iters``).
         progress: tqdm bar (None: only on a terminal).
+        ann_ids: fit only these annotation ids (the others are left as they are), e.g. the people a merge of
+            corrected keypoints changed.
 
     Returns:
         Stats with slash keys (``annotations/total``, ``annotations/fitted``, ``annotations/valid``,
@@ -499,7 +507,7 @@ def fit_bodies(
             continue
         sub = _load_subject(ds, files)
         subjects.append(sub)
-        jobs += _plan_subject(sub, overwrite, stats, problems)
+        jobs += _plan_subject(sub, overwrite, stats, problems, None if ann_ids is None else set(ann_ids))
     for sub in subjects:  # subjects with nothing to fit but marks to record
         if sub.pending == 0 and (sub.changed or sub.new_cameras):
             _write_subject(sub, stats)

@@ -107,8 +107,9 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, ma
               help="anny topology of the written body parameters and joints.")  # fmt: skip
 @click.option("--name", "names", multiple=True, help="Dataset name(s) to fit (default: all).")
 @click.option("--overwrite", is_flag=True, help="Refit frames that already have 3D or an earlier fit.")
+@click.option("--id", "ann_ids", type=int, multiple=True, help="Fit only these annotation id(s) (repeatable).")
 def fit_cmd(dataset: Path, device: str, iters: int, batch: int, max_error: float, topology: str,
-            names: tuple[str, ...], overwrite: bool) -> None:  # fmt: skip
+            names: tuple[str, ...], overwrite: bool, ann_ids: tuple[int, ...]) -> None:  # fmt: skip
     """Fit anny (pose, shape, translation) to each person's 2D keypoints through its camera.
 
     \b
@@ -121,7 +122,7 @@ def fit_cmd(dataset: Path, device: str, iters: int, batch: int, max_error: float
     from p2m.annotate import fit_bodies
 
     stats = fit_bodies(dataset, device=device, iters=iters, batch=batch, max_error_px=max_error, topology=topology,
-                names=names or None, overwrite=overwrite)  # fmt: skip
+                names=names or None, overwrite=overwrite, ann_ids=ann_ids or None)  # fmt: skip
     for problem in stats["problems"][:10]:
         click.echo(f"warning {problem}", err=True)
     skipped = sum(v for k, v in stats.items() if k.startswith("annotations/skipped/"))
@@ -157,13 +158,42 @@ def import_h36m_cmd(src: Path, out: Path, name: str, images: Path | None) -> Non
 
 @import_group.command("coco", short_help="Import a COCO person_keypoints JSON file and its images.")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder to write (created or extended); or use --merge-into.")  # fmt: skip
+@click.option("--merge-into", "merge_into", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Merge SRC's keypoints into this dataset by annotation id (a review tool's corrections).")
+@click.option("--refit/--no-refit", default=False, show_default=True,
+              help="With --merge-into: refit (p2m annotate fit) only the changed people that have 3D.")
+@click.option("--device", default="auto", show_default=True, help="For --refit: auto, cpu or cuda[:N].")
 @click.option("--name", default="coco", show_default=True, help="Dataset name (annotation file prefix).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder the file_name values are relative to [default: the JSON's folder].")  # fmt: skip
 @click.option("--no-images", is_flag=True, help="Annotations only (pose-only dataset; images not checked).")
-def import_coco_cmd(src: Path, out: Path, name: str, images: Path | None, no_images: bool) -> None:
-    """Import a COCO person_keypoints JSON file SRC (and its images)."""
+def import_coco_cmd(src: Path, out: Path | None, name: str, images: Path | None, no_images: bool,
+                    merge_into: Path | None, refit: bool, device: str) -> None:  # fmt: skip
+    """Import a COCO person_keypoints JSON file SRC (and its images), or merge its keypoints into a dataset.
+
+    \b
+    With --merge-into DATASET, SRC is a review tool's (CVAT, Label Studio) export
+    of `p2m annotate export coco DATASET`: each person's keypoints go back to the
+    annotation with the same id (or, when the tool renumbered them, the person of
+    the same photo with the most overlapping box). Only changed people are
+    rewritten; those with a 3D fit are marked review.needs_refit (refitted now
+    with --refit), every other fit is kept.
+    """
+    if merge_into is not None:
+        from p2m.annotate.coco_roundtrip import merge_coco
+        from p2m.layout import Dataset
+
+        chosen = name if name != "coco" or name in Dataset(merge_into).names else None  # --name's default: any
+        stats = merge_coco(src, merge_into, name=chosen, refit=refit, device=device)
+        click.echo(f"{merge_into}: {stats.get('annotations/changed', 0)} people changed, "
+                   f"{stats.get('annotations/unchanged', 0)} unchanged, {stats.get('annotations/unmatched', 0)} "
+                   f"not matched; {len(stats['needs_refit'])} need a refit"
+                   + (f", {stats['fit'].get('annotations/fitted', 0)} refitted" if "fit" in stats else ""))  # fmt: skip
+        return
+    if out is None:
+        raise click.UsageError("give --out DATASET (a new import) or --merge-into DATASET")
     from p2m.annotate.import_coco import import_coco
 
     stats = import_coco(src, out, name=name, images=images, with_images=not no_images)
@@ -191,6 +221,31 @@ def _import_keypoints_cmd(fmt: str, what: str) -> None:
 
 _import_keypoints_cmd("openpose", "OpenPose")
 _import_keypoints_cmd("mmpose", "MMPose")
+
+
+@command.group("export", short_help="Write a dataset in another tool's format (COCO for CVAT, Label Studio).")
+def export_group() -> None:
+    """Write dataset annotations for other tools."""
+
+
+@export_group.command("coco", short_help="One COCO person-keypoints file of a dataset, for review tools.")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The COCO JSON file to write.")  # fmt: skip
+@click.option("--name", default=None, help="Dataset name (needed when DATASET holds several).")
+def export_coco_cmd(dataset: Path, out: Path, name: str | None) -> None:
+    """Write DATASET's people as one COCO person-keypoints file (for CVAT, Label Studio, pycocotools).
+
+    \b
+    Photos whose people are separate frames become one image again; annotation
+    ids stay the dataset's, so `p2m annotate import coco FILE --merge-into
+    DATASET` can bring the corrected keypoints back. Upload DATASET/images
+    with the file.
+    """
+    from p2m.annotate.coco_roundtrip import export_coco
+
+    stats = export_coco(dataset, out, name=name)
+    click.echo(f"{out}: {stats['images']} images, {stats['annotations']} people of {stats['name']}")
 
 
 @command.command("review", short_help="Correct keypoints and reject people in a local web page.")
