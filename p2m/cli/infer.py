@@ -39,9 +39,12 @@ import click
 @click.option("--texture", is_flag=True,
               help="Texture the mesh from the photo (needs --image, or a data.json naming its photo): mesh.obj + "
                    "mesh.mtl + mesh_texture.png, and a textured mesh.glb.")  # fmt: skip
+@click.option("--mesh", type=click.Choice(["network", "full"]), default="network", show_default=True,
+              help="network: the predicted mesh; full: the refine fit's full-resolution anny mesh (13,718 "
+                   "vertices) with MakeHuman's UV layout, so --texture writes a standard body UV map.")  # fmt: skip
 def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint_set: str, person: int | None,
             annotation_id: int | None, device: str, mesh_axes: str, full_image: bool, formats: tuple[str, ...],
-            refine: bool, refine_method: str, texture: bool) -> None:  # fmt: skip
+            refine: bool, refine_method: str, texture: bool, mesh: str) -> None:  # fmt: skip
     """Turn one person's 2D pose into a mesh, 3D joints and a picture.
 
     CHECKPOINT is a run folder (its best.pt, else last.pt, else best.safetensors), a .pt checkpoint or a
@@ -63,7 +66,7 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
     result = infer(checkpoint, pose2d, out, image=image, joint_set=joint_set, person=person,
                    annotation_id=annotation_id, device=device, mesh_axes=mesh_axes.replace("-", "_"),
                    crop=not full_image, formats=fmts or ("obj", "ply"), refine=refine, refine_method=refine_method,
-                   texture=texture)  # fmt: skip
+                   texture=texture, mesh=mesh)  # fmt: skip
     click.echo(f"camera: {json.dumps(result.camera.to_dict())}")
     if result.root_translation_mm is not None:
         click.echo(f"root in the photo's camera frame: {[round(float(v), 1) for v in result.root_translation_mm]} mm")

@@ -31,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from p2m import joints as J
 from p2m.errors import ConfigError, P2MError
-from p2m.infer.extras import FORMATS, check_options, refine_prediction, write_extras
+from p2m.infer.extras import FORMATS, MESHES, check_options, full_resolution, refine_prediction, write_extras
 from p2m.infer.figure import Figure, draw_figure
 from p2m.infer.pose_input import Pose2DInput, read_pose2d, to_model_joints
 from p2m.infer.predictor import Prediction, Predictor, load_predictor, predict
@@ -178,6 +178,7 @@ def infer(
     refine: bool = True,
     refine_method: str = "fit",
     texture: bool = False,
+    mesh: str = "network",
 ) -> InferResult:
     """Predict the mesh of one person from a 2D pose file and write it with a picture (the entry of ``p2m infer``).
 
@@ -197,6 +198,8 @@ def infer(
         refine_method: "fit" (fit the body model to the whole mesh, ~1 s on a CPU) or "paste" (rigid template).
         texture: texture the mesh from the photo (needs one): the .obj becomes ``mesh.obj`` + ``mesh.mtl`` +
             ``mesh_texture.png``, and the .glb carries the texture.
+        mesh: "network" (the predicted mesh) or "full": the refine fit's full-resolution anny mesh, with
+            MakeHuman's UV layout (a standard body texture map) and the full mesh's skin weights in the .glb.
 
     Returns:
         An :class:`InferResult` (``summary()`` gives the one-line report).
@@ -207,6 +210,10 @@ def infer(
     if mesh_axes not in MESH_AXES:
         raise ConfigError(f"mesh axes {mesh_axes!r}: expected one of {list(MESH_AXES)}")
     formats = tuple(dict.fromkeys(formats))
+    if mesh not in MESHES:
+        raise ConfigError(f"mesh {mesh!r}: expected one of {list(MESHES)}")
+    if mesh == "full" and not (refine and refine_method == "fit"):
+        raise ConfigError("--mesh full needs the refine fit: drop --no-refine / use --refine-method fit")
     check_options(formats, refine_method, texture, has_photo=True)
     pred = checkpoint if isinstance(checkpoint, Predictor) else load_predictor(checkpoint, device)
     inp = read_pose2d(pose2d, joint_set, person=person, annotation_id=annotation_id, model_joint_set=pred.joint_set)
@@ -217,6 +224,9 @@ def infer(
     if prediction.vertices is None and ("glb" in formats or texture):
         logger.warning("%s is a posenet checkpoint (3D joints, no mesh): no glb / texture", pred.checkpoint)
     refined = refine_prediction(pred, prediction, refine_method) if refine else None
+    refine_record = None if refined is None else refined.to_dict(prediction.vertices)
+    if mesh == "full":
+        pred, prediction = full_resolution(pred, prediction, refined)
     photo = _read_image(img_path) if img_path is not None else None
     if photo is not None and inp.image_size is not None and inp.image_size != (photo.shape[1], photo.shape[0]):
         logger.warning("%s is %dx%d but %s states %dx%d: the joints may not match the picture", img_path,
@@ -245,7 +255,8 @@ def infer(
         "model_joint_set": pred.joint_set,
         "camera": cam.to_dict(),
         "root_translation_mm": None if root_t is None else _round(root_t, 1),
-        "refine": None if refined is None else refined.to_dict(prediction.vertices),
+        "refine": refine_record,
+        "mesh": {"kind": mesh, "vertices": None if prediction.vertices is None else len(prediction.vertices)},
         "texture": None if not texture or prediction.vertices is None else {"image": str(img_path)},
         "mesh_axes": "x right, y up, z towards the viewer (metres)" if mesh_axes == "y_up"
         else "camera: x right, y down, z forward (metres)",

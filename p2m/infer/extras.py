@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,20 @@ import numpy as np
 
 from p2m.errors import ConfigError
 from p2m.export import export_mesh
+from p2m.export.full import FULL_TOPOLOGY, BodyFit, full_body, posed_mesh
 from p2m.infer.refine import extremity_regions, refine_extremities
 from p2m.infer.refine_view import refine_figure, write_png
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "REFINE_METHODS", "RefineOutcome", "check_options", "refine_prediction", "write_extras"]
+__all__ = ["FORMATS", "MESHES", "REFINE_METHODS", "RefineOutcome", "check_options", "full_resolution",
+           "refine_prediction", "write_extras"]
 
 #: Every file format ``p2m infer`` writes: obj and ply through trimesh, glb through :mod:`p2m.export`.
 FORMATS = ("obj", "ply", "glb")
 REFINE_METHODS = ("fit", "paste")
+#: ``--mesh``: the network's mesh (its topology), or the refine fit's full-resolution anny mesh.
+MESHES = ("network", "full")
 #: The textured .obj's texture (not ``mesh.png``: that is infer's picture).
 TEXTURE_NAME = "mesh_texture.png"
 
@@ -41,6 +45,7 @@ class RefineOutcome:
         weight: (V,) how much body-model geometry each vertex took (0: unchanged, bit for bit).
         rms_mm: the fit's RMS vertex distance to the prediction ("fit"), or the aligned extremities' ("paste"), mm.
         image: (H, W, 3) uint8 before / after close-ups of hands and feet.
+        fit: the body-model fit ("fit" only), for the full-resolution mesh (:func:`full_resolution`).
     """
 
     method: str
@@ -48,6 +53,7 @@ class RefineOutcome:
     weight: np.ndarray
     rms_mm: float
     image: np.ndarray
+    fit: BodyFit | None = None
 
     def to_dict(self, after: np.ndarray) -> dict[str, Any]:
         """The ``refine`` entry of ``infer.json`` (``after``: the refined (V, 3) mesh, mm)."""
@@ -93,7 +99,26 @@ def refine_prediction(pred: Any, prediction: Any, method: str = "fit") -> Refine
                           weight=res.weight)  # fmt: skip
     logger.info("refined hands and feet (%s): %d vertices changed, RMS %.1f mm", method,
                 int((res.weight > 0).sum()), float(res.fit_rms))  # fmt: skip
-    return RefineOutcome(method, before, np.asarray(res.weight), float(res.fit_rms), image)
+    fit = res.fits[0] if res.fits else None
+    return RefineOutcome(method, before, np.asarray(res.weight), float(res.fit_rms), image, fit)
+
+
+def full_resolution(pred: Any, prediction: Any, refined: RefineOutcome | None) -> tuple[Any, Any]:
+    """The predictor and prediction with the refine fit's full-resolution mesh (``--mesh full``).
+
+    The fit's pose and shape drive anny's full topology (same rig): 13,718 vertices with MakeHuman's UV layout
+    and skin weights (:mod:`p2m.export.full`), so the texture is a standard body UV map. Joints and camera stay
+    the network's.
+
+    Raises:
+        ConfigError: no fit to take the parameters from (``--no-refine``, ``--refine-method paste``, posenet).
+    """
+    if refined is None or refined.fit is None or prediction.vertices is None:
+        raise ConfigError("--mesh full needs the refine fit (a pose2mesh checkpoint, --refine, --refine-method fit)")
+    body = full_body(pred.body.rig, pred.config.model.body.model, FULL_TOPOLOGY)
+    vertices = posed_mesh(body, refined.fit, unit_m=1e-3)
+    faces = body.faces.cpu().numpy().astype(np.int64)
+    return replace(pred, body=body, faces=faces), replace(prediction, vertices=vertices)
 
 
 def write_extras(

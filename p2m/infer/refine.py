@@ -221,12 +221,15 @@ class RefineResult(NamedTuple):
         fitted: the fitted body mesh (``"fit"``), like ``vertices``; None for ``"paste"``.
         fit_rms: (B,) or () RMS vertex distance (input unit) of the fitted mesh to the input (``"fit"``), or of
             the aligned extremities to the input's (``"paste"``).
+        fits: per mesh, the fitted body parameters (:class:`p2m.export.full.BodyFit`, frame of the input, m)
+            (``"fit"``); None for ``"paste"``.
     """
 
     vertices: Any
     weight: np.ndarray
     fitted: Any
     fit_rms: Any
+    fits: list[Any] | None = None
 
 
 class ExtremityRefiner:
@@ -303,7 +306,8 @@ class ExtremityRefiner:
 
         rms = rms.double() / self.unit_m
         rms_out = (rms[0] if single else rms).cpu()
-        return RefineResult(back(refined), weight, back(fitted), rms_out.numpy() if is_numpy else rms_out)
+        fits = list(self.fitter.last_fits) if self.fitter is not None else None
+        return RefineResult(back(refined), weight, back(fitted), rms_out.numpy() if is_numpy else rms_out, fits)
 
     # -------------------------------------------------------------------------------------------------- paste
     def _skeleton_length(self, vertices: torch.Tensor) -> torch.Tensor:

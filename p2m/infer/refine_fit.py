@@ -22,6 +22,7 @@ import torch
 from p2m.body.prior import SHAPE_MEAN, SHAPE_STD, PoseStats, ShapePrior, load_pose_stats
 from p2m.body.retarget import ANNY_CMU_MB_BONES
 from p2m.errors import P2MError
+from p2m.export.full import BodyFit
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class MeshFitter:
         self.torso_weight = torch.as_tensor(tw * (tw > 0.5), dtype=torch.float32, device=dev)
         self.prior = _cmu_pose_prior() if tuple(names) == tuple(ANNY_CMU_MB_BONES) else None
         self.shape_prior = ShapePrior().to(dev)
+        self.last_fits: list[BodyFit] = []  # the parameters of the last call's fits, one per mesh
 
     def _prior_tensors(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean (J-1, 3), free (J-1, 3) bool, chol_t (D, D)) of the pose prior over the non-root bones."""
@@ -247,5 +249,7 @@ class MeshFitter:
             fitted_local = body(pose_of(), shape, trans).vertices
             rms = ((fitted_local - local) ** 2).sum(-1).mean(-1).sqrt()
             fitted = torch.einsum("bij,bvj->bvi", rot, fitted_local) + trans0[:, None]
+            params = [x.detach().cpu().double().numpy() for x in (pose_of(), shape, trans, rot, trans0)]
+            self.last_fits = [BodyFit(*(x[i] for x in params), float(rms[i])) for i in range(batch)]
         logger.debug("refine fit: %d steps, RMS %.1f mm (mean over %d)", self.steps, float(rms.mean()) * 1e3, batch)
         return fitted, rms

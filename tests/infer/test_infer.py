@@ -511,3 +511,57 @@ def test_cli_format_refine_and_texture_options(run, data, tmp_path):
     assert bad.exit_code == 1 and "--texture needs the photo" in bad.output and "--image" in bad.output
     bad = runner.invoke(main, [*base, "--out", str(tmp_path / "b"), "--format", "obj,stl"])
     assert bad.exit_code == 2 and "stl" in bad.output
+
+
+def test_mesh_full_is_the_refine_fit_on_the_full_anny_mesh_with_makehuman_uvs(predictor, data, tmp_path):
+    import trimesh
+
+    from p2m.export import body_uv_layout, rasterize_uv
+    from p2m.render import procedural_background
+
+    photo = procedural_background(600, 500, np.random.default_rng(5))
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    (tmp_path / "pose.json").write_text(json.dumps(_place(_h36m(data["anns"][1]), 380, (300, 250)).tolist()))
+    net = infer(predictor, tmp_path / "pose.json", tmp_path / "net")
+    res = infer(predictor, tmp_path / "pose.json", tmp_path / "out", image=tmp_path / "photo.png", texture=True,
+                formats=("obj", "glb"), mesh="full")  # fmt: skip
+    out = tmp_path / "out"
+    assert res.prediction.vertices.shape == (13718, 3) and net.prediction.vertices.shape[0] == 369
+    record = json.loads((out / "infer.json").read_text())
+    assert record["mesh"] == {"kind": "full", "vertices": 13718} and record["refine"]["method"] == "fit"
+    # The full mesh is where the network's refined mesh is: same joints to within the fit's error.
+    gap = np.linalg.norm(res.prediction.vertices.mean(0) - net.prediction.vertices.mean(0))
+    assert gap < 0.1 * np.ptp(net.prediction.vertices[:, 1])
+    obj = (out / "mesh.obj").read_text()
+    assert obj.count("\nv ") == 13718
+    # MakeHuman's UV layout: the texture's islands are anny's own, not a per-triangle atlas.
+    from p2m.body import create
+
+    layout = body_uv_layout(create("anny", topology="full"), 1024)
+    assert layout.kind == "anny" and obj.count("\nvt ") == len(layout.uv)
+    covered = rasterize_uv(layout, 1024)[0] >= 0
+    assert 0.55 < covered.mean() < 0.7  # 62.6 % of the square, as MakeHuman lays it out
+    scene = trimesh.load(out / "mesh.glb", force="scene")
+    (geom,) = scene.geometry.values()
+    assert len(geom.vertices) >= 13718 and geom.visual.uv is not None
+    with pytest.raises(ConfigError, match=r"--mesh full needs the refine fit"):
+        infer(predictor, tmp_path / "pose.json", tmp_path / "x", mesh="full", refine_method="paste")
+
+
+def test_cli_reads_an_openpose_json_and_picks_the_person(run, data, tmp_path):
+    from p2m.cli import main
+    from p2m.pose_formats import BODY25_TO_COCO
+
+    people = []
+    for ann in data["anns"][:3]:
+        body = np.zeros((25, 3))
+        kp = _coco(ann)
+        body[list(BODY25_TO_COCO)] = np.where(kp[:, 2:] > 0, np.c_[kp[:, :2], np.full(17, 0.8)], 0.0)
+        people.append({"person_id": [-1], "pose_keypoints_2d": body.reshape(-1).tolist()})
+    (tmp_path / "photo_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
+    res = CliRunner().invoke(main, ["infer", str(run), "--pose2d", str(tmp_path / "photo_keypoints.json"),
+                                    "--person", "2", "--out", str(tmp_path / "out"), "--no-refine"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "out" / "infer.json").read_text())
+    assert record["input"]["person"] == 2 and "openpose JSON" in record["input"]["notes"]
+    assert record["input"]["joint_set"] == "coco"
