@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "meshnet": ("bench_meshnet.py", [], ["--min-time", "2"]),
     "train": ("bench_train.py", [], ["--full-steps", "2"]),
     "fit": ("bench_fit.py", [], ["--num", "32", "--images", "16"]),
+    "detect": ("bench_detect.py", [], []),
     "infer": ("bench_infer.py", [], ["--num", "500"]),
     "refine": ("bench_refine.py", ["--out", "/tmp/p2m-refine"], ["--num", "16", "--out", "/tmp/p2m-refine"]),
 }

@@ -7,8 +7,8 @@ as the legacy graphs feed them) and zips both into ``pose_landmarker_full.task``
 
 BlazePose's detector sees the image at 224 x 224, so people under ~100 px tall are missed on a whole photo. The
 detector therefore also runs on overlapping square tiles (a ``tiles`` x ``tiles`` grid for each grid size from 2 up,
-half-tile stride); every candidate is then re-landmarked alone on a square crop around it (so a person cut by a
-tile border gets all their landmarks), and duplicates are dropped by box overlap, most confident first.
+half-tile stride); duplicates are dropped by box overlap, most confident first, and every person found on a tile
+is re-landmarked alone on a square crop around them (so a person cut by a tile border gets all their landmarks).
 """
 
 from __future__ import annotations
@@ -208,11 +208,17 @@ class MediaPipeMultiPose:
             and confidence in [0, 1].
         """
         height, width = rgb.shape[:2]
-        candidates = []
+        candidates, whole = [], set()
         for x0, y0, w, h in tiles(width, height, self.grid):
-            candidates += self._run(self._find, rgb[y0 : y0 + h, x0 : x0 + w], x0, y0)
+            found = self._run(self._find, rgb[y0 : y0 + h, x0 : x0 + w], x0, y0)
+            if (w, h) == (width, height):
+                whole.update(id(lm) for lm in found)
+            candidates += found
         people = []
         for lm in suppress_duplicates(candidates, width, height):
+            if id(lm) in whole:  # seen whole already: nothing was cut off
+                people.append(lm)
+                continue
             box = person_box(lm, width, height)
             side = max(box[2], box[3]) * CROP_SCALE
             cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
