@@ -147,6 +147,9 @@ def merge_coco(
             continue
         claimed.add(target)
         plan.setdefault(where_is[target].data, []).append((target, ann, kp, where))
+    if incoming and not plan:
+        raise LayoutError(f"{src}: none of its {len(incoming)} people matches a person of {ds.root} ({name}) by "
+                          f"annotation id or by photo and box; is it an export of this dataset?")  # fmt: skip
 
     for files in subjects:
         if files.data not in plan:

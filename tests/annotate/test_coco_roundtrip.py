@@ -93,6 +93,12 @@ def test_merge_matches_by_box_when_the_tool_renumbered_ids(tmp_path: Path) -> No
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     res = CliRunner().invoke(main, ["annotate", "import", "coco", str(tmp_path / "bad.json"), "--merge-into", str(ds)])
     assert res.exit_code == 1 and "bad.json: annotation id" in res.output and "field 'keypoints'" in res.output
+    for img in bad["images"]:
+        img["file_name"] = "elsewhere/" + img["file_name"]
+    bad["annotations"][0]["keypoints"][2] = 2
+    (tmp_path / "other.json").write_text(json.dumps(bad))
+    res = CliRunner().invoke(main, ["annotate", "import", "coco", str(tmp_path / "other.json"), "--merge-into", str(ds)])
+    assert res.exit_code == 1 and "none of its 14 people matches a person of" in res.output
 
 
 @pytest.mark.slow
