@@ -193,7 +193,8 @@ def merge_coco(
         from p2m.annotate.fit import fit_bodies
 
         kwargs = {"topology": topologies.pop()} if len(topologies) == 1 else {}
-        result["fit"] = fit_bodies(ds.root, device=device, names=[name], ann_ids=refit_ids, progress=progress, **kwargs)
+        result["fit"] = fit_bodies(ds.root, device=device, names=[name], ann_ids=refit_ids, progress=progress,
+                                   **kwargs)
     result["seconds"] = round(time.monotonic() - t0, 3)
     return result
 

@@ -364,12 +364,12 @@ def test_every_person_of_a_group_photo_gets_its_own_fit(tmp_path: Path) -> None:
     if not COCO.is_dir():
         pytest.skip(f"shared photo fixtures absent: {COCO}")
     pytest.importorskip("mediapipe", reason="the `detect` extra (mediapipe==0.10.21) is not installed")
-    from p2m.annotate.fit import fit
+    from p2m.annotate.fit import fit_bodies
 
     shutil.copy(COCO / "000000196141.jpg", tmp_path / "group.jpg")  # 4 annotated people
     stats = detect(tmp_path, tmp_path / "ds", progress=False)
     assert stats["people"] >= 3
-    fitted = fit(tmp_path / "ds", device="cpu", iters=30, topology="notoes_collapse10pc", progress=False)
+    fitted = fit_bodies(tmp_path / "ds", device="cpu", iters=30, topology="notoes_collapse10pc", progress=False)
     assert fitted["annotations/fitted"] == stats["people"] == fitted["frames/fitted"]
     assert fitted["annotations/valid"] >= stats["people"] - 1
     joints = json.loads(subject_file(tmp_path / "ds", "photos", 1, "joint_3d").read_text())["1"]["1"]
