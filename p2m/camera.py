@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from p2m.errors import LayoutError
+from p2m.errors import LayoutError, short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +27,10 @@ def _vec(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
         arr = np.array(value, dtype=np.float64).reshape(shape)
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer too large for a float
         raise LayoutError(
-            f"camera field {name!r}: {_short(value)} is not {_shape_str(shape)} numbers"
+            f"camera field {name!r}: {short_repr(value)} is not {_shape_str(shape)} numbers"
         ) from exc
     if not np.all(np.isfinite(arr)):
-        raise LayoutError(f"camera field {name!r}: {_short(value)} has non-finite values")
+        raise LayoutError(f"camera field {name!r}: {short_repr(value)} has non-finite values")
     arr.setflags(write=False)
     return arr
 
@@ -39,9 +39,6 @@ def _shape_str(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,7 +224,7 @@ class Camera:
             LayoutError: naming ``where``, the field and what was expected.
         """
         if not isinstance(record, Mapping):
-            raise LayoutError(f"{where}: expected an object with R, t, f, c, got {_short(record)}")
+            raise LayoutError(f"{where}: expected an object with R, t, f, c, got {short_repr(record)}")
         missing = [key for key in ("R", "t", "f", "c") if key not in record]
         if missing:
             raise LayoutError(

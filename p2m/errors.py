@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class P2MError(Exception):
     """Base class: a problem with the user's input, files or environment, with a message that says where."""
@@ -30,3 +32,9 @@ class BodyModelError(P2MError):
 class CrawlError(P2MError):
     """A crawl cannot start or resume: bad seeds, a broken journal, an unusable output folder."""
 
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with its full length named, so that a
+    hostile file's 400-digit number or megabyte list stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"

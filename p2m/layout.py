@@ -27,7 +27,7 @@ import numpy as np
 
 from p2m.body.common import ANNY_RIG_BONES, ANNY_SHAPE_NAMES, param_sizes
 from p2m.camera import Camera
-from p2m.errors import LayoutError, P2MError
+from p2m.errors import LayoutError, P2MError, short_repr
 from p2m.io import is_int, read_json, write_json
 from p2m.joints import COCO_JOINTS, COCO_SKELETON, H36M_NUM_JOINTS
 
@@ -279,9 +279,9 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
     images: dict[Any, dict[str, Any]] = {}
     for i, img in enumerate(content.data["images"]):
         if not isinstance(img, dict) or "id" not in img:
-            raise LayoutError(f"{files.data}: images[] record {_short(img)} has no 'id'")
+            raise LayoutError(f"{files.data}: images[] record {short_repr(img)} has no 'id'")
         if not is_int(img["id"]):
-            raise LayoutError(f"{files.data}: images[{i}]: field 'id' = {_short(img['id'])}, expected an integer")
+            raise LayoutError(f"{files.data}: images[{i}]: field 'id' = {short_repr(img['id'])}, expected an integer")
         images[img["id"]] = img
     legacy = files.body_param is None and files.smpl_param is not None
     images_dir = root / IMAGES_DIR
@@ -290,12 +290,12 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
     persons: dict[Any, int] = {}
     for ann in content.data["annotations"]:
         if not isinstance(ann, dict):
-            raise LayoutError(f"{files.data}: annotations[] record {_short(ann)} is not an object")
+            raise LayoutError(f"{files.data}: annotations[] record {short_repr(ann)} is not an object")
         image_id = ann.get("image_id")
         img = images.get(image_id) if is_int(image_id) else None
         if img is None:
             raise LayoutError(
-                f"{files.data}: annotation id {_short(ann.get('id'))}: field 'image_id' = {_short(image_id)} names "
+                f"{files.data}: annotation id {short_repr(ann.get('id'))}: field 'image_id' = {short_repr(image_id)} names "
                 "no image"
             )
         if image_id not in cache:
@@ -363,14 +363,14 @@ def _frame_data(
         except (TypeError, ValueError, OverflowError) as exc:
             raise LayoutError(
                 f"{files.joint_3d}: frame {'/'.join(key)} (image id {img.get('id')}): expected 17x3 numbers, "
-                f"got {_short(raw)}"
+                f"got {short_repr(raw)}"
             ) from exc
         j3d_world.setflags(write=False)
     params = _lookup(content.body_param, key)
     if params is not None:
         if not isinstance(params, dict):
             where = files.body_param or files.smpl_param
-            raise LayoutError(f"{where}: frame {'/'.join(key)}: expected an object, got {_short(params)}")
+            raise LayoutError(f"{where}: frame {'/'.join(key)}: expected an object, got {short_repr(params)}")
         if legacy and "model" not in params:
             params = {"model": "smpl", **params}
         check_param_sizes(params, f"{files.body_param or files.smpl_param}: frame {'/'.join(key)}")
@@ -407,9 +407,6 @@ def _type(value: Any) -> str:
 
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,14 +439,14 @@ def validate_body_param(record: Any, where: str = "body_param") -> dict[str, Any
         LayoutError: naming ``where``, the field and what was expected.
     """
     if not isinstance(record, Mapping):
-        raise LayoutError(f"{where}: expected an object with model, pose, shape, trans, got {_short(record)}")
+        raise LayoutError(f"{where}: expected an object with model, pose, shape, trans, got {short_repr(record)}")
     out = dict(record)
     if not isinstance(record.get("model"), str) or not record.get("model"):
         raise LayoutError(
-            f"{where}: field 'model' = {_short(record.get('model'))}, expected a body model name"
+            f"{where}: field 'model' = {short_repr(record.get('model'))}, expected a body model name"
         )
     if "rig" in record and not isinstance(record["rig"], str):
-        raise LayoutError(f"{where}: field 'rig' = {_short(record['rig'])}, expected a string")
+        raise LayoutError(f"{where}: field 'rig' = {short_repr(record['rig'])}, expected a string")
     for key in ("pose", "shape", "trans"):
         value = record.get(key)
         try:
@@ -458,7 +455,7 @@ def validate_body_param(record: Any, where: str = "body_param") -> dict[str, Any
             arr = None
         if value is None or arr is None or arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
             raise LayoutError(
-                f"{where}: field {key!r} = {_short(value)}, expected a non-empty flat list of numbers"
+                f"{where}: field {key!r} = {short_repr(value)}, expected a non-empty flat list of numbers"
             )
         out[key] = arr.tolist()
     if len(out["trans"]) != 3:
@@ -495,7 +492,7 @@ def check_param_sizes(record: Mapping[str, Any], where: str = "body_param") -> N
         else:
             want = f"{sizes[key][0]} for anny" + (" (phenotypes " + ", ".join(ANNY_SHAPE_NAMES) + ")"
                                                   if key == "shape" else "")  # fmt: skip
-        shown = f"{got} number{'' if got == 1 else 's'}" if got is not None else _short(value)
+        shown = f"{got} number{'' if got == 1 else 's'}" if got is not None else short_repr(value)
         raise LayoutError(f"{where}: field {key!r} has {shown}, expected {want}")
 
 

@@ -24,7 +24,7 @@ from p2m.annotate.photo import (
     place_image,
     single_photo_camera,
 )
-from p2m.errors import LayoutError
+from p2m.errors import LayoutError, short_repr
 from p2m.io import is_finite_number, is_int, read_json, write_json
 from p2m.joints import coco_to_h36m
 from p2m.layout import IMAGES_DIR, DatasetWriter
@@ -130,21 +130,21 @@ def _image_record(src: Path, i: int, img: Any, licenses: dict[Any, dict]) -> dic
     if not isinstance(img, dict):
         raise LayoutError(f"{src}: images[{i}] is a {type(img).__name__}, expected an object")
     rid = img.get("id")
-    where = f"{src}: image id {_short(rid)}" if rid is not None else f"{src}: images[{i}]"
+    where = f"{src}: image id {short_repr(rid, 60)}" if rid is not None else f"{src}: images[{i}]"
     if not is_int(rid) or rid == 0:
-        raise LayoutError(f"{where}: field 'id' = {_short(rid)}, expected a non-zero integer")
+        raise LayoutError(f"{where}: field 'id' = {short_repr(rid, 60)}, expected a non-zero integer")
     fn = img.get("file_name")
     if not isinstance(fn, str) or not fn or fn.startswith("/") or ".." in fn.split("/") or "\0" in fn:
-        raise LayoutError(f"{where}: field 'file_name' = {_short(fn)}, expected a relative path")
+        raise LayoutError(f"{where}: field 'file_name' = {short_repr(fn, 60)}, expected a relative path")
     for key in ("width", "height"):
         if not is_int(img.get(key)) or not 0 < img[key] <= MAX_IMAGE_SIDE:
-            raise LayoutError(f"{where}: field {key!r} = {_short(img.get(key))}, expected a positive integer "
+            raise LayoutError(f"{where}: field {key!r} = {short_repr(img.get(key), 60)}, expected a positive integer "
                               f"(at most {MAX_IMAGE_SIDE} px)")  # fmt: skip
     rec = {k: v for k, v in img.items() if k not in _SKIP_IMAGE_KEYS}
     rec["source_id"] = rid
     lic_id = img.get("license")
     if lic_id is not None and not is_int(lic_id) and not isinstance(lic_id, str):
-        raise LayoutError(f"{where}: field 'license' = {_short(lic_id)}, expected a license id (integer) or name")
+        raise LayoutError(f"{where}: field 'license' = {short_repr(lic_id, 60)}, expected a license id (integer) or name")
     lic = licenses.get(lic_id) if is_int(lic_id) else None
     if lic is not None:
         rec["license_id"] = lic_id
@@ -165,14 +165,14 @@ def _annotation_record(
     if not isinstance(ann, dict):
         raise LayoutError(f"{src}: annotations[{i}] is a {type(ann).__name__}, expected an object")
     rid = ann.get("id")
-    where = f"{src}: annotation id {_short(rid)}" if rid is not None else f"{src}: annotations[{i}]"
+    where = f"{src}: annotation id {short_repr(rid, 60)}" if rid is not None else f"{src}: annotations[{i}]"
     for key in ("category_id", "image_id"):
         if not is_int(ann.get(key)):
-            raise LayoutError(f"{where}: field {key!r} = {_short(ann.get(key))}, expected an integer id")
+            raise LayoutError(f"{where}: field {key!r} = {short_repr(ann.get(key), 60)}, expected an integer id")
     if ann["category_id"] not in person_ids:
         return None
     if not is_int(rid):
-        raise LayoutError(f"{where}: field 'id' = {_short(rid)}, expected an integer")
+        raise LayoutError(f"{where}: field 'id' = {short_repr(rid, 60)}, expected an integer")
     if rid in seen:
         raise LayoutError(f"{where}: field 'id' is used by two annotations")
     seen.add(rid)
@@ -187,12 +187,12 @@ def _annotation_record(
         raise LayoutError(f"{where}: field 'bbox' = {bbox.tolist()}, expected w, h >= 0")
     nk = ann.get("num_keypoints")
     if nk is not None and nk != int((vis > 0).sum()):
-        raise LayoutError(f"{where}: field 'num_keypoints' = {_short(nk)}, but {int((vis > 0).sum())} keypoints "
+        raise LayoutError(f"{where}: field 'num_keypoints' = {short_repr(nk, 60)}, but {int((vis > 0).sum())} keypoints "
                           "have v > 0")  # fmt: skip
     if ann.get("iscrowd", 0) not in (0, 1):
-        raise LayoutError(f"{where}: field 'iscrowd' = {_short(ann.get('iscrowd'))}, expected 0 or 1")
+        raise LayoutError(f"{where}: field 'iscrowd' = {short_repr(ann.get('iscrowd'), 60)}, expected 0 or 1")
     if "area" in ann and not (is_finite_number(ann["area"]) and ann["area"] >= 0):
-        raise LayoutError(f"{where}: field 'area' = {_short(ann['area'])}, expected a finite number >= 0")
+        raise LayoutError(f"{where}: field 'area' = {short_repr(ann['area'], 60)}, expected a finite number >= 0")
     rec = {k: v for k, v in ann.items() if k not in ("id", "image_id")}
     rec["source_id"] = rid
     rec["keypoints"] = ann["keypoints"]
@@ -206,7 +206,7 @@ def _numbers(value: Any, n: int, where: str, field: str, what: str) -> np.ndarra
         raise LayoutError(f"{where}: field {field!r} has {got}, expected {what}")
     bad = [v for v in value if not is_finite_number(v)]
     if bad:
-        raise LayoutError(f"{where}: field {field!r} holds {_short(bad[0])}, expected {what} (finite)")
+        raise LayoutError(f"{where}: field {field!r} holds {short_repr(bad[0], 60)}, expected {what} (finite)")
     return np.asarray(value, dtype=np.float64)
 
 
@@ -217,7 +217,7 @@ def _records_by_id(src: Path, key: str, records: list[Any]) -> list[tuple[int, d
         if not isinstance(rec, dict):
             continue
         if not is_int(rec.get("id")):
-            raise LayoutError(f"{src}: {key}[{i}]: field 'id' = {_short(rec.get('id'))}, expected an integer")
+            raise LayoutError(f"{src}: {key}[{i}]: field 'id' = {short_repr(rec.get('id'), 60)}, expected an integer")
         out.append((rec["id"], rec))
     return out
 
@@ -228,7 +228,4 @@ def _type(value: Any) -> str:
     return "nothing (null)" if value is None else type(value).__name__
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 

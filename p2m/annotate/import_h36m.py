@@ -34,7 +34,7 @@ import numpy as np
 from p2m.annotate.photo import MAX_IMAGE_SIDE, check_image_file, place_image
 from p2m.body.common import SMPL_PARAM_SIZES
 from p2m.camera import Camera, bbox_from_joints
-from p2m.errors import LayoutError, P2MError
+from p2m.errors import LayoutError, P2MError, short_repr
 from p2m.io import is_int, read_json, write_json
 from p2m.joints import H36M_NUM_JOINTS
 from p2m.layout import ANNOTATIONS_DIR, IMAGES_DIR, DatasetWriter, frame_key
@@ -164,12 +164,12 @@ def _parse_subject(sub: _Subject, stats: Counter) -> None:
         if not isinstance(ann, dict):
             raise LayoutError(f"{data_path}: annotations[{i}] is a {type(ann).__name__}, expected an object")
         if not is_int(ann.get("image_id")):
-            raise LayoutError(f"{data_path}: annotation id {_short(ann.get('id'))}: field 'image_id' = "
-                              f"{_short(ann.get('image_id'))}, expected an integer id")  # fmt: skip
+            raise LayoutError(f"{data_path}: annotation id {short_repr(ann.get('id'), 60)}: field 'image_id' = "
+                              f"{short_repr(ann.get('image_id'), 60)}, expected an integer id")  # fmt: skip
         anns_of.setdefault(ann["image_id"], []).append(ann)
     seen_frames: set[tuple[str, str, str]] = set()
     for i, img in enumerate(data["images"]):
-        where = f"{data_path}: image id {_short(img.get('id'))}" if isinstance(img, dict) else f"{data_path}: images[{i}]"
+        where = f"{data_path}: image id {short_repr(img.get('id'), 60)}" if isinstance(img, dict) else f"{data_path}: images[{i}]"
         rec = _image(img, sub.subject, where)
         cam = sub.cameras.get(str(rec["cam_idx"]))
         if cam is None:
@@ -195,14 +195,14 @@ def _image(img: Any, subject: int, where: str) -> dict[str, Any]:
         raise LayoutError(f"{where}: expected an object, got {type(img).__name__}")
     fn = img.get("file_name")
     if not isinstance(fn, str) or not fn or fn.startswith("/") or ".." in fn.split("/"):
-        raise LayoutError(f"{where}: field 'file_name' = {_short(fn)}, expected a relative path")
+        raise LayoutError(f"{where}: field 'file_name' = {short_repr(fn, 60)}, expected a relative path")
     for key in ("id", *_IMAGE_INTS):
         value = img.get(key)
         if not is_int(value):
-            raise LayoutError(f"{where}: field {key!r} = {_short(value)}, expected an integer")
+            raise LayoutError(f"{where}: field {key!r} = {short_repr(value, 60)}, expected an integer")
     for key in ("width", "height"):
         if not 0 < img[key] <= MAX_IMAGE_SIDE:
-            raise LayoutError(f"{where}: field {key!r} = {_short(img[key])}, expected 1 to {MAX_IMAGE_SIDE} px")
+            raise LayoutError(f"{where}: field {key!r} = {short_repr(img[key], 60)}, expected 1 to {MAX_IMAGE_SIDE} px")
     if img.get("subject", subject) != subject:
         raise LayoutError(f"{where}: field 'subject' = {img['subject']!r}, but the file is subject {subject}")
     rec = {k: v for k, v in img.items() if k not in ("id", "subject")}
@@ -248,9 +248,6 @@ def _annotation(
 
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 
 
 def _array(value: Any, shape: tuple[int, ...], where: str, field: str) -> np.ndarray:
@@ -259,7 +256,7 @@ def _array(value: Any, shape: tuple[int, ...], where: str, field: str) -> np.nda
     except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
         arr = None
     if arr is None or arr.shape != shape or not np.all(np.isfinite(arr)):
-        got = f"has shape {arr.shape}" if arr is not None else f"holds {_short(value)}"
+        got = f"has shape {arr.shape}" if arr is not None else f"holds {short_repr(value, 60)}"
         want = "x".join(map(str, shape))
         raise LayoutError(f"{where}: field {field!r} {got}, expected {want} finite numbers")
     return arr

@@ -16,7 +16,7 @@ import numpy as np
 
 from p2m.body.common import param_sizes
 from p2m.camera import Camera
-from p2m.errors import LayoutError, P2MError
+from p2m.errors import LayoutError, P2MError, short_repr
 from p2m.io import is_finite_number, is_int, read_json
 from p2m.joints import H36M_JOINTS, H36M_NUM_JOINTS
 from p2m.layout import (
@@ -220,7 +220,7 @@ def _check_subject(
                                f"{state.top_keys[0]} (Pose2Mesh's loader concatenates them key by key)")  # fmt: skip
     for i, cat in enumerate(data.get("categories") if isinstance(data.get("categories"), list) else []):
         if not (isinstance(cat, dict) and is_int(cat.get("id")) and isinstance(cat.get("name"), str)):
-            report.add(files.data, f"categories[{i}] = {_short(cat)}, expected {{id: int, name: str, ...}}",
+            report.add(files.data, f"categories[{i}] = {short_repr(cat)}, expected {{id: int, name: str, ...}}",
                        field="categories")  # fmt: skip
     images = _check_images(report, files, data.get("images"), state.image_ids)
     if state.images_dir is not None:
@@ -288,12 +288,12 @@ def _check_images(
                 report.add(path, "missing field", id=ref, field=key)
         for key in ("width", "height", "subject", "action_idx", "subaction_idx", "cam_idx", "frame_idx"):
             if key in img and not is_int(img[key]):
-                report.add(path, f"value {_short(img[key])}, expected an integer", id=ref, field=key)
+                report.add(path, f"value {short_repr(img[key])}, expected an integer", id=ref, field=key)
         for key in ("width", "height"):
             if is_int(img.get(key)) and img[key] <= 0:
                 report.add(path, f"value {img[key]}, expected > 0", id=ref, field=key)
         if "subject" in img and img["subject"] != files.subject:
-            report.add(path, f"value {_short(img['subject'])}, expected {files.subject} (from the file name)", id=ref,
+            report.add(path, f"value {short_repr(img['subject'])}, expected {files.subject} (from the file name)", id=ref,
                        field="subject")  # fmt: skip
         fn = img.get("file_name")
         if "file_name" in img and (
@@ -301,7 +301,7 @@ def _check_images(
         ):
             report.add(
                 path,
-                f"value {_short(fn)}, expected a non-empty path relative to images/",
+                f"value {short_repr(fn)}, expected a non-empty path relative to images/",
                 id=ref,
                 field="file_name",
             )
@@ -337,33 +337,33 @@ def _check_annotations(
             if key not in ann:
                 continue
             if not is_int(ann[key]):
-                report.add(path, f"value {_short(ann[key])}, expected an integer id", id=ref, field=key)
+                report.add(path, f"value {short_repr(ann[key])}, expected an integer id", id=ref, field=key)
             elif ann[key] not in known:
                 report.add(path, f"value {ann[key]!r} {what}", id=ref, field=key)
         if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
-            report.add(path, f"value {_short(ann['iscrowd'])}, expected 0 or 1", id=ref, field="iscrowd")
+            report.add(path, f"value {short_repr(ann['iscrowd'])}, expected 0 or 1", id=ref, field="iscrowd")
         if "area" in ann and not (is_finite_number(ann["area"]) and ann["area"] >= 0):
-            report.add(path, f"value {_short(ann['area'])}, expected a finite number >= 0", id=ref, field="area")
+            report.add(path, f"value {short_repr(ann['area'])}, expected a finite number >= 0", id=ref, field="area")
         bbox = _array(ann.get("bbox"), (4,))
         if "bbox" in ann and (bbox is None or bbox[2] < 0 or bbox[3] < 0):
-            report.add(path, f"value {_short(ann['bbox'])}, expected [x, y, w, h] with w, h >= 0", id=ref,
+            report.add(path, f"value {short_repr(ann['bbox'])}, expected [x, y, w, h] with w, h >= 0", id=ref,
                        field="bbox")  # fmt: skip
         if "keypoints" in ann:
             kp = _array(ann["keypoints"], (51,))
             if kp is None:
-                report.add(path, f"value {_short(ann['keypoints'])}, expected 51 numbers (17 x, y, v)", id=ref,
+                report.add(path, f"value {short_repr(ann['keypoints'])}, expected 51 numbers (17 x, y, v)", id=ref,
                            field="keypoints")  # fmt: skip
             elif not np.isin(kp[2::3], (0, 1, 2)).all():
                 report.add(path, f"visibilities {kp[2::3].tolist()}, expected values in {{0, 1, 2}}", id=ref,
                            field="keypoints")  # fmt: skip
             elif "num_keypoints" in ann and ann["num_keypoints"] != int((kp[2::3] > 0).sum()):
-                report.add(path, f"value {_short(ann['num_keypoints'])}, expected {int((kp[2::3] > 0).sum())} "
+                report.add(path, f"value {short_repr(ann['num_keypoints'])}, expected {int((kp[2::3] > 0).sum())} "
                                  "(keypoints with v > 0)", id=ref, field="num_keypoints")  # fmt: skip
         if (
             "joints_2d_h36m" in ann
             and _array(ann["joints_2d_h36m"], (H36M_NUM_JOINTS, 3), nested=True) is None
         ):
-            report.add(path, f"value {_short(ann['joints_2d_h36m'])}, expected 17x3 numbers (x, y px, visibility)",
+            report.add(path, f"value {short_repr(ann['joints_2d_h36m'])}, expected 17x3 numbers (x, y px, visibility)",
                        id=ref, field="joints_2d_h36m")  # fmt: skip
         out.append(ann)
     return out
@@ -455,7 +455,7 @@ def _check_nested(report: ValidationReport, path: Path | None, what: str, check_
 def _check_joint_leaf(value: Any, where: str) -> np.ndarray:
     arr = _array(value, (H36M_NUM_JOINTS, 3), nested=True)
     if arr is None:
-        raise LayoutError(f"{where}: value {_short(value)}, expected 17x3 finite numbers (world mm)")
+        raise LayoutError(f"{where}: value {short_repr(value)}, expected 17x3 finite numbers (world mm)")
     return arr
 
 
@@ -522,9 +522,6 @@ def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarr
     return arr.reshape(shape) if np.all(np.isfinite(arr)) else None
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 
 
 def _type(value: Any) -> str:

@@ -127,7 +127,8 @@ def detect_people(ctx: DemoContext) -> str:
     out = ctx.work / "web"
     with quiet_native_stderr():
         stats = detect(ctx.facts["crawl"], out, name="web", progress=False)
-    people, total = int(stats.get("images/person", 0)), int(stats.get("images/total", 0))
+    with_people, total = int(stats.get("images/person", 0)), int(stats.get("images/total", 0))
+    people = int(stats.get("people", 0))  # a group photo holds several
     ctx.facts["web"] = out
     ctx.metric("detect", "images read", total)
     ctx.metric("detect", "people detected", people)
@@ -138,7 +139,7 @@ def detect_people(ctx: DemoContext) -> str:
     if fig is not None:
         ctx.picture(fig, "Crawled pictures with detected keypoints",
                     "MediaPipe Pose keypoints (COCO-17), as `p2m annotate detect` wrote them.")  # fmt: skip
-    return f"{people} of {total} crawled images have a person -> {out}"
+    return f"{people} people in {with_people} of {total} crawled images -> {out}"
 
 
 # ------------------------------------------------------------------------------------------------ 5. fit

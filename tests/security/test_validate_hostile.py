@@ -74,7 +74,7 @@ CASES: dict[str, tuple[str, Callable[[str], str], str]] = {
     "frame_idx_infinite": (DATA, lambda t: t.replace('"frame_idx":1', '"frame_idx":1e999'),
                            f"{DATA}: id 1: frame_idx: value inf, expected an integer"),
     "camera_400_digits": (CAMERA, _edit(lambda c: c["1"].update(t=[BIG, 0, 0])),
-                          f"{CAMERA}: 1: cam_idx 1: camera field 't': {repr([BIG, 0, 0])[:77]}... is not 3 numbers"),
+                          f"{CAMERA}: 1: cam_idx 1: camera field 't': {_short([BIG, 0, 0])} is not 3 numbers"),
     "nested_100k_deep": (DATA, lambda t: DEEP, f"{DATA}: invalid JSON at line 1 column {DEEP.index('[') + 500}: "
                          "arrays/objects nested more than 500 levels deep"),
     "integer_5000_digits": (DATA, lambda t: LONG_INT, f"{DATA}: invalid JSON at line 1 column "
