@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from p2m.export.geometry import as_numpy
 from p2m.io import write_bytes
 from p2m.render import render_mesh
 
@@ -22,12 +23,6 @@ SKIN = np.array([205.0, 180.0, 160.0])
 #: Colour the refined part of the mesh is tinted towards (by its refine weight).
 TINT = np.array([120.0, 160.0, 215.0])
 HEADER_PX = 18
-
-
-def _as_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def refine_figure(
@@ -53,15 +48,15 @@ def refine_figure(
     Returns:
         (H, W, 3) uint8 image: a caption row, then ``len(regions)`` rows of ``len(meshes)`` panels.
     """
-    tris = np.asarray(_as_numpy(faces), dtype=np.int64)
-    verts = {name: _as_numpy(v) for name, v in meshes.items()}
+    tris = np.asarray(as_numpy(faces), dtype=np.int64)
+    verts = {name: as_numpy(v) for name, v in meshes.items()}
     if not verts:
         raise ValueError("refine_figure: no meshes given")
     nv = next(iter(verts.values())).shape[0]
     for name, v in verts.items():
         if v.shape != (nv, 3):
             raise ValueError(f"refine_figure: mesh {name!r} has shape {v.shape}, expected ({nv}, 3)")
-    w = np.zeros(nv) if weight is None else np.clip(_as_numpy(weight).reshape(-1), 0.0, 1.0)
+    w = np.zeros(nv) if weight is None else np.clip(as_numpy(weight).reshape(-1), 0.0, 1.0)
     colors = SKIN[None] + (TINT - SKIN)[None] * (0.6 * w[:, None])
     cols, rows = len(verts), len(regions)
     canvas = Image.new("RGB", (cols * panel, HEADER_PX + rows * panel), (255, 255, 255))
