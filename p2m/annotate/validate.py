@@ -163,8 +163,8 @@ class _NameState:
     """What the checks of one dataset name carry from subject file to subject file."""
 
     images_dir: Path | None
-    image_ids: dict[Any, str] = field(default_factory=dict)
-    ann_ids: dict[Any, str] = field(default_factory=dict)
+    image_ids: dict[Any, Path] = field(default_factory=dict)
+    ann_ids: dict[Any, Path] = field(default_factory=dict)
     top_keys: tuple[str, list[str]] | None = None  # (first file, its top-level keys)
 
 
@@ -252,7 +252,7 @@ def _check_subject(
 
 
 
-def _check_id(report: ValidationReport, path: Path, rec: dict, kind: str, seen: dict[Any, str]) -> Any:
+def _check_id(report: ValidationReport, path: Path, rec: dict, kind: str, seen: dict[Any, Path]) -> Any:
     rid = rec.get("id")
     if not is_int(rid):
         report.add(path, f"{kind} id {rid!r} is not an integer", id=rid, field="id")
@@ -262,10 +262,10 @@ def _check_id(report: ValidationReport, path: Path, rec: dict, kind: str, seen: 
             path, f"{kind} id 0: ids are never 0 (Pose2Mesh's loader treats 0 as missing)", id=0, field="id"
         )
     if rid in seen:
-        report.add(path, f"duplicate {kind} id, also in {seen[rid]} (ids are unique across all subject files)",
-                   id=rid, field="id")  # fmt: skip
+        report.add(path, f"duplicate {kind} id, also in {report._rel(seen[rid])} (ids are unique across all "
+                         "subject files)", id=rid, field="id")  # fmt: skip
     else:
-        seen[rid] = report._rel(path)
+        seen[rid] = path
     return rid
 
 
@@ -517,8 +517,8 @@ def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarr
         return None
     if arr.shape != (shape if nested else (math.prod(shape),)):
         return None
-    if any(isinstance(v, bool) for v in np.ravel(np.array(value, dtype=object))):
-        return None
+    if bool in map(type, value) if not nested else any(bool in map(type, row) for row in value):
+        return None  # JSON true/false would pass as 1.0/0.0
     return arr.reshape(shape) if np.all(np.isfinite(arr)) else None
 
 

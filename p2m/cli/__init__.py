@@ -8,11 +8,11 @@ out of commands that do not need it.
 from __future__ import annotations
 
 import importlib
-import logging
 
 import click
 
 from p2m import __version__
+from p2m.cli.common import add_verbosity, configure_logging, verbosity, verbosity_options
 from p2m.errors import P2MError
 
 # name -> (module under p2m.cli, one-line help shown by `p2m --help`)
@@ -38,7 +38,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in STAGES:
             return None
-        return importlib.import_module(f"p2m.cli.{STAGES[name][0]}").command
+        return add_verbosity(importlib.import_module(f"p2m.cli.{STAGES[name][0]}").command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Use the static help so that `p2m --help` imports no stage module.
@@ -52,21 +52,19 @@ class LazyGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def configure_logging(verbose: int) -> None:
-    """Handlers are set up here only; modules use ``logging.getLogger(__name__)``."""
-    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="p2m")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@verbosity_options
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """p2m: from images of people to a trained Pose2Mesh model on an open body model.
 
     \b
     crawl -> annotate -> shard -> train [--resume] -> eval / infer
                 ^
     synth ------+   (body model + real mocap -> annotated data)
+
+    Logs: warnings and each command's summary line by default; -v/-q here or after any
+    command (`p2m train -v ...`). Progress bars are drawn only on a terminal (--no-progress).
     """
-    configure_logging(verbose)
+    configure_logging(verbosity(ctx))

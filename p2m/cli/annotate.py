@@ -6,14 +6,29 @@ summary. Other subcommands register themselves on the group with ``@command.comm
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
+from p2m.cli.common import (
+    batch_size_option,
+    device_option,
+    progress_enabled,
+    progress_option,
+    verbosity,
+)
+
+logger = logging.getLogger(__name__)
+
 
 @click.group("annotate")
 def command() -> None:
-    """Validate, detect, fit, review or import annotations (COCO + Human3.6M layout, DESIGN.md Contract 1)."""
+    """Validate, detect, fit, review, import or export annotations in the dataset layout.
+
+    The layout is COCO data.json plus Human3.6M-style camera, joint_3d and body_param files per
+    subject; docs/formats.md describes every file and field.
+    """
 
 
 @command.command("validate", short_help="Check a dataset folder against the layout (Contract 1).")
@@ -21,10 +36,8 @@ def command() -> None:
 @click.option("--tolerance-px", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
               help="Largest allowed distance between joints_2d_h36m and the projection of joint_3d.")  # fmt: skip
 @click.option("--no-pycocotools", is_flag=True, help="Skip loading each data.json with pycocotools (faster).")
-@click.option(
-    "-q", "--quiet", is_flag=True, help="Print only the problems and the summary line, no warnings."
-)
-def validate_cmd(dataset: Path, tolerance_px: float, no_pycocotools: bool, quiet: bool) -> None:
+@click.pass_context
+def validate_cmd(ctx: click.Context, dataset: Path, tolerance_px: float, no_pycocotools: bool) -> None:
     """Check DATASET against every rule of the dataset layout; exit 1 listing every problem.
 
     \b
@@ -47,14 +60,15 @@ def validate_cmd(dataset: Path, tolerance_px: float, no_pycocotools: bool, quiet
       - body_param records carry a model name and numeric pose, shape, trans (3),
         pose and shape as long as the named model needs (anny rig, SMPL 72/10).
 
-    Problems are printed as FILE: id ID: FIELD: what was found and what was expected.
+    Problems are printed as FILE: id ID: FIELD: what was found and what was expected;
+    -q prints only the problems and the summary line (no warnings).
     """
     from p2m.annotate.validate import validate
 
     report = validate(dataset, tolerance_px=tolerance_px, pycocotools=not no_pycocotools)
     for problem in report.problems:
         click.echo(f"ERROR {problem}")
-    if not quiet:
+    if verbosity(ctx) >= 0:
         for warning in report.warnings:
             click.echo(f"warning {warning}", err=True)
     click.echo(report.summary())
@@ -70,13 +84,14 @@ def validate_cmd(dataset: Path, tolerance_px: float, no_pycocotools: bool, quiet
 @click.option("--name", default="photos", show_default=True, help="Dataset name (annotation file prefix).")
 @click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
               help="Least mean keypoint confidence for a detection to count as a person.")  # fmt: skip
-@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Images per step; the dataset is written after each, so a rerun resumes there.")  # fmt: skip
+@batch_size_option(256, "Images per step; the dataset is written after each, so a rerun resumes there.")
 @click.option("--max-people", type=click.IntRange(min=1), default=20, show_default=True,
               help="Most people per image; 1 keeps only the most prominent (MediaPipe's legacy Pose).")  # fmt: skip
 @click.option("--tiles", "grid", type=click.IntRange(1, 6), default=2, show_default=True,
               help="Also search N x N overlapping tiles (finds small people; 1: whole image only).")  # fmt: skip
-def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, max_people: int, grid: int) -> None:
+@progress_option
+def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch_size: int, max_people: int, grid: int,
+               progress: bool | None) -> None:  # fmt: skip
     """Find every person in each image of SRC and write COCO-17 + H36M-17 keypoints, bbox and a camera to OUT.
 
     SRC is a crawl output folder (manifest.parquet + images/) or any folder of images. Each person becomes
@@ -84,9 +99,18 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, ma
     Images without a person are kept as image records without annotation and listed in the info file;
     unreadable images are reported and skipped.
     """
-    from p2m.annotate.detect import detect
+    from collections import Counter
 
-    stats = detect(src, out, name=name, min_score=min_score, batch=batch, max_people=max_people, grid=grid)
+    from p2m.annotate.detect import detect, list_source
+    from p2m.native import is_mediapipe_routine, native_stderr_filtered
+
+    if not list_source(src, Counter(), exclude=out):
+        raise click.ClickException(f"{src}: no images found; expected a crawl output (manifest.parquet with "
+                                   "status ok rows) or a folder of .jpg/.png/.webp images")  # fmt: skip
+    progress = progress_enabled(progress)  # decided before stderr becomes the filter's pipe
+    with native_stderr_filtered(is_mediapipe_routine, logger, live=True):
+        stats = detect(src, out, name=name, min_score=min_score, batch=batch_size, max_people=max_people, grid=grid,
+                       progress=progress)  # fmt: skip
     click.echo(
         f"{out}: {stats.get('images/person', 0)} images with a person, {stats.get('images/no_person', 0)} "
         f"without, {stats.get('images/unreadable', 0)} unreadable, {stats.get('images/already_done', 0)} "
@@ -97,10 +121,10 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, ma
 # ---------------------------------------------------------------------------------------------------- fit
 @command.command("fit", short_help="Fit the body model to 2D keypoints: joint_3d, body_param, fit error.")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda[:N].")
+@device_option()
 @click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True,
               help="Optimisation steps of the pose stage.")  # fmt: skip
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="People fitted at once.")
+@batch_size_option(64, "People fitted at once.")
 @click.option("--max-error", "max_error", type=click.FloatRange(min=0.0, min_open=True), default=15.0,
               show_default=True, help="Largest mean reprojection error (px) of a valid fit.")  # fmt: skip
 @click.option("--topology", default="full", show_default=True,
@@ -108,8 +132,9 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, ma
 @click.option("--name", "names", multiple=True, help="Dataset name(s) to fit (default: all).")
 @click.option("--overwrite", is_flag=True, help="Refit frames that already have 3D or an earlier fit.")
 @click.option("--id", "ann_ids", type=int, multiple=True, help="Fit only these annotation id(s) (repeatable).")
-def fit_cmd(dataset: Path, device: str, iters: int, batch: int, max_error: float, topology: str,
-            names: tuple[str, ...], overwrite: bool, ann_ids: tuple[int, ...]) -> None:  # fmt: skip
+@progress_option
+def fit_cmd(dataset: Path, device: str, iters: int, batch_size: int, max_error: float, topology: str,
+            names: tuple[str, ...], overwrite: bool, ann_ids: tuple[int, ...], progress: bool | None) -> None:  # fmt: skip
     """Fit anny (pose, shape, translation) to each person's 2D keypoints through its camera.
 
     \b
@@ -121,8 +146,9 @@ def fit_cmd(dataset: Path, device: str, iters: int, batch: int, max_error: float
     """
     from p2m.annotate import fit_bodies
 
-    stats = fit_bodies(dataset, device=device, iters=iters, batch=batch, max_error_px=max_error, topology=topology,
-                names=names or None, overwrite=overwrite, ann_ids=ann_ids or None)  # fmt: skip
+    stats = fit_bodies(dataset, device=device, iters=iters, batch=batch_size, max_error_px=max_error,
+                       topology=topology, names=names or None, overwrite=overwrite, ann_ids=ann_ids or None,
+                       progress=progress)  # fmt: skip
     for problem in stats["problems"][:10]:
         click.echo(f"warning {problem}", err=True)
     skipped = sum(v for k, v in stats.items() if k.startswith("annotations/skipped/"))
@@ -147,11 +173,12 @@ def import_group() -> None:
 @click.option("--name", default="Human36M", show_default=True, help="Dataset name (annotation file prefix).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of the images by file_name [default: SRC/images if present, else pose-only].")  # fmt: skip
-def import_h36m_cmd(src: Path, out: Path, name: str, images: Path | None) -> None:
+@progress_option
+def import_h36m_cmd(src: Path, out: Path, name: str, images: Path | None, progress: bool | None) -> None:
     """Import Pose2Mesh's Human36M_subject{S}_{data,camera,joint_3d,smpl_param}.json files from SRC."""
     from p2m.annotate.import_h36m import import_h36m
 
-    stats = import_h36m(src, out, name=name, images=images)
+    stats = import_h36m(src, out, name=name, images=images, progress=progress)
     click.echo(f"{out}: {stats['subjects']} subjects, {stats['images']} images, {stats['annotations']} annotations, "
                f"{stats.get('body_params', 0)} SMPL parameter sets, {stats.get('images/copied', 0)} image files")  # fmt: skip
 
@@ -164,13 +191,14 @@ def import_h36m_cmd(src: Path, out: Path, name: str, images: Path | None) -> Non
               help="Merge SRC's keypoints into this dataset by annotation id (a review tool's corrections).")
 @click.option("--refit/--no-refit", default=False, show_default=True,
               help="With --merge-into: refit (p2m annotate fit) only the changed people that have 3D.")
-@click.option("--device", default="auto", show_default=True, help="For --refit: auto, cpu or cuda[:N].")
+@device_option("For --refit: auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--name", default="coco", show_default=True, help="Dataset name (annotation file prefix).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder the file_name values are relative to [default: the JSON's folder].")  # fmt: skip
 @click.option("--no-images", is_flag=True, help="Annotations only (pose-only dataset; images not checked).")
+@progress_option
 def import_coco_cmd(src: Path, out: Path | None, name: str, images: Path | None, no_images: bool,
-                    merge_into: Path | None, refit: bool, device: str) -> None:  # fmt: skip
+                    merge_into: Path | None, refit: bool, device: str, progress: bool | None) -> None:  # fmt: skip
     """Import a COCO person_keypoints JSON file SRC (and its images), or merge its keypoints into a dataset.
 
     \b
@@ -196,7 +224,7 @@ def import_coco_cmd(src: Path, out: Path | None, name: str, images: Path | None,
         raise click.UsageError("give --out DATASET (a new import) or --merge-into DATASET")
     from p2m.annotate.import_coco import import_coco
 
-    stats = import_coco(src, out, name=name, images=images, with_images=not no_images)
+    stats = import_coco(src, out, name=name, images=images, with_images=not no_images, progress=progress)
     click.echo(f"{out}: {stats['images']} images, {stats['annotations']} annotations, "
                f"{stats.get('images/copied', 0)} image files")  # fmt: skip
 

@@ -44,18 +44,23 @@ class DistInfo:
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` -> ``cuda:<local_rank>`` (fails clearly without CUDA)."""
-    if device not in DEVICES:
-        raise ConfigError(f"--device {device!r}: expected one of {list(DEVICES)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
+    """``auto`` -> CUDA when available else CPU; ``cuda`` -> ``cuda:<local_rank>``; ``cuda:N`` as given (fails
+    clearly without CUDA or device N)."""
+    name, _, index = device.partition(":")
+    if name not in DEVICES or (index and (name != "cuda" or not index.isdigit())):
+        raise ConfigError(f"--device {device!r}: expected one of {list(DEVICES)} or cuda:N")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: this torch build or machine has no usable CUDA device; use --device cpu")
+            raise ConfigError(f"--device {device}: this torch build or machine has no usable CUDA device; "
+                              "use --device cpu")  # fmt: skip
         count = torch.cuda.device_count()
-        if local_rank >= count:
-            raise ConfigError(f"LOCAL_RANK {local_rank} but only {count} CUDA devices are visible on this node")
-        return torch.device("cuda", local_rank)
+        gpu = int(index) if index else local_rank
+        if gpu >= count:
+            what = f"--device {device}" if index else f"LOCAL_RANK {local_rank}"
+            raise ConfigError(f"{what} but only {count} CUDA devices are visible on this node")
+        return torch.device("cuda", gpu)
     return torch.device("cpu")
 
 
