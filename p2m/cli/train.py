@@ -6,22 +6,27 @@ from pathlib import Path
 
 import click
 
+from p2m.cli.common import check_split, device_option, progress_option
+
 
 @click.command("train")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML config (configs/*.yaml). With --resume it defaults to RUN/config.yaml.")
-@click.option("--data", required=True, type=str, help="Shard folder (or its index.json) written by `p2m shard`.")
-@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: config.yaml, metrics.jsonl, checkpoints/, best.safetensors.")
+@click.option("--config", "config_spec", metavar="CONFIG", default=None,
+              help="YAML config file, or the name of a shipped one: tiny_pose2mesh, tiny_posenet, cpu_pose2mesh, "
+                   "posenet_h36m, pose2mesh_h36m. With --resume it defaults to RUN/config.yaml.")  # fmt: skip
+@click.option("--data", default=None, type=str,
+              help="Shard folder (or its index.json) written by `p2m shard`.")  # fmt: skip
+@click.option("--out", "run_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: config.yaml, metrics.jsonl, checkpoints/, best.safetensors.  [required]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt, exactly.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Training device (under torchrun, cuda means cuda:LOCAL_RANK).")
+@device_option("Training device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (under torchrun, cuda "
+               "means cuda:LOCAL_RANK).")  # fmt: skip
 @click.option("--stage", type=click.Choice(["posenet", "pose2mesh"]), default=None,
               help="Override model.stage: PoseNet alone, or PoseNet + MeshNet.")
 @click.option("--init-posenet", type=click.Path(exists=True, path_type=Path), default=None,
               help="Start PoseNet from this run folder or checkpoint (a stage-1 run).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set train.lr=1e-4 --set train.accum_steps=4 (repeatable).")
+@click.option("--print-config", is_flag=True, help="Print the resolved config (file + --set) as YAML and exit.")
 @click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also keep the K newest checkpoints/step-*.pt snapshots.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
@@ -29,35 +34,53 @@ import click
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads of torch's operators (default: torch's choice, one per core). On a machine shared "
                    "with other jobs, 1 is often several times faster.")
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
-def command(config_path: Path | None, data: str, run_dir: Path, resume: bool, device: str, stage: str | None,
-            init_posenet: Path | None, overrides: tuple[str, ...], keep_last: int, max_steps: int | None,
-            threads: int | None, progress: bool | None) -> None:  # fmt: skip
+@progress_option
+def command(config_spec: str | None, data: str | None, run_dir: Path | None, resume: bool, device: str,
+            stage: str | None, init_posenet: Path | None, overrides: tuple[str, ...], print_config: bool,
+            keep_last: int, max_steps: int | None, threads: int | None, progress: bool | None) -> None:  # fmt: skip
     """Train Pose2Mesh from shards into a run folder; --resume continues a run exactly.
 
     \b
-    p2m train --config configs/pose2mesh_h36m.yaml --data SHARDS --out runs/p2m
+    p2m train --config pose2mesh_h36m --data SHARDS --out runs/p2m
+    p2m train --config my.yaml --set train.lr=1e-4 --print-config
     p2m train --data SHARDS --out runs/p2m --resume
     torchrun --nproc_per_node=4 -m p2m train --config ... --data SHARDS --out runs/p2m
     """
     from p2m.errors import ConfigError
-    from p2m.pose2mesh.config import load_config
-    from p2m.pose2mesh.train import train
+    from p2m.paths import find_config
+    from p2m.pose2mesh.config import dump_config, load_config
 
     sets = list(overrides) + ([f"model.stage={stage}"] if stage else [])
-    if config_path is None:
-        saved = run_dir / "config.yaml"
-        if not resume or not saved.exists():
-            raise click.UsageError("--config is required (except with --resume on a run folder that has config.yaml)")
+    if config_spec is None:
+        saved = run_dir / "config.yaml" if run_dir is not None else None
+        if saved is None or not resume:
+            raise click.UsageError("--config is required (a YAML file or a shipped name such as tiny_pose2mesh), "
+                                   "except with --resume on a run folder")  # fmt: skip
+        if not saved.exists():
+            raise click.ClickException(f"{run_dir}: no run to resume (no config.yaml); start one with "
+                                       f"--config CONFIG --data SHARDS --out {run_dir}")  # fmt: skip
         config_path = saved
+    else:
+        config_path = find_config(config_spec)
     try:
         cfg = load_config(config_path, sets)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--config/--set") from exc
+    if print_config:
+        click.echo(dump_config(cfg), nl=False)
+        return
+    if run_dir is None:
+        raise click.UsageError("Missing option '--out'.")
+    if data is None:
+        raise click.UsageError("Missing option '--data'.")
+    check_split(data, cfg.train.train_split, "train.train_split")  # before the model loads (a missing val_split
+    # only means no validation)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
+    from p2m.pose2mesh.train import train
+
     result = train(cfg, run_dir, data, resume=resume, device=device, init_posenet=init_posenet, keep_last=keep_last,
                  max_steps=max_steps, progress=progress)  # fmt: skip
     if result["checkpoint_bytes"] is None:  # a non-zero rank under torchrun: rank 0 reports
