@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import types
@@ -28,7 +29,12 @@ BEST_METRICS = ("mpjpe", "pa_mpjpe", "mpjpe_17", "pa_mpjpe_17", "mpvpe", "lifted
 
 def _choice(value: Any, allowed: Sequence[Any], name: str) -> None:
     if value not in allowed:
-        raise ConfigError(f"{name}: {value!r} is not one of {list(allowed)}")
+        raise ConfigError(f"{name}: {value!r} is not one of {list(allowed)}{_did_you_mean(value, allowed)}")
+
+
+def _did_you_mean(value: Any, allowed: Sequence[Any]) -> str:
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _positive(value: float, name: str, allow_zero: bool = False) -> None:
@@ -352,12 +358,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
     unknown = [k for k in data if k not in names]
     if unknown:
         where = ", ".join(_join(path, str(k)) for k in unknown)
-        raise ConfigError(f"unknown config key {where}; expected one of {[_join(path, n) for n in names]}")
+        close = difflib.get_close_matches(str(unknown[0]), names, n=1)
+        hint = f"; did you mean {_join(path, close[0])}?" if close else ""
+        raise ConfigError(f"unknown config key {where}{hint} (expected one of {[_join(path, n) for n in names]})")
     kwargs = {k: _convert(hints[k], v, _join(path, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"{path + ': ' if path else ''}{exc}") from exc
+        field_name = str(exc).split(":", 1)[0]  # a check of the dataclass names its field: give the dotted path
+        joined = f"{path}.{exc}" if path and field_name in names else f"{path + ': ' if path else ''}{exc}"
+        raise ConfigError(joined) from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path or '<root>'}: {exc}") from exc
 
