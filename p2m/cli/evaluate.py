@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from p2m.cli.common import check_split, device_option, progress_option
+
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
@@ -16,11 +18,11 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the evaluation noise.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=1), default=None, help="Score only the first N samples.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON file (default: RUN/eval_SPLIT.json, or beside the checkpoint).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of torch's operators.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@progress_option
 def command(checkpoint: Path, data: str, split: str, eval_input: str, seed: int, batch_size: int,
             max_samples: int | None, device: str, out: Path | None, threads: int | None,
             progress: bool | None) -> None:  # fmt: skip
@@ -28,6 +30,7 @@ def command(checkpoint: Path, data: str, split: str, eval_input: str, seed: int,
     folder) on a shard split, per action where actions exist, and write them as JSON."""
     from p2m.paths import configure_third_party_caches
 
+    check_split(data, split)  # before the model loads
     configure_third_party_caches()
     from p2m.pose2mesh.evaluate import evaluate_checkpoint, format_result
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from p2m.cli.common import device_option
+
 
 @click.command("infer")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
@@ -23,7 +25,7 @@ import click
 @click.option("--person", type=click.IntRange(min=0), default=None,
               help="0-based person in the file (annotations of a data.json, a list of people).  [default: 0]")
 @click.option("--annotation-id", type=int, default=None, help="Pick a data.json annotation by its id instead.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@device_option()
 @click.option("--mesh-axes", type=click.Choice(["y-up", "camera"]), default="y-up", show_default=True,
               help="Axes of the mesh files: y-up (x right, y up, z to the viewer) or the camera's (y down, z ahead).")
 @click.option("--full-image", is_flag=True, help="Show the whole photo even when the person is small in it.")
@@ -61,6 +63,9 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
     allowed = ("obj", "ply", "glb")
     if bad := [f for f in fmts if f not in allowed]:
         raise click.BadParameter(f"{', '.join(bad)}: expected obj, ply or glb", param_hint="--format")
+    for path, what in ((checkpoint, "checkpoint or run folder"), (pose2d, "--pose2d file")):
+        if not path.exists():  # checked here, before the model loads
+            raise click.ClickException(f"{path}: no such {what}")
     from p2m.infer import infer
 
     result = infer(checkpoint, pose2d, out, image=image, joint_set=joint_set, person=person,
