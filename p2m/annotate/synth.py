@@ -147,13 +147,13 @@ def _pose_source(spec: str):
     return load_pose_source(spec)
 
 
-def synth(out: str | Path, options: SynthOptions, progress: bool = True) -> dict[str, Any]:
+def synth(out: str | Path, options: SynthOptions, progress: bool | None = None) -> dict[str, Any]:
     """Write a synthetic dataset into ``out`` (Contract 1) and return its stats.
 
     Args:
         out: the dataset folder (created; an existing dataset of the same name is extended).
         options: what to make (see :class:`SynthOptions`). ``num`` counts images (= person annotations).
-        progress: show a progress bar.
+        progress: show a progress bar (None: only on a terminal).
 
     Returns:
         ``{"images", "frames", "subjects", "seconds", "poses", ...}``.
@@ -196,7 +196,7 @@ def synth(out: str | Path, options: SynthOptions, progress: bool = True) -> dict
     subject_cams: dict[int, list[Camera]] = {}
     frame_counter: dict[int, int] = {}
     images_done = 0
-    bar = tqdm(total=opts.num, desc="synth", unit="img", disable=not progress)
+    bar = tqdm(total=opts.num, desc="synth", unit="img", disable=None if progress is None else not progress)
     with writer:
         for start in range(0, num_frames, opts.batch_size):
             n = min(opts.batch_size, num_frames - start)
@@ -281,7 +281,7 @@ def synth(out: str | Path, options: SynthOptions, progress: bool = True) -> dict
         "seconds": round(seconds, 2),
         "images_per_second": round(images_done / max(seconds, 1e-9), 1),
     }
-    logger.info("synth: %s", stats)
+    logger.debug("synth: %s", stats)
     return stats
 
 

@@ -112,7 +112,10 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 class DeviceType(click.ParamType):
     """auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
 
-    name = "[auto|cpu|cuda[:N]]"
+    name = "device"
+
+    def get_metavar(self, param: click.Parameter, *args: Any, **kwargs: Any) -> str:
+        return "[auto|cpu|cuda[:N]]"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value).strip().lower()
@@ -149,3 +152,24 @@ def batch_size_option(default: int, help: str) -> Callable[[F], F]:
     """``--batch-size N`` (``--batch`` is accepted as a hidden, deprecated alias)."""
     return click.option("--batch-size", "--batch", "batch_size", cls=_AliasOption, hidden_aliases=("--batch",),
                         type=click.IntRange(min=1), default=default, show_default=True, help=help)  # fmt: skip
+
+
+def check_split(data: str, split: str, what: str = "--split") -> dict[str, Any]:
+    """Read the shard index of ``data`` and check that it has samples in ``split``, naming the splits it has.
+
+    Cheap and torch-free, so commands call it before loading a model. Returns the index.
+
+    Raises:
+        ShardError: no readable index, or no such split / an empty one.
+    """
+    from p2m.errors import ShardError
+    from p2m.shards.index import load_index
+
+    index = load_index(data)
+    splits = index.get("splits", {})
+    have = ", ".join(f"{name} ({s.get('samples', 0)} samples)" for name, s in splits.items()) or "none"
+    if split not in splits:
+        raise ShardError(f"{data}: no split {split!r} ({what}); the shards have: {have}")
+    if not splits[split].get("samples"):
+        raise ShardError(f"{data}: split {split!r} ({what}) has no samples; the shards have: {have}")
+    return index

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from p2m.cli.common import progress_option
 from p2m.crawler.config import DEFAULT_USER_AGENT
 
 
@@ -53,8 +54,8 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
               help="Keep only images where MediaPipe Pose finds a person (needs the 'detect' extra).")
 @click.option("--person-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Minimum person score with --person-filter mediapipe.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def command(seeds: tuple[str, ...], out: str, resume: bool, no_progress: bool, **options) -> None:
+@progress_option
+def command(seeds: tuple[str, ...], out: str, resume: bool, progress: bool | None, **options) -> None:
     """Harvest images from SEED pages, sitemaps (.xml, .xml.gz, indexes), RSS/Atom feeds or files of URLs.
 
     Polite (robots.txt, Crawl-delay, per-host limits, Retry-After) and resumable: after a crash or
@@ -63,7 +64,7 @@ def command(seeds: tuple[str, ...], out: str, resume: bool, no_progress: bool, *
     """
     from p2m.crawler import crawl
 
-    result = crawl(list(seeds), out, resume=resume, progress=not no_progress, **options)
+    result = crawl(list(seeds), out, resume=resume, progress=progress is not False, **options)
     counters = result.stats["counters"]
     totals = result.totals
     rows = [

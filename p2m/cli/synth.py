@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from p2m.annotate.synth import CAMERA_MODES, SynthOptions, synth
+from p2m.cli.common import progress_option
 
 
 @click.command("synth")
@@ -29,7 +30,8 @@ from p2m.annotate.synth import CAMERA_MODES, SynthOptions, synth
 @click.option("--topology", default="full", show_default=True,
               help="Body mesh used to regress the joints: full, notoes, 1229, 615, 369.")
 @click.option("--name", default="synth", show_default=True, help="Dataset name (file prefix).")
-def command(**kwargs) -> None:
+@progress_option
+def command(progress: bool | None, **kwargs) -> None:
     """Make a fully annotated synthetic dataset from the anny body model and real motion capture.
 
     Writes COCO keypoints, H36M-17 2D/3D joints, cameras and body parameters in the Human3.6M-style layout
@@ -40,7 +42,7 @@ def command(**kwargs) -> None:
       p2m synth --out data/synth --num 2000 --subjects 4 --images
     """
     out = kwargs.pop("out")
-    stats = synth(out, SynthOptions(**kwargs))
+    stats = synth(out, SynthOptions(**kwargs), progress=progress)
     click.echo(
         f"synth: {stats['images']} images, {stats['frames']} frames, {stats['subjects']} subject(s) "
         f"in {stats['seconds']} s ({stats['images_per_second']} img/s) -> {out}"
