@@ -8,6 +8,24 @@ from typing import Any
 class P2MError(Exception):
     """Base class: a problem with the user's input, files or environment, with a message that says where."""
 
+    def __str__(self) -> str:
+        # Readers append the shard URL to ``args`` (webdataset's habit): keep the message one readable line.
+        if len(self.args) > 1 and isinstance(self.args[0], str):
+            extra = [str(a) for a in self.args[1:] if str(a) not in self.args[0]]
+            return self.args[0] + (f" ({', '.join(extra)})" if extra else "")
+        return super().__str__()
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line the CLI prints for ``exc``; for an error re-raised from a DataLoader worker (whose message is
+    the worker's traceback) that is the original error's own message."""
+    text = str(exc)
+    if "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        head, sep, rest = last.partition(": ")
+        text = rest if sep and head.rsplit(".", 1)[-1] == type(exc).__name__ else last
+    return text
+
 
 class ConfigError(P2MError):
     """A config file or option holds an unknown key or an invalid value."""

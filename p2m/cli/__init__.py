@@ -13,7 +13,7 @@ import click
 
 from p2m import __version__
 from p2m.cli.common import add_verbosity, configure_logging, verbosity, verbosity_options
-from p2m.errors import P2MError
+from p2m.errors import P2MError, error_line
 
 # name -> (module under p2m.cli, one-line help shown by `p2m --help`)
 STAGES: dict[str, tuple[str, str]] = {
@@ -49,7 +49,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except P2MError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(error_line(exc)) from exc
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,6 +16,8 @@ from typing import IO
 
 import numpy as np
 
+from p2m.errors import ShardError
+
 logger = logging.getLogger(__name__)
 
 Sample = tuple[str, dict[str, bytes]]  # (key, {field: bytes}): one sample as read from a tar
@@ -102,8 +104,9 @@ def tar_members(members: Sequence[tuple[str, bytes]], mtime: int = DEFAULT_MTIME
     return b"".join(parts)
 
 
-class TarStreamError(ValueError):
-    """A tar stream that ends inside a member, or holds a header that is not a valid ustar header."""
+class TarStreamError(ShardError, ValueError):
+    """A tar stream that ends inside a member, or holds a header that is not a valid ustar header (a p2m error:
+    the CLI prints it as one line)."""
 
 
 #: The largest member the reader accepts (a pose sample is ~1.5 KB, a frame a few MB).
