@@ -87,14 +87,14 @@ def _filtered_live(is_routine: Callable[[str], bool], logger: logging.Logger) ->
 
 
 def _forward(read_fd: int, out_fd: int, is_routine: Callable[[str], bool], logger: logging.Logger) -> None:
-    """Copy ``read_fd`` to ``out_fd`` line by line, logging routine lines instead. A trailing partial line (a
-    progress bar's ``\\r`` update) is written at once unless it starts like a routine line."""
+    """Copy ``read_fd`` to ``out_fd`` line by line, logging routine lines instead. A trailing partial line that
+    starts with ``\\r`` (a progress bar's update) is written at once; other partial lines wait for their end."""
     pending = b""
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
         while chunk := pipe.read(65536):
             pending += chunk
-            *lines, pending = re.split(rb"(?<=[\r\n])", pending)
-            if pending and not is_routine(pending.decode("utf-8", "replace")):
+            *lines, pending = re.split(rb"(?<=\n)|(?=\r)", pending)  # a line ends at \n; \r starts an update
+            if pending.startswith(b"\r"):  # a progress bar's update: show it now (native code ends lines)
                 lines.append(pending)
                 pending = b""
             for raw in lines:

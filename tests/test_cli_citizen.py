@@ -225,3 +225,16 @@ def test_default_log_level_shows_only_the_summary_line(tmp_path, body_369):
     proc = subprocess.run([*args[:5], str(tmp_path / "v"), *args[6:], "-v"], capture_output=True, text=True,
                           cwd=REPO, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and "INFO p2m." in proc.stderr
+
+
+@pytest.mark.slow
+def test_detect_keeps_mediapipe_native_lines_out_of_stderr(tmp_path):
+    pytest.importorskip("mediapipe", reason="the 'detect' extra is not installed")
+    photos = REPO.parent / "shared" / "external-fixtures" / "public-domain-people-images"
+    if not photos.is_dir():
+        pytest.skip(f"{photos} absent (shared fixtures)")
+    proc = subprocess.run([sys.executable, "-m", "p2m", "annotate", "detect", str(photos), "--out", str(tmp_path / "d")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no TFLite / absl / inference_feedback_manager.cc lines
+    assert proc.stdout.startswith(f"{tmp_path / 'd'}: 2 images with a person")

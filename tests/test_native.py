@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from p2m.native import native_stderr_filtered
 
@@ -28,10 +29,18 @@ def test_live_filter_passes_partial_lines_at_once_and_drops_mediapipe_noise(capf
     log = logging.getLogger("p2m.test.native")
     with caplog.at_level(logging.DEBUG, logger=log.name):
         with native_stderr_filtered(is_mediapipe_routine, log, live=True):
+            os.write(2, b"INFO: ")  # TFLite writes its prefix and its message apart
+            os.write(2, b"Created TensorFlow Lite XNNPACK delegate for CPU.\n")
             os.write(2, noise + b"\rdetect:  50%|#####     | 1/2")
+            shown, deadline = "", time.monotonic() + 10
+            while not shown and time.monotonic() < deadline:  # wait for the forwarding thread, not for a time
+                shown += capfd.readouterr().err
+                time.sleep(0.01)
+            assert shown == "\rdetect:  50%|#####     | 1/2"  # shown while the block runs, not at its end
             os.write(2, b"\rdetect: 100%|##########| 2/2\nE0000 00:00:1.0 1 x.cc:1] a real error\n")
     err = capfd.readouterr().err
-    assert err == "\rdetect:  50%|#####     | 1/2\rdetect: 100%|##########| 2/2\nE0000 00:00:1.0 1 x.cc:1] a real error\n"
+    assert err == "\rdetect: 100%|##########| 2/2\nE0000 00:00:1.0 1 x.cc:1] a real error\n"
     logged = [r.getMessage() for r in caplog.records]
     assert any("inference_feedback_manager.cc" in m for m in logged)
     assert any("landmark_projection_calculator.cc" in m for m in logged)
+    assert "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in logged
