@@ -14,7 +14,8 @@ from p2m.cli.common import check_split, device_option, progress_option
               help="YAML config file, or the name of a shipped one: tiny_pose2mesh, tiny_posenet, cpu_pose2mesh, "
                    "posenet_h36m, pose2mesh_h36m. With --resume it defaults to RUN/config.yaml.")  # fmt: skip
 @click.option("--data", default=None, type=str,
-              help="Shard folder (or its index.json) written by `p2m shard`.")  # fmt: skip
+              help="Shard folder (or its index.json) written by `p2m shard`. Not needed with --resume: the run's "
+                   "config.yaml records it.")  # fmt: skip
 @click.option("--out", "run_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: config.yaml, metrics.jsonl, checkpoints/, best.safetensors.  [required]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt, exactly.")
@@ -34,10 +35,15 @@ from p2m.cli.common import check_split, device_option, progress_option
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads of torch's operators (default: torch's choice, one per core). On a machine shared "
                    "with other jobs, 1 is often several times faster.")
+@click.option("--logger", "loggers", multiple=True, metavar="[jsonl|csv|tensorboard]",
+              help="Also write the training log as TensorBoard events (RUN/tensorboard/: `tensorboard --logdir "
+                   "runs/`) or CSV tables (RUN/metrics_*.csv); repeat for both. RUN/metrics.jsonl is always "
+                   "written: it is the record --resume trusts.  [default: jsonl]")  # fmt: skip
 @progress_option
 def command(config_spec: str | None, data: str | None, run_dir: Path | None, resume: bool, device: str,
             stage: str | None, init_posenet: Path | None, overrides: tuple[str, ...], print_config: bool,
-            keep_last: int, max_steps: int | None, threads: int | None, progress: bool | None) -> None:  # fmt: skip
+            keep_last: int, max_steps: int | None, threads: int | None, loggers: tuple[str, ...],
+            progress: bool | None) -> None:  # fmt: skip
     """Train Pose2Mesh from shards into a run folder; --resume continues a run exactly.
 
     \b
@@ -49,6 +55,7 @@ def command(config_spec: str | None, data: str | None, run_dir: Path | None, res
     from p2m.errors import ConfigError
     from p2m.paths import find_config
     from p2m.pose2mesh.config import dump_config, load_config
+    from p2m.pose2mesh.sinks import check_available, parse_loggers
 
     sets = list(overrides) + ([f"model.stage={stage}"] if stage else [])
     if config_spec is None:
@@ -71,8 +78,15 @@ def command(config_spec: str | None, data: str | None, run_dir: Path | None, res
         return
     if run_dir is None:
         raise click.UsageError("Missing option '--out'.")
+    if data is None and resume:
+        data = cfg.train.data if config_spec is None else load_config(run_dir / "config.yaml").train.data
+        if data is None:
+            raise click.UsageError(f"--data is required: {run_dir}/config.yaml does not record the run's shards "
+                                   "(a run of an older p2m)")  # fmt: skip
     if data is None:
         raise click.UsageError("Missing option '--data'.")
+    sinks = parse_loggers(loggers)
+    check_available(sinks)
     check_split(data, cfg.train.train_split, "train.train_split")  # before the model loads (a missing val_split
     # only means no validation)
     if threads is not None:
@@ -82,7 +96,7 @@ def command(config_spec: str | None, data: str | None, run_dir: Path | None, res
     from p2m.pose2mesh.train import train
 
     result = train(cfg, run_dir, data, resume=resume, device=device, init_posenet=init_posenet, keep_last=keep_last,
-                 max_steps=max_steps, progress=progress)  # fmt: skip
+                   max_steps=max_steps, progress=progress, loggers=sinks)  # fmt: skip
     if result["checkpoint_bytes"] is None:  # a non-zero rank under torchrun: rank 0 reports
         return
     best = result["best"]

@@ -389,7 +389,7 @@ def disk_usage(run_dir: str | os.PathLike) -> int:
 
 #: Config keys a resumed run may change (they do not change the numbers the run computes, or extend it).
 RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.ckpt_every_steps", "train.num_workers",
-                     "train.compile", "train.val_batch_size")  # fmt: skip
+                     "train.compile", "train.val_batch_size", "train.data")  # fmt: skip
 
 
 def config_diff(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -277,6 +277,8 @@ class TrainConfig:
     #: Batches per rank per epoch with resampled shards (with replacement); None: exact epochs over the split,
     #: which also makes ``--resume`` replay the data exactly.
     epoch_length: int | None = None
+    #: The shard folder (or index.json, or URL) of the run; `p2m train --data` records it, so --resume needs none.
+    data: str | None = None
     #: Shard splits to train and validate on (``val_split: null`` or a split the shards lack: no validation).
     train_split: str = "train"
     val_split: str | None = "test"

@@ -126,6 +126,8 @@ class MetricsWriter:
         self.path = Path(path)
         self.enabled = enabled
         self._fh = None
+        #: Extra sinks (:mod:`p2m.pose2mesh.sinks`: TensorBoard, CSV) that get every row written here.
+        self.sinks: list[Any] = []
 
     def truncate_after(self, step: int) -> int:
         """Keep the complete rows with ``step <= step`` (rewritten atomically); returns how many were dropped."""
@@ -151,18 +153,26 @@ class MetricsWriter:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-        self._fh.write(json.dumps(_finite(row), separators=(",", ":")) + "\n")
+        clean = _finite(row)
+        self._fh.write(json.dumps(clean, separators=(",", ":")) + "\n")
         self._fh.flush()
+        for sink in self.sinks:
+            sink.write(clean)
 
     def sync(self) -> None:
         """fsync the log (called with each checkpoint)."""
         if self._fh is not None:
             os.fsync(self._fh.fileno())
+        for sink in self.sinks:
+            sink.flush()
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
 
 def _finite(row: Mapping[str, Any]) -> dict[str, Any]:

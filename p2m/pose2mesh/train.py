@@ -17,11 +17,12 @@ the current epoch. :class:`p2m.shards.read.ShardLoader` is one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from p2m.pose2mesh.evaluate import MetricAccumulator, evaluate_model
 from p2m.pose2mesh.logging_utils import MetricLogger, MetricsWriter, epoch_table, format_seconds, read_metrics
 from p2m.pose2mesh.losses import Pose2MeshLoss
 from p2m.pose2mesh.model import Pose2MeshOutput, build_model
+from p2m.pose2mesh.sinks import check_available, open_sinks
 from p2m.pose2mesh.transforms import batch_seeds
 
 logger = logging.getLogger(__name__)
@@ -239,7 +241,7 @@ class _RunState:
 def train(
     cfg: Config, run_dir: str | Path, data: str | Path, *, resume: bool = False, device: str = "auto",
     init_posenet: str | Path | None = None, keep_last: int = 0, max_steps: int | None = None,
-    progress: bool | None = None,
+    progress: bool | None = None, loggers: Sequence[str] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """Train a Pose2Mesh (or PoseNet) run from shards; the entry of ``p2m train``.
 
@@ -257,6 +259,8 @@ def train(
         keep_last: also keep the K newest ``checkpoints/step-*.pt`` snapshots.
         max_steps: stop (after a checkpoint) once the global step reaches this; ``--resume`` continues.
         progress: show progress bars (None: on a terminal).
+        loggers: extra sinks of metrics.jsonl's rows: "tensorboard" (``RUN/tensorboard/``), "csv"
+            (``RUN/metrics_{kind}.csv``); see :mod:`p2m.pose2mesh.sinks`.
 
     Returns:
         ``{"run", "step", "epoch", "stopped", "best", "val", "samples_per_s", "first_step_s", "seconds",
@@ -273,18 +277,30 @@ def train(
     check_supported(cfg)
     if keep_last < 0:
         raise ConfigError(f"--keep-last {keep_last}: expected >= 0")
+    check_available(loggers)
+    data = data_location(data)
+    if cfg.train.data != data:  # the run's config records its shards: --resume needs no --data
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=data))
     dist = D.init_distributed(device)
     filt = D.quiet_non_main(dist)
     try:
-        return _train(cfg, Path(run_dir), str(data), dist, resume=resume, init_posenet=init_posenet,
-                      keep_last=keep_last, max_steps=max_steps, progress=progress, t_start=t_start)  # fmt: skip
+        return _train(cfg, Path(run_dir), data, dist, resume=resume, init_posenet=init_posenet,
+                      keep_last=keep_last, max_steps=max_steps, progress=progress, t_start=t_start,
+                      loggers=loggers)  # fmt: skip
     finally:
         D.remove_filter(filt)
         D.cleanup(dist)
 
 
+def data_location(data: str | Path) -> str:
+    """A local shard folder or index as an absolute path (a resume may start elsewhere); URLs as given."""
+    text = str(data)
+    return text if "://" in text or text.startswith("pipe:") else str(Path(text).resolve())
+
+
 def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, init_posenet: str | Path | None,
-           keep_last: int, max_steps: int | None, progress: bool | None, t_start: float) -> dict[str, Any]:  # fmt: skip
+           keep_last: int, max_steps: int | None, progress: bool | None, t_start: float,
+           loggers: Sequence[str]) -> dict[str, Any]:  # fmt: skip
     t, dev = cfg.train, dist.device
     micro = _micro_batch(t, dist.world_size)
     paths = ckpt.run_paths(run)
@@ -326,6 +342,10 @@ def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, i
     if saved is not None:
         start_epoch, rng, meters = _restore(saved, model, optimizer, scheduler, scaler, loader, metrics, state, dist,
                                             paths["last"])  # fmt: skip
+    if dist.is_main and loggers:  # after _restore: the sinks mirror the record as truncated to the checkpoint
+        resumed = saved is not None
+        metrics.sinks = open_sinks(loggers, run, read_metrics(metrics.path) if resumed else None,
+                                   state.step if resumed else None)  # fmt: skip
     torch.manual_seed(t.seed + dist.rank)  # dropout differs between ranks (replaced by the saved state on resume)
     forward = model
     if dist.distributed:
