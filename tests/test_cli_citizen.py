@@ -148,6 +148,15 @@ def test_eval_on_a_split_the_shards_lack_names_the_splits_they_have(toy_shards, 
                                        "train (12 samples)"]  # fmt: skip
 
 
+def test_evaluate_checkpoint_checks_the_split_before_the_checkpoint(toy_shards, tmp_path):
+    from p2m.errors import ShardError
+    from p2m.pose2mesh.evaluate import evaluate_checkpoint
+
+    with pytest.raises(ShardError) as info:
+        evaluate_checkpoint(tmp_path / "no.pt", toy_shards, split="val")
+    assert str(info.value) == f"{toy_shards}: no split 'val' (--split); the shards have: train (12 samples)"
+
+
 def _python_cli(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh interpreter; prints whether the model code was imported (it must not be)."""
     code = ("import sys\nfrom p2m.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"

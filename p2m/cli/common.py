@@ -155,21 +155,7 @@ def batch_size_option(default: int, help: str) -> Callable[[F], F]:
 
 
 def check_split(data: str, split: str, what: str = "--split") -> dict[str, Any]:
-    """Read the shard index of ``data`` and check that it has samples in ``split``, naming the splits it has.
+    """:func:`p2m.shards.index.require_split`: torch-free, so commands call it before loading a model."""
+    from p2m.shards.index import require_split
 
-    Cheap and torch-free, so commands call it before loading a model. Returns the index.
-
-    Raises:
-        ShardError: no readable index, or no such split / an empty one.
-    """
-    from p2m.errors import ShardError
-    from p2m.shards.index import load_index
-
-    index = load_index(data)
-    splits = index.get("splits", {})
-    have = ", ".join(f"{name} ({s.get('samples', 0)} samples)" for name, s in splits.items()) or "none"
-    if split not in splits:
-        raise ShardError(f"{data}: no split {split!r} ({what}); the shards have: {have}")
-    if not splits[split].get("samples"):
-        raise ShardError(f"{data}: split {split!r} ({what}) has no samples; the shards have: {have}")
-    return index
+    return require_split(data, split, what)

@@ -171,10 +171,12 @@ def evaluate_checkpoint(
     from p2m.pose2mesh.data import body_selection, iter_eval_batches, split_size
     from p2m.pose2mesh.distributed import resolve_device
     from p2m.pose2mesh.model import build_model
+    from p2m.shards.index import require_split
 
     t0 = time.perf_counter()
     if eval_input not in ("noisy", "gt"):
         raise ConfigError(f"--input {eval_input!r}: expected 'noisy' or 'gt'")
+    require_split(data, split)  # before the model loads
     dev = resolve_device(device)
     path = resolve_checkpoint(checkpoint)
     state, config, info = load_model_state(path)

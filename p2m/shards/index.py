@@ -107,6 +107,22 @@ def load_index(location: str | Path) -> dict[str, Any]:
     return index
 
 
+def require_split(location: str | Path, split: str, what: str = "--split") -> dict[str, Any]:
+    """The index of ``location``, checked to have samples in ``split`` (cheap: callers check before loading a model).
+
+    Raises:
+        ShardError: no readable index, or no such split / an empty one, naming the splits the shards have.
+    """
+    index = load_index(location)
+    splits = index.get("splits", {})
+    have = ", ".join(f"{name} ({s.get('samples', 0)} samples)" for name, s in splits.items()) or "none"
+    if split not in splits:
+        raise ShardError(f"{location}: no split {split!r} ({what}); the shards have: {have}")
+    if not splits[split].get("samples"):
+        raise ShardError(f"{location}: split {split!r} ({what}) has no samples; the shards have: {have}")
+    return index
+
+
 def check_index(index: Any, where: str) -> None:
     """Raise :class:`ShardError` naming the field when ``index`` is not a p2m shard index we can read."""
     if not isinstance(index, dict) or index.get("format") != FORMAT:
