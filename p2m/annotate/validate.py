@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import math
 from collections import Counter
@@ -105,7 +106,8 @@ class ValidationReport:
 
 
 def validate(
-    root: str | Path, tolerance_px: float = REPROJECTION_TOLERANCE_PX, pycocotools: bool = True
+    root: str | Path, tolerance_px: float = REPROJECTION_TOLERANCE_PX, pycocotools: bool = True,
+    reprojection: bool = True,
 ) -> ValidationReport:
     """Check ``root`` against every rule of Contract 1; collect every problem instead of stopping at the first.
 
@@ -124,6 +126,8 @@ def validate(
         root: the dataset folder.
         tolerance_px: reprojection tolerance in pixels.
         pycocotools: also load each data.json with ``pycocotools.coco.COCO`` (slower on large files).
+        reprojection: also project every joint_3d frame onto its annotations (the fast path of `p2m shard`
+            leaves this and pycocotools out).
 
     Returns:
         The :class:`ValidationReport` (``report.ok`` is True when there are no problems).
@@ -151,7 +155,7 @@ def validate(
         state = _NameState(images_dir=images_dir)
         for files in (f for f in dataset.subject_files if f.name == name):
             report.counts["subject_files"] += 1
-            _check_subject(report, files, state, tolerance_px, pycocotools)
+            _check_subject(report, files, state, tolerance_px if reprojection else None, pycocotools)
     if not dataset.names:
         report.add(root / ANNOTATIONS_DIR, "no {name}_subject{S}_data.json file: the dataset is empty")
     return report
@@ -188,7 +192,7 @@ def _load(report: ValidationReport, path: Path) -> Any:
 
 
 def _check_subject(
-    report: ValidationReport, files: SubjectFiles, state: _NameState, tol: float, pycoco: bool
+    report: ValidationReport, files: SubjectFiles, state: _NameState, tol: float | None, pycoco: bool
 ) -> None:
     if files.data is None:
         report.add(
@@ -248,7 +252,8 @@ def _check_subject(
     for model, rig in unknown:
         report.warn(params_path, f"body model {model!r}" + (f" rig {rig!r}" if rig else "") + ": p2m does not know "
                     "its parameter sizes, so the lengths of pose and shape were not checked")  # fmt: skip
-    _check_reprojection(report, files, images, anns, cameras, joints, tol)
+    if tol is not None:
+        _check_reprojection(report, files, images, anns, cameras, joints, tol)
 
 
 
@@ -517,7 +522,7 @@ def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarr
         return None
     if arr.shape != (shape if nested else (math.prod(shape),)):
         return None
-    if bool in map(type, value) if not nested else any(bool in map(type, row) for row in value):
+    if bool in map(type, itertools.chain.from_iterable(value) if nested else value):
         return None  # JSON true/false would pass as 1.0/0.0
     return arr.reshape(shape) if np.all(np.isfinite(arr)) else None
 

@@ -94,7 +94,8 @@ def command() -> None:
               help="Processes that parse and encode whole subjects in parallel.")
 @click.option("--overwrite", is_flag=True, help="Replace shards written with other options.")
 @click.option("--no-validate", is_flag=True,
-              help="Skip checking each dataset first (the checks of `p2m annotate validate --no-pycocotools`).")
+              help="Skip checking each dataset first (the checks of `p2m annotate validate`, less pycocotools and "
+                   "the reprojection).")
 @progress_option
 def write(datasets: tuple[str, ...], out: str, splits: dict[str, str], pose_only: bool, with_meta: bool, crop: bool,
           crop_size: int, crop_margin: float, jpeg_quality: int, max_side: int | None, maxcount: int, maxsize: int,
@@ -131,7 +132,7 @@ def _check_datasets(datasets: Sequence[str]) -> None:
     from p2m.annotate.validate import validate
 
     for ds in datasets:
-        report = validate(ds, pycocotools=False)
+        report = validate(ds, pycocotools=False, reprojection=False)  # the fast path
         if not report.ok:
             more = f" (and {len(report.problems) - 1} more problem(s))" if len(report.problems) > 1 else ""
             raise click.ClickException(f"{ds}: not a valid dataset, nothing written: {report.problems[0]}{more}; "

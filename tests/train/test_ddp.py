@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 def test_torchrun_two_processes_on_cpu(shards, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "p2m",
-           *train_args(TINY_CONFIG, shards, run)]  # fmt: skip
+           *train_args(TINY_CONFIG, shards, run), "-v"]  # fmt: skip  (-v: the info lines checked below)
     proc = subprocess.run(cmd, cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
