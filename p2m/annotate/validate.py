@@ -358,7 +358,7 @@ def _check_annotations(
             if kp is None:
                 report.add(path, f"value {short_repr(ann['keypoints'])}, expected 51 numbers (17 x, y, v)", id=ref,
                            field="keypoints")  # fmt: skip
-            elif not np.isin(kp[2::3], (0, 1, 2)).all():
+            elif not ((kp[2::3] == 0) | (kp[2::3] == 1) | (kp[2::3] == 2)).all():  # np.isin costs 10x here
                 report.add(path, f"visibilities {kp[2::3].tolist()}, expected values in {{0, 1, 2}}", id=ref,
                            field="keypoints")  # fmt: skip
             elif "num_keypoints" in ann and ann["num_keypoints"] != int((kp[2::3] > 0).sum()):
@@ -524,7 +524,7 @@ def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarr
         return None
     if bool in map(type, itertools.chain.from_iterable(value) if nested else value):
         return None  # JSON true/false would pass as 1.0/0.0
-    return arr.reshape(shape) if np.all(np.isfinite(arr)) else None
+    return arr.reshape(shape) if np.isfinite(arr).all() else None
 
 
 
