@@ -177,6 +177,14 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path):
     assert proc.stdout.strip() == "model loaded: False"
 
 
+def test_an_unknown_logger_is_a_bad_option(toy_shards, tmp_path):
+    code, lines = _run("train", "--config", "tiny_posenet", "--data", str(toy_shards), "--out", str(tmp_path / "r"),
+                       "--logger", "csv,wandb")  # fmt: skip
+    assert code == 2 and lines[-1] == ("Error: Invalid value for --logger: wandb: expected jsonl, csv, tensorboard "
+                                       "(repeat or comma-separate)")  # fmt: skip
+    assert not (tmp_path / "r").exists()
+
+
 def test_resume_on_a_folder_without_a_run_says_so(tmp_path):
     code, lines = _run("train", "--resume", "--out", str(tmp_path))
     assert code == 1 and lines == [f"Error: {tmp_path}: no run to resume (no config.yaml); start one with "

@@ -85,7 +85,10 @@ def command(config_spec: str | None, data: str | None, run_dir: Path | None, res
                                    "(a run of an older p2m)")  # fmt: skip
     if data is None:
         raise click.UsageError("Missing option '--data'.")
-    sinks = parse_loggers(loggers)
+    try:
+        sinks = parse_loggers(loggers)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--logger "), param_hint="--logger") from exc
     check_available(sinks)
     check_split(data, cfg.train.train_split, "train.train_split")  # before the model loads (a missing val_split
     # only means no validation)
