@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import replace
 from typing import Any
 
 from p2m.demo.runner import DemoContext, Step
 from p2m.errors import P2MError
-from p2m.native import native_stderr_filtered
+from p2m.native import is_mediapipe_routine, native_stderr_filtered
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +42,9 @@ def train_config(ctx: DemoContext) -> dict[str, Any]:
     }  # fmt: skip
 
 
-#: Lines MediaPipe's native code writes to stderr on every run (TFLite delegate, absl warnings): not news.
-_NATIVE_NOISE = re.compile(r"^(?:[IW]\d{4} |INFO: Created TensorFlow Lite|WARNING: All log messages before absl)")
-
-
 def quiet_native_stderr():
     """Drop MediaPipe's routine native log lines from file descriptor 2; anything else is written back."""
-    return native_stderr_filtered(lambda line: bool(_NATIVE_NOISE.match(line)), logger)
+    return native_stderr_filtered(is_mediapipe_routine, logger)
 
 
 def _count(stats: dict[str, Any], prefix: str) -> int:
