@@ -173,7 +173,9 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path):
                                                 "(expected the index.json that `p2m shard` writes)"]  # fmt: skip
     assert proc.stdout.strip() == "model loaded: False"
     proc = _python_cli("infer", str(tmp_path), "--pose2d", "nope.json", "--out", str(tmp_path / "o"))
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == ["Error: nope.json: no such --pose2d file"]
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "Error: nope.json: no such 2D pose file (expected a .json or .npy file)"
+    ]
     assert proc.stdout.strip() == "model loaded: False"
 
 

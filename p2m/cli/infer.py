@@ -63,9 +63,11 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
     allowed = ("obj", "ply", "glb")
     if bad := [f for f in fmts if f not in allowed]:
         raise click.BadParameter(f"{', '.join(bad)}: expected obj, ply or glb", param_hint="--format")
-    for path, what in ((checkpoint, "checkpoint or run folder"), (pose2d, "--pose2d file")):
-        if not path.exists():  # checked here, before the model loads
-            raise click.ClickException(f"{path}: no such {what}")
+    # checked here, before the model loads (the same words as the checks behind them)
+    if not checkpoint.exists():
+        raise click.ClickException(f"{checkpoint}: no such checkpoint file or run folder")
+    if not pose2d.is_file():
+        raise click.ClickException(f"{pose2d}: no such 2D pose file (expected a .json or .npy file)")
     from p2m.infer import infer
 
     result = infer(checkpoint, pose2d, out, image=image, joint_set=joint_set, person=person,

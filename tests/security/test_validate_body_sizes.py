@@ -68,7 +68,14 @@ def test_shard_refuses_the_wrong_length_and_writes_no_shard(dataset: Path, tmp_p
     change, message = CASES[case]
     frame = _edit_first_frame(dataset, change)
     out = tmp_path / "shards"
+    # `p2m shard` validates first (validate's words) and writes nothing at all
     result = CliRunner().invoke(main, ["shard", str(dataset), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: {dataset}: not a valid dataset, nothing written: {PARAMS}: id {frame}: "
+                             f"body_param: {message}; see `p2m annotate validate {dataset}`\n")  # fmt: skip
+    assert not out.exists()
+    # without that check, the layout reader refuses it too
+    result = CliRunner().invoke(main, ["shard", str(dataset), "--out", str(out), "--no-validate"])
     assert result.exit_code == 1, result.output
     assert result.output == f"Error: {dataset / PARAMS}: frame {frame}: {message}\n"
     assert not list(out.glob("*.tar"))  # the writer's index of an unfinished run lists no shard
