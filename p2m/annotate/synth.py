@@ -222,8 +222,16 @@ class Synthesizer:
         pose[:, 0] = _matrix_to_rotvec(root)
         shape = sample_shapes(n, rng)
         floor_xy = rng.uniform(-400.0, 400.0, size=(n, 2)) / 1000.0
-        with torch.inference_mode():
-            result = body(torch.as_tensor(pose, dtype=torch.float32), torch.as_tensor(shape, dtype=torch.float32))
+        # One thread: float32 sums then do not depend on how many threads a process has, so a Ray worker rounds
+        # exactly like a local run (and for batches this small one thread is also the fastest, measured).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                result = body(torch.as_tensor(pose, dtype=torch.float32),
+                              torch.as_tensor(shape, dtype=torch.float32))  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
         verts = result.vertices.double().numpy()
         joints = result.joints.double().numpy()
         kps = result.keypoints.double().numpy()

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from p2m.cli.ray_option import ray_option
+
 WRITE_USAGE = "p2m shard DATASET... --out SHARDS [OPTIONS]"
 
 
@@ -80,12 +82,19 @@ def command() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Processes that parse and encode whole subjects in parallel.")
 @click.option("--overwrite", is_flag=True, help="Replace shards written with other options.")
+@ray_option
 def write(datasets: tuple[str, ...], out: str, splits: dict[str, str], pose_only: bool, with_meta: bool, crop: bool,
           crop_size: int, crop_margin: float, jpeg_quality: int, max_side: int | None, maxcount: int, maxsize: int,
-          workers: int, overwrite: bool) -> None:  # fmt: skip
+          workers: int, overwrite: bool, ray_address: str | None) -> None:  # fmt: skip
     """Write shards + index.json; rerunning the same command resumes an interrupted run."""
     from p2m.shards import build_shards
 
+    if ray_address is not None:
+        from functools import partial
+
+        from p2m.scale.shard import build_shards as ray_build_shards
+
+        build_shards = partial(ray_build_shards, address=ray_address)
     if crop and pose_only:
         raise click.BadParameter("--crop needs --with-images", param_hint="--crop")
     stats = build_shards(

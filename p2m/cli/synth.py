@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from p2m.annotate.synth import CAMERA_MODES, SynthOptions, synth
+from p2m.cli.ray_option import ray_option
 
 
 @click.command("synth")
@@ -29,6 +30,7 @@ from p2m.annotate.synth import CAMERA_MODES, SynthOptions, synth
 @click.option("--topology", default="full", show_default=True,
               help="Body mesh used to regress the joints: full, notoes, 1229, 615, 369.")
 @click.option("--name", default="synth", show_default=True, help="Dataset name (file prefix).")
+@ray_option
 def command(**kwargs) -> None:
     """Make a fully annotated synthetic dataset from the anny body model and real motion capture.
 
@@ -40,7 +42,13 @@ def command(**kwargs) -> None:
       p2m synth --out data/synth --num 2000 --subjects 4 --images
     """
     out = kwargs.pop("out")
-    stats = synth(out, SynthOptions(**kwargs))
+    ray_address = kwargs.pop("ray_address")
+    if ray_address is not None:
+        from p2m.scale.synth import synth as ray_synth
+
+        stats = ray_synth(out, SynthOptions(**kwargs), address=ray_address)
+    else:
+        stats = synth(out, SynthOptions(**kwargs))
     click.echo(
         f"synth: {stats['images']} images, {stats['frames']} frames, {stats['subjects']} subject(s) "
         f"in {stats['seconds']} s ({stats['images_per_second']} img/s) -> {out}"
