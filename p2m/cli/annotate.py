@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from p2m.cli.ray_option import ray_option
+
 
 @click.group("annotate")
 def command() -> None:
@@ -76,7 +78,9 @@ def validate_cmd(dataset: Path, tolerance_px: float, no_pycocotools: bool, quiet
               help="Most people per image; 1 keeps only the most prominent (MediaPipe's legacy Pose).")  # fmt: skip
 @click.option("--tiles", "grid", type=click.IntRange(1, 6), default=2, show_default=True,
               help="Also search N x N overlapping tiles (finds small people; 1: whole image only).")  # fmt: skip
-def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, max_people: int, grid: int) -> None:
+@ray_option
+def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, max_people: int, grid: int,
+               ray_address: str | None) -> None:  # fmt: skip
     """Find every person in each image of SRC and write COCO-17 + H36M-17 keypoints, bbox and a camera to OUT.
 
     SRC is a crawl output folder (manifest.parquet + images/) or any folder of images. Each person becomes
@@ -86,6 +90,12 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, ma
     """
     from p2m.annotate.detect import detect
 
+    if ray_address is not None:
+        from functools import partial
+
+        from p2m.scale.detect import detect
+
+        detect = partial(detect, address=ray_address)
     stats = detect(src, out, name=name, min_score=min_score, batch=batch, max_people=max_people, grid=grid)
     click.echo(
         f"{out}: {stats.get('images/person', 0)} images with a person, {stats.get('images/no_person', 0)} "
@@ -108,8 +118,9 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch: int, ma
 @click.option("--name", "names", multiple=True, help="Dataset name(s) to fit (default: all).")
 @click.option("--overwrite", is_flag=True, help="Refit frames that already have 3D or an earlier fit.")
 @click.option("--id", "ann_ids", type=int, multiple=True, help="Fit only these annotation id(s) (repeatable).")
+@ray_option
 def fit_cmd(dataset: Path, device: str, iters: int, batch: int, max_error: float, topology: str,
-            names: tuple[str, ...], overwrite: bool, ann_ids: tuple[int, ...]) -> None:  # fmt: skip
+            names: tuple[str, ...], overwrite: bool, ann_ids: tuple[int, ...], ray_address: str | None) -> None:  # fmt: skip
     """Fit anny (pose, shape, translation) to each person's 2D keypoints through its camera.
 
     \b
@@ -121,6 +132,12 @@ def fit_cmd(dataset: Path, device: str, iters: int, batch: int, max_error: float
     """
     from p2m.annotate import fit_bodies
 
+    if ray_address is not None:
+        from functools import partial
+
+        from p2m.scale.fit import fit
+
+        fit_bodies = partial(fit, address=ray_address)
     stats = fit_bodies(dataset, device=device, iters=iters, batch=batch, max_error_px=max_error, topology=topology,
                 names=names or None, overwrite=overwrite, ann_ids=ann_ids or None)  # fmt: skip
     for problem in stats["problems"][:10]:
