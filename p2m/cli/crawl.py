@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from p2m.cli.ray_option import ray_option
 from p2m.crawler.config import DEFAULT_USER_AGENT
 
 
@@ -54,7 +55,11 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
 @click.option("--person-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Minimum person score with --person-filter mediapipe.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def command(seeds: tuple[str, ...], out: str, resume: bool, no_progress: bool, **options) -> None:
+@ray_option
+@click.option("--actors", type=click.IntRange(min=1), default=None,
+              help="With --ray: crawler actors, hosts split among them [default: one per CPU of the cluster].")
+def command(seeds: tuple[str, ...], out: str, resume: bool, no_progress: bool, ray_address: str | None,
+            actors: int | None, **options) -> None:
     """Harvest images from SEED pages, sitemaps (.xml, .xml.gz, indexes), RSS/Atom feeds or files of URLs.
 
     Polite (robots.txt, Crawl-delay, per-host limits, Retry-After) and resumable: after a crash or
@@ -63,7 +68,14 @@ def command(seeds: tuple[str, ...], out: str, resume: bool, no_progress: bool, *
     """
     from p2m.crawler import crawl
 
-    result = crawl(list(seeds), out, resume=resume, progress=not no_progress, **options)
+    if ray_address is not None:
+        from p2m.scale.crawl import crawl as ray_crawl
+
+        result = ray_crawl(list(seeds), out, resume=resume, actors=actors, address=ray_address, **options)
+    elif actors is not None:
+        raise click.BadParameter("needs --ray", param_hint="--actors")
+    else:
+        result = crawl(list(seeds), out, resume=resume, progress=not no_progress, **options)
     counters = result.stats["counters"]
     totals = result.totals
     rows = [
