@@ -230,8 +230,7 @@ def crawl(
     results = ray.get(runs)
     for h in handles:
         ray.kill(h, no_restart=True)
-    reasons = {r["reason"] for r in results}
-    reason = reason if reason != "finished" else ("limits" if "limits" in reasons else "finished")
+    reason = _finish_reason(reason, [r["reason"] for r in results])
     stats, totals = _merge(out, count, results, config)
     run = {**stats, "elapsed_s": round(time.time() - t0, 3), "finish_reason": reason,
            "start_time": t0, "finish_time": time.time()}  # fmt: skip
@@ -246,6 +245,16 @@ def crawl(
     write_json(record_path, record, indent=1)
     return CrawlResult(out=out, manifest=out / MANIFEST, finish_reason=reason, stats=run, totals=totals,
                        images_stored=totals.get("stored_files", 0), elapsed_s=run["elapsed_s"])  # fmt: skip
+
+
+def _finish_reason(driver: str, actors: list[str]) -> str:
+    """Why the crawl ended: the driver's reason, else the first limit an actor met, else ``finished``."""
+    if driver != "finished":
+        return driver
+    for reason in ("interrupted", "max_images", "max_pages", "limits"):
+        if reason in actors:
+            return reason
+    return "finished"
 
 
 def _wait(handles: list[Any], runs: list[Any], config: CrawlConfig) -> str:
@@ -311,7 +320,8 @@ class _Journals:
                 if r["sha256"] in taken or (r["fetched_at"] or 0.0) > first[r["sha256"]]:
                     r = {**r, "status": "duplicate"}
                     self.cross_duplicates += 1
-                taken.add(r["sha256"])
+                else:
+                    taken.add(r["sha256"])
             yield r
 
 

@@ -100,10 +100,11 @@ def test_ray_crawl_is_polite_per_host_across_actors(trap_crawls):
             active += step
             most = max(most, active)
         assert most <= FAST["per_host"], f"host {host}: {most} requests at once"
-    # host B: Crawl-delay 0.3 s for our token, so its requests start at least 0.3 s apart (minus clock slack)
+    # host B: Crawl-delay 0.3 s for our token: one request at a time, 0.3 s apart. Server-side times carry
+    # scheduling noise (as in the crawler's own politeness test), so single gaps get half; a missing delay fails.
     starts = sorted(r.start for r in log if r.port == site.ports[B])
-    assert len(starts) >= 4
-    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.3 - 0.02
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(gaps) >= 3 and min(gaps) >= 0.15 and starts[-1] - starts[0] >= 0.8 * 0.3 * len(gaps)
 
 
 def _slow_site(hosts: int = 4, pages: int = 6) -> tuple[Site, list[str]]:
@@ -149,7 +150,8 @@ def test_killed_actor_is_restarted_and_loses_nothing(ray_cluster, tmp_path):
         assert len(rows) == len({r["url"] for r in rows}) and _outcome(rows) == expected
         fetched = Counter((r.port, r.path) for r in site.requests() if r.path != "/robots.txt")
         assert len(fetched) == len(rows)
-        assert sum(n - 1 for n in fetched.values()) <= 2  # fetched again: at most what was in flight (1 per host)
+        # fetched again: at most what the killed actor had in flight (fetching, or checking and storing)
+        assert sum(n - 1 for n in fetched.values()) <= FAST["concurrency"]
     finally:
         site.stop()
 
