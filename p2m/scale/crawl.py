@@ -48,6 +48,8 @@ JOURNALS = "journals"
 OUTBOX = "outbox.sqlite"
 #: Seconds between the driver's looks at the actors.
 POLL_S = 0.25
+#: Seconds between progress lines in the log.
+PROGRESS_S = 10.0
 
 
 def owner(url: str, actors: int) -> int:
@@ -262,6 +264,7 @@ def _wait(handles: list[Any], runs: list[Any], config: CrawlConfig) -> str:
     import ray
 
     quiet, last_sent, reason = 0, -1, "finished"
+    said = time.monotonic()
     try:
         while True:
             done, _ = ray.wait(runs, num_returns=len(runs), timeout=POLL_S)
@@ -270,6 +273,10 @@ def _wait(handles: list[Any], runs: list[Any], config: CrawlConfig) -> str:
             status = ray.get([h.status.remote() for h in handles])
             images = sum(s["images"] for s in status)
             pages = sum(s["pages"] for s in status)
+            if time.monotonic() - said > PROGRESS_S:
+                said = time.monotonic()
+                logger.info("crawl: %d images stored, %d pages read, %d of %d actors idle", images, pages,
+                            sum(s["idle"] for s in status), len(status))  # fmt: skip
             if config.max_images is not None and images >= config.max_images:
                 reason = "max_images"
             elif config.max_pages is not None and pages >= config.max_pages and all(s["idle"] for s in status):
