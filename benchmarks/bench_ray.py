@@ -83,19 +83,24 @@ def serve(n_images: int, n_hosts: int, latency: float, ready_file: str) -> None:
 
 # -- the stages -------------------------------------------------------------------------------------------
 def bench_stages(tmp: Path, args: argparse.Namespace) -> None:
-    from p2m.annotate.detect import detect
-    from p2m.annotate.fit import fit
-    from p2m.annotate.fit_solver import SolverOptions
-    from p2m.annotate.synth import SynthOptions, synth
-    from p2m.layout import subject_file
-    from p2m.scale import common
-    from p2m.scale.detect import detect as ray_detect
-    from p2m.scale.fit import fit as ray_fit
+    from p2m.annotate.synth import SynthOptions
+
+    stages = set(args.stages.split(","))
+    opts = SynthOptions(num=args.synth, poses="cmu-train", subjects=8, seed=1)
+    if stages & {"synth", "shard"}:
+        bench_synth_shard(tmp, args, opts)
+    if "detect" in stages:
+        bench_detect(tmp, args)
+    if "fit" in stages:
+        bench_fit(tmp, args)
+
+
+def bench_synth_shard(tmp: Path, args: argparse.Namespace, opts) -> None:
+    from p2m.annotate.synth import synth
     from p2m.scale.shard import build_shards as ray_build_shards
     from p2m.scale.synth import synth as ray_synth
     from p2m.shards import build_shards
 
-    opts = SynthOptions(num=args.synth, poses="cmu-train", subjects=8, seed=1)
     local, _ = timed(lambda: synth(tmp / "synth-local", opts, progress=False))
     ray, stats = timed(lambda: ray_synth(tmp / "synth-ray", opts, progress=False))
     emit("ray", f"synth wall s ({args.synth} pose-only samples, h36m cameras, 8 subjects)", round(ray, 2), "s", LOCAL,
@@ -106,6 +111,12 @@ def bench_stages(tmp: Path, args: argparse.Namespace) -> None:
     emit("ray", f"shard wall s ({args.synth} pose-only samples, 8 subjects)", round(ray, 2), "s",
          LOCAL + " (--workers 1)", round(local, 2), higher_is_better=False, note="one Ray task per subject")
 
+
+def bench_detect(tmp: Path, args: argparse.Namespace) -> None:
+    from p2m.annotate.detect import detect
+    from p2m.annotate.synth import SynthOptions, synth
+    from p2m.scale.detect import detect as ray_detect
+
     photos = SynthOptions(num=args.photos, poses="cmu-train", cameras="random", images=True, image_size=256, seed=2)
     synth(tmp / "photos", photos, progress=False)
     src = tmp / "photos" / "images"
@@ -114,6 +125,18 @@ def bench_stages(tmp: Path, args: argparse.Namespace) -> None:
     emit("ray", f"annotate detect wall s ({args.photos} rendered 256 px photos, MediaPipe)", round(ray, 2), "s",
          LOCAL, round(local, 2), higher_is_better=False, note="tasks of a few images; MediaPipe loaded once per worker")
 
+
+
+def bench_fit(tmp: Path, args: argparse.Namespace) -> None:
+    import torch
+
+    from p2m.annotate.fit import fit
+    from p2m.annotate.fit_solver import SolverOptions
+    from p2m.annotate.synth import SynthOptions, synth
+    from p2m.layout import subject_file
+    from p2m.scale import common
+    from p2m.scale.fit import fit as ray_fit
+
     people = tmp / "fit-local"
     synth(people, SynthOptions(num=args.people, poses="cmu-eval", cameras="random", seed=3), progress=False)
     for kind in ("joint_3d", "body_param"):
@@ -121,10 +144,19 @@ def bench_stages(tmp: Path, args: argparse.Namespace) -> None:
     shutil.copytree(people, tmp / "fit-ray")
     solver = SolverOptions(candidates=8)
     fopts = dict(iters=40, batch=max(1, args.people // 4), options=solver, progress=False)
+    shutil.copytree(people, tmp / "fit-one-thread")
+    threads = torch.get_num_threads()
     local, _ = timed(lambda: fit(people, device="cpu", **fopts))
+    torch.set_num_threads(1)
+    local_1, _ = timed(lambda: fit(tmp / "fit-one-thread", device="cpu", **fopts))
+    torch.set_num_threads(threads)
     ray, _ = timed(lambda: ray_fit(tmp / "fit-ray", **fopts))
-    emit("ray", f"annotate fit wall s ({args.people} people, 40 iters, 4 chunks)", round(ray, 2), "s", LOCAL,
-         round(local, 2), higher_is_better=False, note=f"CPU; {int(common.cluster_cpus())} Ray CPUs")
+    what = f"annotate fit wall s ({args.people} people, 40 iters, 4 chunks)"
+    note = f"CPU; {int(common.cluster_cpus())} Ray CPUs, each worker 1 torch thread"
+    emit("ray", what, round(ray, 2), "s", LOCAL + f" (torch {threads} threads)", round(local, 2),
+         higher_is_better=False, note=note)
+    emit("ray", what, round(ray, 2), "s", LOCAL + " (torch 1 thread)", round(local_1, 2), higher_is_better=False,
+         note=note)
 
 
 def bench_crawl(tmp: Path, args: argparse.Namespace) -> None:
@@ -172,6 +204,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--skip-stages", action="store_true")
+    parser.add_argument("--stages", default="synth,shard,detect,fit", help="which stages to time")
     parser.add_argument("--skip-crawl", action="store_true")
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
