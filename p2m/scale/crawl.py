@@ -104,6 +104,7 @@ class CrawlActor:
         self.peers: list[Any] = []
         self.in_flight: set[int] = set()
         self.sent = 0
+        self.closed = False
 
     async def run(self) -> dict[str, Any]:
         """Crawl until :meth:`stop`; returns why it ended, this run's stats and the journal's counts."""
@@ -118,6 +119,7 @@ class CrawlActor:
         if reason == "finished" and self.crawler.scheduler is not None and self.crawler.scheduler.queued():
             reason = "limits"
         self.stats.finish(reason)
+        self.closed = True
         self.frontier.close()
         self.outbox.close()
         if self.person_filter is not None:
@@ -132,8 +134,9 @@ class CrawlActor:
         return self.crawler.add_seeds(urls)
 
     async def receive(self, news: list[NewUrl]) -> int:
-        """URLs of this actor's hosts found by another actor (already known ones are dropped)."""
-        return self.crawler.add_urls(news)
+        """URLs of this actor's hosts found by another actor (already known ones are dropped); -1 when this
+        actor's run is over (the sender keeps them in its outbox for the next run)."""
+        return -1 if self.closed else self.crawler.add_urls(news)
 
     async def status(self) -> dict[str, Any]:
         return {"idle": self.crawler.idle(), "in_flight": len(self.in_flight), "images": self.crawler.images_stored,
@@ -160,8 +163,8 @@ class CrawlActor:
 
     async def _delivered(self, row: int, ref: Any) -> None:
         try:
-            await ref
-            self.outbox.done(row)
+            if await ref >= 0:
+                self.outbox.done(row)
         except Exception as exc:  # noqa: BLE001 - kept in the outbox, resent on the next run
             logger.warning("actor %d: URLs for another actor not delivered (%s); kept for the next run",
                            self.index, exc)  # fmt: skip
