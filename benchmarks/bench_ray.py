@@ -130,8 +130,8 @@ def bench_detect(tmp: Path, args: argparse.Namespace) -> None:
 def bench_fit(tmp: Path, args: argparse.Namespace) -> None:
     import torch
 
-    from p2m.annotate import fit as fit_module
-    from p2m.annotate.fit import fit
+    import p2m.annotate.fit as fit_module
+    from p2m.annotate.fit import fit_bodies as fit
     from p2m.annotate.fit_solver import SolverOptions
     from p2m.annotate.synth import SynthOptions, synth
     from p2m.layout import subject_file
