@@ -101,7 +101,7 @@ class CrawlActor:
         self.crawler = Crawler(self.out, self.config, self.frontier, scope, self.stats, self.person_filter)
         self.crawler.route = self._route
         self.crawler.linger = True
-        self.peers: list[Any] = []
+        self.peers: dict[int, Any] = {}  # actor handles by index, looked up by name on first use
         self.in_flight: set[int] = set()
         self.sent = 0
         self.closed = False
@@ -110,7 +110,6 @@ class CrawlActor:
         """Crawl until :meth:`stop`; returns why it ended, this run's stats and the journal's counts."""
         import ray
 
-        self.peers = [ray.get_actor(actor_name(self.group, i)) for i in range(self.count)]
         for row, dest, news in self.outbox.pending():  # what a killed predecessor may not have delivered
             self._send(row, dest, news)
         reason = await self.crawler.run()
@@ -158,6 +157,10 @@ class CrawlActor:
     def _send(self, row: int, dest: int, news: list[NewUrl]) -> None:
         self.in_flight.add(row)
         self.sent += len(news)
+        if dest not in self.peers:
+            import ray
+
+            self.peers[dest] = ray.get_actor(actor_name(self.group, dest))
         ref = self.peers[dest].receive.remote(news)
         asyncio.ensure_future(self._delivered(row, ref))
 
