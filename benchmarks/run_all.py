@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "detect": ("bench_detect.py", [], []),
     "infer": ("bench_infer.py", [], ["--num", "500"]),
     "refine": ("bench_refine.py", ["--out", "/tmp/p2m-refine"], ["--num", "16", "--out", "/tmp/p2m-refine"]),
+    "ray": ("bench_ray.py", [], ["--synth", "500", "--photos", "8", "--people", "4", "--urls", "2000", "--hosts", "16"]),
 }
 
 

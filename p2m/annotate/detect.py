@@ -284,6 +284,27 @@ def _decoded(items: Sequence[SourceImage], ahead: int = DECODE_AHEAD) -> Iterato
 # ----------------------------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------------------------
+def detect_images(
+    items: Sequence[SourceImage], images_dir: Path, detector: Any, min_score: float = MIN_PERSON_SCORE
+) -> tuple[list[list[tuple[Any, dict[str, Any], list[dict[str, Any]]]] | str], Counter]:
+    """Place and annotate a batch of images: the unit a local run and ``detect --ray`` workers share.
+
+    Returns:
+        Per item, in order, its frames (see :func:`_frames`, numbered from 0: the writer adds the next free
+        index, in order) or the ``"path: reason"`` line of an unreadable image; and the batch's stats.
+    """
+    stats: Counter = Counter()
+    out: list[list[tuple[Any, dict[str, Any], list[dict[str, Any]]]] | str] = []
+    for item, photo in _decoded(items):
+        if isinstance(photo, ImageReadError):
+            logger.error("skipped: %s", photo)
+            stats["images/unreadable"] += 1
+            out.append(str(photo))
+        else:
+            out.append(_frames(item, photo, detector, images_dir, 0, min_score, stats))
+    return out, stats
+
+
 def detect(
     src: str | Path,
     out: str | Path,
@@ -294,6 +315,7 @@ def detect(
     progress: bool | None = None,
     max_people: int = 20,
     grid: int = 2,
+    map_batches: Any = None,
 ) -> dict[str, Any]:
     """Detect 2D keypoints on every image of ``src`` and add them to the dataset ``out`` under ``name``.
 
@@ -312,6 +334,8 @@ def detect(
         progress: show a tqdm bar (None: only on a terminal).
         max_people: most people per image; 1 runs the legacy single-person solution.
         grid: largest tile grid of the multi-person search (1: whole image only; see ``multi_pose``).
+        map_batches: ``(detector description, executor)`` to detect elsewhere (``p2m annotate detect --ray``):
+            the executor yields ``(results, stats)`` of :func:`detect_images` per batch of images, in order.
 
     Returns:
         Stats with slash keys: ``images/total``, ``images/person``, ``people`` (annotations written), ``images/no_person``, ``images/unreadable``,
@@ -322,6 +346,8 @@ def detect(
     Raises:
         P2MError: ``src`` is not a folder, the manifest is unreadable, mediapipe is missing.
     """
+    from contextlib import nullcontext
+
     from tqdm import tqdm
 
     if batch < 1:
@@ -334,34 +360,39 @@ def detect(
     todo = [it for it in items if it.rel not in done]
     stats["images/total"] = len(items)
     stats["images/already_done"] = len(items) - len(todo)
-    no_person: list[str] = []
-    unreadable: list[str] = []
     images_dir = out / IMAGES_DIR
-    frames: list[tuple[Any, dict[str, Any], list[dict[str, Any]]]] = []
     if max_people < 1:
         raise ValueError(f"max_people {max_people}, expected >= 1")
-    with _detector(max_people, grid, model_complexity) as detector, tqdm(
+    batches = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+    with (nullcontext() if map_batches else make_detector(max_people, grid, model_complexity)) as detector, tqdm(
         total=len(todo), desc="detect", unit="img", disable=None if progress is None else not progress
     ) as bar:
-        for k, (item, photo) in enumerate(_decoded(todo), start=1):
-            bar.update(1)
-            if isinstance(photo, ImageReadError):
-                logger.error("skipped: %s", photo)
-                stats["images/unreadable"] += 1
-                unreadable.append(str(photo))
-            else:
-                found = _frames(item, photo, detector, images_dir, next_idx, min_score, stats)
-                if not found[0][2]:
-                    no_person.append(found[0][1]["file_name"])
-                frames += found
-                next_idx += len(found)
-            if k % batch == 0 or k == len(todo):
-                info = _merged_info(out, name, detector, min_score, no_person, unreadable)
-                with DatasetWriter(out, name, info=info) as writer:
-                    for cam, image, anns in frames:
-                        writer.add_camera(SUBJECT, image["cam_idx"], cam)
-                        writer.add_frame(SUBJECT, image, anns)
-                frames, no_person, unreadable = [], [], []
+        if map_batches:
+            described, executor = map_batches
+            results = executor(batches)
+        else:
+            described = detector.description
+            results = (detect_images(b, images_dir, detector, min_score) for b in batches)
+        for found, batch_stats in results:
+            stats.update(batch_stats)
+            bar.update(len(found))
+            frames, no_person, unreadable = [], [], []
+            for result in found:
+                if isinstance(result, str):
+                    unreadable.append(result)
+                    continue
+                for cam, image, anns in result:  # numbered from 0 by the worker: cam_idx per image, frame per person
+                    image["frame_idx"] += next_idx
+                    image["cam_idx"] = next_idx
+                    frames.append((cam, image, anns))
+                if not result[0][2]:
+                    no_person.append(result[0][1]["file_name"])
+                next_idx += len(result)
+            info = _merged_info(out, name, described, min_score, no_person, unreadable)
+            with DatasetWriter(out, name, info=info) as writer:
+                for cam, image, anns in frames:
+                    writer.add_camera(SUBJECT, image["cam_idx"], cam)
+                    writer.add_frame(SUBJECT, image, anns)
     result: dict[str, Any] = dict(sorted(stats.items()))
     info = read_json(info_file(out, name)) if info_file(out, name).exists() else {}
     result["no_person"] = info.get("detect", {}).get("no_person", [])
@@ -373,7 +404,8 @@ def detect(
     return result
 
 
-def _detector(max_people: int, grid: int, model_complexity: int) -> Any:
+def make_detector(max_people: int, grid: int, model_complexity: int) -> Any:
+    """The detector :func:`detect` uses for these settings (a context manager with ``people`` and ``description``)."""
     if max_people == 1:
         return MediaPipePose(model_complexity)
     MediaPipePose.check_installed()
@@ -431,7 +463,7 @@ def _already_recorded(out: Path, name: str) -> tuple[set[str], int]:
 
 
 def _merged_info(
-    out: Path, name: str, detector: Any, min_score: float, no_person: list[str], unreadable: list[str]
+    out: Path, name: str, detector: str, min_score: float, no_person: list[str], unreadable: list[str]
 ) -> dict[str, Any]:
     """The ``detect`` section of ``{name}_info.json``, with this batch's lists appended to the stored ones."""
     path = info_file(out, name)
@@ -439,7 +471,7 @@ def _merged_info(
     section = old.get("detect", {}) if isinstance(old, dict) else {}
     return {
         "detect": {
-            "detector": detector.description,
+            "detector": detector,
             "visibility": {"visible_score": VISIBLE_SCORE, "labelled_score": LABELLED_SCORE},
             "min_person_score": min_score,
             "min_keypoints": MIN_KEYPOINTS,

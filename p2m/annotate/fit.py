@@ -443,6 +443,20 @@ def _fitter(device, topology: str, options: SolverOptions):
     return fitter
 
 
+def fit_people(people: Sequence[Sequence[View]], device: str, topology: str,
+               options: SolverOptions) -> tuple[list[Any], str, str]:  # fmt: skip
+    """Fit one chunk of people (a list of views each): the unit a local run and ``fit --ray`` workers share.
+
+    Returns:
+        The :class:`~p2m.annotate.fit_solver.FitResult` per person, the output topology and the rig.
+    """
+    import torch
+
+    fitter = _fitter(resolve_device(device), topology, options)
+    with torch.enable_grad():
+        return fitter.fit(people), fitter.topology, fitter.body.rig
+
+
 def fit_bodies(
     dataset: str | Path,
     *,
@@ -456,6 +470,7 @@ def fit_bodies(
     options: SolverOptions | None = None,
     progress: bool | None = None,
     ann_ids: Collection[int] | None = None,
+    map_chunks: Any = None,
 ) -> dict[str, Any]:
     """Fit the body model to every person annotation of ``dataset`` and write 3D joints and body parameters.
 
@@ -472,6 +487,8 @@ def fit_bodies(
         progress: tqdm bar (None: only on a terminal).
         ann_ids: fit only these annotation ids (the others are left as they are), e.g. the people a merge of
             corrected keypoints changed.
+        map_chunks: an ordered executor ``map_chunks(fit_people, args)`` that yields :func:`fit_people` of each
+            argument tuple elsewhere (``p2m annotate fit --ray``); its ``device`` is the worker's choice.
 
     Returns:
         Stats with slash keys (``annotations/total``, ``annotations/fitted``, ``annotations/valid``,
@@ -483,7 +500,6 @@ def fit_bodies(
     Raises:
         P2MError: unreadable or malformed files (naming file, record and field), a missing camera, a bad device.
     """
-    import torch
     from tqdm import tqdm
 
     from p2m.body import resolve_topology
@@ -494,7 +510,7 @@ def fit_bodies(
     if not max_error_px > 0:
         raise ValueError(f"max_error_px {max_error_px}: expected > 0")
     topo = resolve_topology(topology).name
-    dev = resolve_device(device)
+    dev = resolve_device(device) if map_chunks is None else device
     ds = Dataset(dataset)
     unknown = sorted(set(names or ()) - set(ds.names))
     if unknown:
@@ -514,15 +530,15 @@ def fit_bodies(
             stats["subjects/written"] += 1
     errors: list[float] = []
     if jobs:
-        fitter = _fitter(dev, topo, replace(options or SolverOptions(), iters=iters))
+        solver = replace(options or SolverOptions(), iters=iters)
+        chunks = [jobs[start : start + batch] for start in range(0, len(jobs), batch)]
+        args = [([[ob.view for ob in job.obs] for job in chunk], str(dev), topo, solver) for chunk in chunks]
+        fitted = map_chunks(fit_people, args) if map_chunks is not None else (fit_people(*a) for a in args)
         people = sum(len(j.obs) for j in jobs)
         with tqdm(total=people, desc="fit", unit="person", disable=None if progress is None else not progress) as bar:
-            for start in range(0, len(jobs), batch):
-                chunk = jobs[start : start + batch]
-                with torch.enable_grad():
-                    results = fitter.fit([[ob.view for ob in job.obs] for job in chunk])
+            for chunk, (results, out_topology, rig) in zip(chunks, fitted):
                 for job, result in zip(chunk, results):
-                    errors += _apply(job, result, fitter.topology, fitter.body.rig, max_error_px, stats)
+                    errors += _apply(job, result, out_topology, rig, max_error_px, stats)
                     stats["frames/fitted"] += 1
                     job.subject.pending -= 1
                     if job.subject.pending == 0:

@@ -7,7 +7,8 @@ regressed joints), the camera, the world 3D joints in mm and the body parameters
 With ``images=True`` the posed mesh is rendered shaded, depth-tested, over a procedural background, and joints
 hidden behind the body are marked v=1 (labelled, not visible).
 
-Same arguments and seed give the same bytes: every random draw comes from one seeded generator, in order.
+Same arguments and seed give the same bytes: every random draw of a batch of frames comes from a generator
+seeded by (seed, batch), so batches can be made anywhere (``p2m synth --ray``) and written in order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import io
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,23 +149,7 @@ def _pose_source(spec: str):
     return load_pose_source(spec)
 
 
-def synth(out: str | Path, options: SynthOptions, progress: bool | None = None) -> dict[str, Any]:
-    """Write a synthetic dataset into ``out`` (Contract 1) and return its stats.
-
-    Args:
-        out: the dataset folder (created; an existing dataset of the same name is extended).
-        options: what to make (see :class:`SynthOptions`). ``num`` counts images (= person annotations).
-        progress: show a progress bar (None: only on a terminal).
-
-    Returns:
-        ``{"images", "frames", "subjects", "seconds", "poses", ...}``.
-    """
-    import torch
-    from tqdm import tqdm
-
-    from p2m.body import create
-
-    opts = options
+def _check(opts: SynthOptions) -> None:
     if opts.num < 1:
         raise P2MError(f"--num {opts.num}: expected at least 1 image")
     if opts.cameras not in CAMERA_MODES:
@@ -172,111 +158,189 @@ def synth(out: str | Path, options: SynthOptions, progress: bool | None = None) 
         raise P2MError(f"--subjects {opts.subjects}: expected between 1 and --num ({opts.num})")
     if opts.first_subject < 1:
         raise P2MError(f"first_subject {opts.first_subject}: expected a subject number >= 1")
+    if opts.batch_size < 1:
+        raise P2MError(f"batch_size {opts.batch_size}: expected at least 1")
+
+
+def num_batches(options: SynthOptions) -> int:
+    """How many batches :func:`synth` makes: the units :class:`Synthesizer` works on (and Ray tasks share)."""
+    views = 4 if options.cameras == "h36m" else 1
+    return math.ceil(math.ceil(options.num / views) / options.batch_size)
+
+
+class Synthesizer:
+    """Makes the records of one batch of frames at a time, independently of every other batch.
+
+    Every random draw of batch ``b`` comes from a generator seeded by ``(seed, b)`` (the four H36M cameras of a
+    subject from ``(seed, subject)``), so batches can be made in any order, in any process, and
+    :func:`write_records` in batch order gives the same bytes. Images (``options.images``) are written to
+    ``out/images`` here; the annotations are returned as records.
+    """
+
+    def __init__(self, out: str | Path, options: SynthOptions) -> None:
+        from p2m.body import create
+
+        _check(options)
+        self.out, self.opts = Path(out), options
+        self.source = _pose_source(options.poses)
+        self.body = create("anny", topology=options.topology)
+        self.faces = self.body.faces.cpu().numpy()
+        self.views = 4 if options.cameras == "h36m" else 1
+        self.size = H36M_IMAGE_SIZE if options.cameras == "h36m" else (options.image_size, options.image_size)
+        self.num_frames = math.ceil(options.num / self.views)
+        # Contiguous blocks of frames per subject, like Human3.6M's per-subject sessions.
+        block = np.minimum(np.arange(self.num_frames) * options.subjects // self.num_frames, options.subjects - 1)
+        self.subject_of = block + options.first_subject
+        self.first_frame = {int(s): int(np.argmax(self.subject_of == s)) for s in np.unique(self.subject_of)}
+
+    def info(self) -> dict[str, Any]:
+        """The dataset facts for ``{name}_info.json``."""
+        return {
+            "description": "synthetic people rendered from the anny body model (p2m synth)",
+            "body_model": f"anny {self.body.rig} {self.body.topology}",
+            "poses": getattr(self.source, "description", self.opts.poses),
+            "cameras": self.opts.cameras,
+            "seed": self.opts.seed,
+            "license": "CC0-1.0 (anny/MakeHuman assets); poses: see 'poses'",
+        }
+
+    def subject_cameras(self, subject: int) -> list[Camera]:
+        return h36m_cameras(np.random.default_rng([self.opts.seed, 1, subject]), np.array([0.0, 0.0, 900.0]))
+
+    def batch(self, index: int) -> list[tuple]:
+        """Records of batch ``index``: ``("camera", subject, cam_idx, Camera)`` and
+        ``("frame", subject, image, annotations, joints_3d_world, body_param)``, in writing order."""
+        import torch
+
+        opts, body, size = self.opts, self.body, self.size
+        rng = np.random.default_rng([opts.seed, 0, index])
+        start = index * opts.batch_size
+        n = min(opts.batch_size, self.num_frames - start)
+        pose = np.asarray(self.source.sample(n, rng), dtype=np.float64).reshape(n, body.num_bones, 3)
+        heading = rng.uniform(-math.pi, math.pi, size=n)
+        root = _rotz(heading) @ _rotvec_to_matrix(pose[:, 0])
+        pose[:, 0] = _matrix_to_rotvec(root)
+        shape = sample_shapes(n, rng)
+        floor_xy = rng.uniform(-400.0, 400.0, size=(n, 2)) / 1000.0
+        # One thread: float32 sums then do not depend on how many threads a process has, so a Ray worker rounds
+        # exactly like a local run (and for batches this small one thread is also the fastest, measured).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                result = body(torch.as_tensor(pose, dtype=torch.float32),
+                              torch.as_tensor(shape, dtype=torch.float32))  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
+        verts = result.vertices.double().numpy()
+        joints = result.joints.double().numpy()
+        kps = result.keypoints.double().numpy()
+        # Feet on the floor (z = 0), body near the origin.
+        trans = np.concatenate([floor_xy, -verts[:, :, 2].min(1, keepdims=True)], axis=1)
+        records: list[tuple] = []
+        for i in range(n):
+            frame = start + i
+            subject = int(self.subject_of[frame])
+            fidx = frame - self.first_frame[subject]
+            joints_mm = (joints[i] + trans[i]) * 1000.0
+            kps_mm = (kps[i] + trans[i]) * 1000.0
+            verts_mm = (verts[i] + trans[i]) * 1000.0
+            if opts.cameras == "h36m":
+                cams = list(enumerate(self.subject_cameras(subject), start=1))
+                if fidx == 0:
+                    records += [("camera", subject, ci, cam) for ci, cam in cams]
+            else:
+                cam = random_camera(rng, joints_mm, opts.image_size)
+                cams = [(fidx + 1, cam)]
+                records.append(("camera", subject, fidx + 1, cam))
+            body_param = {
+                "model": "anny", "rig": body.rig, "topology": body.topology,
+                "pose": _round(pose[i].reshape(-1), 6), "shape": _round(shape[i], 6),
+                "trans": _round(trans[i], 6),
+            }  # fmt: skip
+            for view, (cam_idx, cam) in enumerate(cams):
+                if frame * self.views + view >= opts.num:
+                    break
+                j2d = cam.project(joints_mm)
+                k2d = cam.project(kps_mm)
+                j_vis = _visibility(j2d, size)
+                k_vis = _visibility(k2d, size)
+                rel = f"{opts.name}/s{subject:02d}/c{cam_idx:02d}/{fidx:06d}.jpg"
+                if opts.images:
+                    from p2m.render import procedural_background, render_mesh
+
+                    cam_verts = cam.world_to_camera(verts_mm)
+                    render = render_mesh(cam_verts, self.faces, cam.f, cam.c, size,
+                                         background=procedural_background(size[0], size[1], rng),
+                                         cull_backfaces=True)  # fmt: skip
+                    j_vis = _occlusion(j_vis, j2d, cam.world_to_camera(joints_mm)[:, 2], render.depth)
+                    k_vis = _occlusion(k_vis, k2d, cam.world_to_camera(kps_mm)[:, 2], render.depth)
+                    _write_jpeg(self.out / IMAGES_DIR / rel, render.image, opts.jpeg_quality)
+                bbox = bbox_from_joints(np.concatenate([k2d, j2d]), image_size=size)
+                image = {
+                    "file_name": rel, "width": size[0], "height": size[1], "action_idx": 1,
+                    "subaction_idx": 1, "cam_idx": cam_idx, "frame_idx": fidx, "synthetic": True,
+                }  # fmt: skip
+                ann = {
+                    "bbox": _round(bbox, 2),
+                    "keypoints": np.concatenate([np.round(k2d, 3), k_vis[:, None]], axis=1),
+                    "joints_2d_h36m": np.concatenate([np.round(j2d, 3), j_vis[:, None]], axis=1),
+                }
+                records.append(("frame", subject, image, [ann], np.round(joints_mm, 3), body_param))
+        return records
+
+
+def write_records(writer: DatasetWriter, records: list[tuple]) -> int:
+    """Add one batch's records (see :meth:`Synthesizer.batch`) to ``writer``; returns the images added."""
+    images = 0
+    for rec in records:
+        if rec[0] == "camera":
+            writer.add_camera(rec[1], rec[2], rec[3])
+        else:
+            writer.add_frame(rec[1], rec[2], rec[3], joints_3d_world=rec[4], body_param=rec[5])
+            images += 1
+    return images
+
+
+def synth(out: str | Path, options: SynthOptions, progress: bool | None = None,
+          batches: Iterator[list[tuple]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write a synthetic dataset into ``out`` (Contract 1) and return its stats.
+
+    Args:
+        out: the dataset folder (created; an existing dataset of the same name is extended).
+        options: what to make (see :class:`SynthOptions`). ``num`` counts images (= person annotations).
+        progress: show a progress bar (None: only on a terminal).
+        batches: the records of batches ``0 .. num_batches(options) - 1`` in order, made elsewhere (e.g. by Ray
+            workers, :mod:`p2m.scale.synth`); None makes them here.
+
+    Returns:
+        ``{"images", "frames", "subjects", "seconds", "poses", ...}``.
+    """
+    from tqdm import tqdm
+
+    opts = options
+    _check(opts)
     t0 = time.perf_counter()
-    rng = np.random.default_rng(opts.seed)
-    source = _pose_source(opts.poses)
-    body = create("anny", topology=opts.topology)
-    faces = body.faces.cpu().numpy()
-    views = 4 if opts.cameras == "h36m" else 1
-    size = H36M_IMAGE_SIZE if opts.cameras == "h36m" else (opts.image_size, opts.image_size)
-    num_frames = math.ceil(opts.num / views)
-    # Contiguous blocks of frames per subject, like Human3.6M's per-subject sessions.
-    block = np.minimum(np.arange(num_frames) * opts.subjects // num_frames, opts.subjects - 1)
-    subject_of = block + opts.first_subject
-    out = Path(out)
-    info = {
-        "description": "synthetic people rendered from the anny body model (p2m synth)",
-        "body_model": f"anny {body.rig} {body.topology}",
-        "poses": getattr(source, "description", opts.poses),
-        "cameras": opts.cameras,
-        "seed": opts.seed,
-        "license": "CC0-1.0 (anny/MakeHuman assets); poses: see 'poses'",
-    }
-    writer = DatasetWriter(out, opts.name, info=info)
-    subject_cams: dict[int, list[Camera]] = {}
-    frame_counter: dict[int, int] = {}
+    maker = Synthesizer(out, opts)
+    if batches is None:
+        batches = (maker.batch(b) for b in range(num_batches(opts)))
     images_done = 0
     bar = tqdm(total=opts.num, desc="synth", unit="img", disable=None if progress is None else not progress)
-    with writer:
-        for start in range(0, num_frames, opts.batch_size):
-            n = min(opts.batch_size, num_frames - start)
-            pose = np.asarray(source.sample(n, rng), dtype=np.float64).reshape(n, body.num_bones, 3)
-            heading = rng.uniform(-math.pi, math.pi, size=n)
-            root = _rotz(heading) @ _rotvec_to_matrix(pose[:, 0])
-            pose[:, 0] = _matrix_to_rotvec(root)
-            shape = sample_shapes(n, rng)
-            floor_xy = rng.uniform(-400.0, 400.0, size=(n, 2)) / 1000.0
-            with torch.inference_mode():
-                result = body(torch.as_tensor(pose, dtype=torch.float32), torch.as_tensor(shape, dtype=torch.float32))
-            verts = result.vertices.double().numpy()
-            joints = result.joints.double().numpy()
-            kps = result.keypoints.double().numpy()
-            # Feet on the floor (z = 0), body near the origin.
-            trans = np.concatenate([floor_xy, -verts[:, :, 2].min(1, keepdims=True)], axis=1)
-            for i in range(n):
-                frame = start + i
-                subject = int(subject_of[frame])
-                fidx = frame_counter.get(subject, 0)
-                frame_counter[subject] = fidx + 1
-                joints_mm = (joints[i] + trans[i]) * 1000.0
-                kps_mm = (kps[i] + trans[i]) * 1000.0
-                verts_mm = (verts[i] + trans[i]) * 1000.0
-                if opts.cameras == "h36m":
-                    if subject not in subject_cams:
-                        subject_cams[subject] = h36m_cameras(rng, np.array([0.0, 0.0, 900.0]))
-                        for ci, cam in enumerate(subject_cams[subject], start=1):
-                            writer.add_camera(subject, ci, cam)
-                    cams = list(enumerate(subject_cams[subject], start=1))
-                else:
-                    cam = random_camera(rng, joints_mm, opts.image_size)
-                    cam_idx = fidx + 1
-                    writer.add_camera(subject, cam_idx, cam)
-                    cams = [(cam_idx, cam)]
-                body_param = {
-                    "model": "anny", "rig": body.rig, "topology": body.topology,
-                    "pose": _round(pose[i].reshape(-1), 6), "shape": _round(shape[i], 6),
-                    "trans": _round(trans[i], 6),
-                }  # fmt: skip
-                for cam_idx, cam in cams:
-                    if images_done >= opts.num:
-                        break
-                    j2d = cam.project(joints_mm)
-                    k2d = cam.project(kps_mm)
-                    j_vis = _visibility(j2d, size)
-                    k_vis = _visibility(k2d, size)
-                    rel = f"{opts.name}/s{subject:02d}/c{cam_idx:02d}/{fidx:06d}.jpg"
-                    if opts.images:
-                        from p2m.render import procedural_background, render_mesh
-
-                        cam_verts = cam.world_to_camera(verts_mm)
-                        render = render_mesh(cam_verts, faces, cam.f, cam.c, size,
-                                             background=procedural_background(size[0], size[1], rng),
-                                             cull_backfaces=True)  # fmt: skip
-                        j_vis = _occlusion(j_vis, j2d, cam.world_to_camera(joints_mm)[:, 2], render.depth)
-                        k_vis = _occlusion(k_vis, k2d, cam.world_to_camera(kps_mm)[:, 2], render.depth)
-                        _write_jpeg(out / IMAGES_DIR / rel, render.image, opts.jpeg_quality)
-                    bbox = bbox_from_joints(np.concatenate([k2d, j2d]), image_size=size)
-                    image = {
-                        "file_name": rel, "width": size[0], "height": size[1], "action_idx": 1,
-                        "subaction_idx": 1, "cam_idx": cam_idx, "frame_idx": fidx, "synthetic": True,
-                    }  # fmt: skip
-                    ann = {
-                        "bbox": _round(bbox, 2),
-                        "keypoints": np.concatenate([np.round(k2d, 3), k_vis[:, None]], axis=1),
-                        "joints_2d_h36m": np.concatenate([np.round(j2d, 3), j_vis[:, None]], axis=1),
-                    }
-                    writer.add_frame(subject, image, [ann], joints_3d_world=np.round(joints_mm, 3),
-                                     body_param=body_param)  # fmt: skip
-                    images_done += 1
-                    bar.update(1)
+    with DatasetWriter(out, opts.name, info=maker.info()) as writer:
+        for records in batches:
+            done = write_records(writer, records)
+            images_done += done
+            bar.update(done)
     bar.close()
+    if images_done != opts.num:
+        raise P2MError(f"synth: {images_done} images made, expected {opts.num} (a batch is missing)")
     seconds = time.perf_counter() - t0
     stats = {
         "images": images_done,
-        "frames": num_frames,
+        "frames": maker.num_frames,
         "subjects": opts.subjects,
         "cameras": opts.cameras,
-        "poses": getattr(source, "description", opts.poses),
+        "poses": getattr(maker.source, "description", opts.poses),
         "with_images": opts.images,
         "seconds": round(seconds, 2),
         "images_per_second": round(images_done / max(seconds, 1e-9), 1),

@@ -19,6 +19,8 @@ from p2m.cli.common import (
     verbosity,
 )
 
+from p2m.cli.ray_option import ray_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -90,8 +92,9 @@ def validate_cmd(ctx: click.Context, dataset: Path, tolerance_px: float, no_pyco
 @click.option("--tiles", "grid", type=click.IntRange(1, 6), default=2, show_default=True,
               help="Also search N x N overlapping tiles (finds small people; 1: whole image only).")  # fmt: skip
 @progress_option
+@ray_option
 def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch_size: int, max_people: int, grid: int,
-               progress: bool | None) -> None:  # fmt: skip
+               progress: bool | None, ray_address: str | None) -> None:  # fmt: skip
     """Find every person in each image of SRC and write COCO-17 + H36M-17 keypoints, bbox and a camera to OUT.
 
     SRC is a crawl output folder (manifest.parquet + images/) or any folder of images. Each person becomes
@@ -107,10 +110,16 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch_size: in
     if not list_source(src, Counter(), exclude=out):
         raise click.ClickException(f"{src}: no images found; expected a crawl output (manifest.parquet with "
                                    "status ok rows) or a folder of .jpg/.png/.webp images")  # fmt: skip
-    progress = progress_enabled(progress)  # decided before stderr becomes the filter's pipe
-    with native_stderr_filtered(is_mediapipe_routine, logger, live=True):
-        stats = detect(src, out, name=name, min_score=min_score, batch=batch_size, max_people=max_people, grid=grid,
-                       progress=progress)  # fmt: skip
+    if ray_address is not None:
+        from p2m.scale.detect import detect as ray_detect
+
+        stats = ray_detect(src, out, address=ray_address, name=name, min_score=min_score, batch=batch_size,
+                           max_people=max_people, grid=grid)  # fmt: skip
+    else:
+        progress = progress_enabled(progress)  # decided before stderr becomes the filter's pipe
+        with native_stderr_filtered(is_mediapipe_routine, logger, live=True):
+            stats = detect(src, out, name=name, min_score=min_score, batch=batch_size, max_people=max_people,
+                           grid=grid, progress=progress)  # fmt: skip
     click.echo(
         f"{out}: {stats.get('images/person', 0)} images with a person, {stats.get('images/no_person', 0)} "
         f"without, {stats.get('images/unreadable', 0)} unreadable, {stats.get('images/already_done', 0)} "
@@ -133,8 +142,10 @@ def detect_cmd(src: Path, out: Path, name: str, min_score: float, batch_size: in
 @click.option("--overwrite", is_flag=True, help="Refit frames that already have 3D or an earlier fit.")
 @click.option("--id", "ann_ids", type=int, multiple=True, help="Fit only these annotation id(s) (repeatable).")
 @progress_option
+@ray_option
 def fit_cmd(dataset: Path, device: str, iters: int, batch_size: int, max_error: float, topology: str,
-            names: tuple[str, ...], overwrite: bool, ann_ids: tuple[int, ...], progress: bool | None) -> None:  # fmt: skip
+            names: tuple[str, ...], overwrite: bool, ann_ids: tuple[int, ...], progress: bool | None,
+            ray_address: str | None) -> None:  # fmt: skip
     """Fit anny (pose, shape, translation) to each person's 2D keypoints through its camera.
 
     \b
@@ -146,9 +157,16 @@ def fit_cmd(dataset: Path, device: str, iters: int, batch_size: int, max_error: 
     """
     from p2m.annotate import fit_bodies
 
-    stats = fit_bodies(dataset, device=device, iters=iters, batch=batch_size, max_error_px=max_error,
-                       topology=topology, names=names or None, overwrite=overwrite, ann_ids=ann_ids or None,
-                       progress=progress)  # fmt: skip
+    if ray_address is not None:
+        from p2m.scale.fit import fit as ray_fit
+
+        stats = ray_fit(dataset, address=ray_address, device=device, iters=iters, batch=batch_size,
+                        max_error_px=max_error, topology=topology, names=names or None, overwrite=overwrite,
+                        ann_ids=ann_ids or None)  # fmt: skip
+    else:
+        stats = fit_bodies(dataset, device=device, iters=iters, batch=batch_size, max_error_px=max_error,
+                           topology=topology, names=names or None, overwrite=overwrite, ann_ids=ann_ids or None,
+                           progress=progress)  # fmt: skip
     for problem in stats["problems"][:10]:
         click.echo(f"warning {problem}", err=True)
     skipped = sum(v for k, v in stats.items() if k.startswith("annotations/skipped/"))

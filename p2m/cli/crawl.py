@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from p2m.cli.common import progress_option
+from p2m.cli.ray_option import ray_option
 from p2m.crawler.config import DEFAULT_USER_AGENT
 
 
@@ -55,7 +56,11 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
 @click.option("--person-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Minimum person score with --person-filter mediapipe.")
 @progress_option
-def command(seeds: tuple[str, ...], out: str, resume: bool, progress: bool | None, **options) -> None:
+@ray_option
+@click.option("--actors", type=click.IntRange(min=1), default=None,
+              help="With --ray: crawler actors, hosts split among them [default: one per CPU of the cluster].")
+def command(seeds: tuple[str, ...], out: str, resume: bool, progress: bool | None, ray_address: str | None,
+            actors: int | None, **options) -> None:
     """Harvest images from SEED pages, sitemaps (.xml, .xml.gz, indexes), RSS/Atom feeds or files of URLs.
 
     Polite (robots.txt, Crawl-delay, per-host limits, Retry-After) and resumable: after a crash or
@@ -64,7 +69,14 @@ def command(seeds: tuple[str, ...], out: str, resume: bool, progress: bool | Non
     """
     from p2m.crawler import crawl
 
-    result = crawl(list(seeds), out, resume=resume, progress=progress is not False, **options)
+    if ray_address is not None:
+        from p2m.scale.crawl import crawl as ray_crawl
+
+        result = ray_crawl(list(seeds), out, resume=resume, actors=actors, address=ray_address, **options)
+    elif actors is not None:
+        raise click.BadParameter("needs --ray", param_hint="--actors")
+    else:
+        result = crawl(list(seeds), out, resume=resume, progress=progress is not False, **options)
     counters = result.stats["counters"]
     totals = result.totals
     rows = [

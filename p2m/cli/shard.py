@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from p2m.cli.common import progress_option
+from p2m.cli.ray_option import ray_option
 
 WRITE_USAGE = "p2m shard DATASET... --out SHARDS [OPTIONS]"
 
@@ -97,12 +98,20 @@ def command() -> None:
               help="Skip checking each dataset first (the checks of `p2m annotate validate`, less pycocotools and "
                    "the reprojection).")
 @progress_option
+@ray_option
 def write(datasets: tuple[str, ...], out: str, splits: dict[str, str], pose_only: bool, with_meta: bool, crop: bool,
           crop_size: int, crop_margin: float, jpeg_quality: int, max_side: int | None, maxcount: int, maxsize: int,
-          workers: int, overwrite: bool, no_validate: bool, progress: bool | None) -> None:  # fmt: skip
+          workers: int, overwrite: bool, no_validate: bool, progress: bool | None,
+          ray_address: str | None) -> None:  # fmt: skip
     """Write shards + index.json; rerunning the same command resumes an interrupted run."""
     from p2m.shards import build_shards
 
+    if ray_address is not None:
+        from functools import partial
+
+        from p2m.scale.shard import build_shards as ray_build_shards
+
+        build_shards = partial(ray_build_shards, address=ray_address)
     if crop and pose_only:
         raise click.BadParameter("--crop needs --with-images", param_hint="--crop")
     if not no_validate:

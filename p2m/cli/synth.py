@@ -6,6 +6,7 @@ import click
 
 from p2m.annotate.synth import CAMERA_MODES, SynthOptions, synth
 from p2m.cli.common import progress_option
+from p2m.cli.ray_option import ray_option
 
 
 @click.command("synth")
@@ -31,6 +32,7 @@ from p2m.cli.common import progress_option
               help="Body mesh used to regress the joints: full, notoes, 1229, 615, 369.")
 @click.option("--name", default="synth", show_default=True, help="Dataset name (file prefix).")
 @progress_option
+@ray_option
 def command(progress: bool | None, **kwargs) -> None:
     """Make a fully annotated synthetic dataset from the anny body model and real motion capture.
 
@@ -42,7 +44,13 @@ def command(progress: bool | None, **kwargs) -> None:
       p2m synth --out data/synth --num 2000 --subjects 4 --images
     """
     out = kwargs.pop("out")
-    stats = synth(out, SynthOptions(**kwargs), progress=progress)
+    ray_address = kwargs.pop("ray_address")
+    if ray_address is not None:
+        from p2m.scale.synth import synth as ray_synth
+
+        stats = ray_synth(out, SynthOptions(**kwargs), address=ray_address)
+    else:
+        stats = synth(out, SynthOptions(**kwargs), progress=progress)
     click.echo(
         f"synth: {stats['images']} images, {stats['frames']} frames, {stats['subjects']} subject(s) "
         f"in {stats['seconds']} s ({stats['images_per_second']} img/s) -> {out}"

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,6 +78,11 @@ class Crawler:
         self._counted: set[int] = set()
         self.stop_reason: str | None = None
         self.scheduler: Scheduler | None = None
+        #: Hooks for a crawl spread over several crawlers (:mod:`p2m.scale.crawl`): ``route(news)`` returns the
+        #: new URLs this crawler owns and hands the others to theirs; ``linger`` keeps :meth:`run` going when
+        #: idle (URLs may still arrive through :meth:`add_urls`) until :meth:`stop`.
+        self.route: Callable[[list[NewUrl]], list[NewUrl]] | None = None
+        self.linger = False
         self.cpu = _image_pool(config.image_processes)
         self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="p2m-store")  # fsync waits overlap
         self.detector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2m-person")
@@ -86,6 +92,7 @@ class Crawler:
         """Crawl until the frontier is empty, a limit is reached or :meth:`stop` is called; returns why it ended."""
         c = self.config
         self.scheduler = Scheduler(c.concurrency, c.per_host, c.delay, self._admit)
+        self.scheduler.linger = self.linger
         settings = FetchSettings(
             user_agent=c.user_agent, allow_private=c.allow_private, max_bytes=c.max_bytes,
             connect_timeout=c.connect_timeout, read_timeout=c.read_timeout, total_timeout=c.total_timeout,
@@ -132,6 +139,14 @@ class Crawler:
                 continue
             news.append(NewUrl(key, url, guess_kind(url), 0))
         return len(self._enqueue(news))
+
+    def add_urls(self, news: list[NewUrl]) -> int:
+        """Enqueue URLs found elsewhere (by another crawler); returns how many were new."""
+        return len(self._enqueue(news))
+
+    def idle(self) -> bool:
+        """With ``linger``: nothing in flight and nothing that can start (a plain run would have ended)."""
+        return self.scheduler is not None and self.scheduler.idle
 
     # -- workers ------------------------------------------------------------------------------
     def _admit(self, item: Item) -> bool:
@@ -457,6 +472,8 @@ class Crawler:
         return self.scope.why_out(url)
 
     def _enqueue(self, news: list[NewUrl]) -> list[Item]:
+        if self.route is not None:
+            news = self.route(news)
         keep = []
         for new in news:
             why = self._out_of_scope(new.url, new.kind)

@@ -91,6 +91,10 @@ class Scheduler:
         self._idle = 0
         self.active = 0
         self.closed = False
+        #: Keep running when nothing is left (more URLs may be pushed from outside) until :meth:`close`.
+        self.linger = False
+        #: With ``linger``: True while nothing is in flight and nothing can start (what ends a plain run).
+        self.idle = False
 
     # -- queue side --------------------------------------------------------------------------
     def slot_for(self, url: str) -> Slot:
@@ -109,6 +113,7 @@ class Scheduler:
         else:
             heapq.heappush(slot.ready, (PRIORITY.get(item.kind, 3) + item.depth * 0.01, next(self._seq), item))
         self._work[slot.key] = slot
+        self.idle = False
         self._changed.set()
 
     def hold_host(self, slot: Slot, seconds: float) -> None:
@@ -154,11 +159,14 @@ class Scheduler:
             if self.closed:
                 break
             handed, wake, starved = self._dispatch()
+            self.idle = False
             if handed:
                 await asyncio.sleep(0)  # let workers pick up, then scan again
                 continue
             if self.active == 0 and wake is None and not starved and self._out.empty():
-                break
+                if not self.linger:
+                    break
+                self.idle = True
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=wake)
             except asyncio.TimeoutError:

@@ -139,10 +139,24 @@ def run_task(task: SubjectTask, opts: EncodeOptions) -> Iterator[list[Encoded] |
     yield stats
 
 
+def task_items(task: SubjectTask, opts: EncodeOptions) -> list[list[Encoded] | Counter[str]]:
+    """Every item of :func:`run_task` as one list: the unit another executor runs (``p2m shard --ray``)."""
+    return list(run_task(task, opts))
+
+
 def iter_results(
-    tasks: Sequence[SubjectTask], opts: EncodeOptions, workers: int = 1
+    tasks: Sequence[SubjectTask], opts: EncodeOptions, workers: int = 1, map_tasks: Any = None
 ) -> Iterator[tuple[SubjectTask, list[Encoded] | Counter[str]]]:
-    """``(task, chunk or stats)`` in task order, computed here or by ``workers`` processes."""
+    """``(task, chunk or stats)`` in task order, computed here, by ``workers`` processes, or by ``map_tasks``.
+
+    ``map_tasks(func, args)``: an executor that yields ``func(*a)`` for each ``a`` of ``args`` in order (e.g.
+    :func:`p2m.scale.common.ordered_map`); it runs :func:`task_items` per task.
+    """
+    if map_tasks is not None:
+        for task, items in zip(tasks, map_tasks(task_items, [(t, opts) for t in tasks])):
+            for item in items:
+                yield task, item
+        return
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             for item in run_task(task, opts):

@@ -269,6 +269,7 @@ def build_shards(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool | None = None,
+    map_tasks: Any = None,
 ) -> dict[str, Any]:
     """Write WebDataset shards (one sample per person) and ``index.json`` from dataset folders.
 
@@ -291,6 +292,8 @@ def build_shards(
         workers: processes that parse and encode whole subjects in parallel (1: all in this process).
         overwrite: delete an existing shard set written with other options instead of refusing.
         progress: show a progress bar (None: only on a terminal).
+        map_tasks: an ordered executor that encodes subjects elsewhere (``p2m shard --ray``, see
+            :func:`p2m.shards.tasks.iter_results`); the shards are written here, byte-identical.
 
     Returns:
         Stats with slash keys (``samples/written``, ``samples/kept``, ``shards/written``, ``shards/kept``,
@@ -341,7 +344,7 @@ def build_shards(
         split_of = {subject: name for name, subjects in split_map.items() for subject in subjects}
         tasks = plan_tasks(opened, split_of, resume_after)
         try:
-            _run(tasks, writers, opts, workers, resume_after, stats, progress)
+            _run(tasks, writers, opts, workers, resume_after, stats, progress, map_tasks)
             for w in writers.values():
                 w.commit()
         except BaseException:
@@ -364,7 +367,8 @@ def build_shards(
 
 
 def _run(tasks: list[SubjectTask], writers: dict[str, _SplitWriter], opts: EncodeOptions, workers: int,
-         resume_after: dict[str, str], stats: Counter[str], progress: bool | None) -> None:  # fmt: skip
+         resume_after: dict[str, str], stats: Counter[str], progress: bool | None,
+         map_tasks: Any = None) -> None:  # fmt: skip
     """Write every task's samples in order: check keys are unique, skip what kept shards hold, count the rest."""
     from tqdm import tqdm
 
@@ -373,7 +377,7 @@ def _run(tasks: list[SubjectTask], writers: dict[str, _SplitWriter], opts: Encod
     waiting = dict(resume_after)  # split -> last key already in a kept shard
     seen: dict[str, tuple[str, str, Any]] = {}
     try:
-        for task, item in iter_results(tasks, opts, workers):
+        for task, item in iter_results(tasks, opts, workers, map_tasks):
             if isinstance(item, Counter):
                 stats.update(item)
                 continue
