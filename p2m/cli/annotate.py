@@ -18,7 +18,6 @@ from p2m.cli.common import (
     progress_option,
     verbosity,
 )
-
 from p2m.cli.ray_option import ray_option
 
 logger = logging.getLogger(__name__)
