@@ -22,6 +22,7 @@ from typing import Any
 
 from p2m.errors import LayoutError, ShardError
 from p2m.layout import exclusion_reason
+from p2m.shards.columns import KEY_ONLY, encode_subject
 from p2m.shards.encode import (
     Encoded,
     EncodeOptions,
@@ -35,8 +36,7 @@ from p2m.shards.encode import (
 
 logger = logging.getLogger(__name__)
 
-#: ``Encoded.skip`` of a sample that lies in an already written shard: only its key was made.
-KEY_ONLY = "key_only"
+#: ``Encoded.skip`` of a sample that lies in an already written shard: only its key was made (defined in columns).
 CHUNK = 256
 _KEY_TAIL = re.compile(r"_a\d{3,}_sa\d{3,}_c\d{4,}_f\d{6,}_p\d{2,}$")
 
@@ -95,7 +95,14 @@ def _may_hold(task: SubjectTask, key: str) -> bool:
 
 
 def run_task(task: SubjectTask, opts: EncodeOptions) -> Iterator[list[Encoded] | Counter[str]]:
-    """Chunks of encoded samples of one subject, in file order; the last item is the task's stats Counter."""
+    """Chunks of encoded samples of one subject, in file order; the last item is the task's stats Counter.
+
+    Pose-only subjects in the plain shape take the columnar path (:mod:`p2m.shards.columns`, same bytes).
+    """
+    fast = encode_subject(task, opts)
+    if fast is not None:
+        yield from fast
+        return
     stats: Counter[str] = Counter()
     chunk: list[Encoded] = []
     persons: Counter[Any] = Counter()

@@ -1,0 +1,298 @@
+"""The columnar path of `build_shards`: one subject's pose-only samples checked and encoded with numpy at once.
+
+Parsing and per-sample Python work, not archiving, decide how fast pose-only shards are written. Here a
+subject's data.json is decoded by msgspec into typed records (the fields the shards need, nothing else), the
+2D joints, bboxes, 3D joints (world -> camera per camera, in one call per camera) and body parameters become
+arrays over all people of the subject, and the tar members (ustar header, ``.npy`` record header, record) are
+assembled as one uint8 matrix per record layout.
+
+The per-sample path (:func:`p2m.shards.tasks.run_task` over :meth:`p2m.layout.Dataset.iter_samples` and
+:class:`p2m.shards.encode.SampleEncoder`) stays the reference. :func:`encode_subject` returns None, and the
+reference path runs instead, for anything this path does not take: images, ``.json`` members, a data.json that
+is not in the plain shape (a field of another type, a 2D joint row that is not 3 numbers, NaN literals, invalid
+UTF-8...), and every layout error (the reference path then raises its own error naming file, record and
+field). Where this path runs, it writes the same bytes and counts the same skips as the reference path
+(tests/shards/test_shard_columns.py compares both; test_shard_pinned.py pins the hashes).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from p2m.errors import P2MError
+from p2m.layout import decode_json, exclusion_reason, frame_data
+from p2m.shards.codec import BLOCK, Field, record_header, tar_header
+from p2m.shards.encode import _BBOX, _CAM, _J2D, _J3D, _ROT, Encoded, EncodeOptions, SampleEncoder, sample_key
+
+#: Switch for tests and measurements: False sends every subject down the per-sample path.
+ENABLED = True
+#: Encoded samples per yielded list (as the per-sample path).
+CHUNK = 256
+#: ``Encoded.skip`` of a sample that lies in an already written shard: only its key was made.
+KEY_ONLY = "key_only"
+
+
+class _Image(msgspec.Struct):
+    id: int
+    action_idx: int
+    subaction_idx: int
+    cam_idx: int
+    frame_idx: int
+
+
+class _Annotation(msgspec.Struct):
+    image_id: int
+    id: Any = None
+    bbox: list[float] | None = None
+    joints_2d_h36m: list[tuple[float, float, float]] | None = None
+    iscrowd: Any = None
+    review: Any = None
+    fit_valid: Any = None
+
+
+class _Data(msgspec.Struct):
+    images: list[_Image]
+    annotations: list[_Annotation]
+
+
+_DECODER = msgspec.json.Decoder(_Data)
+
+
+def encode_subject(task: Any, opts: EncodeOptions) -> list[list[Encoded] | Counter[str]] | None:
+    """What :func:`p2m.shards.tasks.run_task` yields for this task, or None where the reference path must run.
+
+    Args:
+        task: a :class:`p2m.shards.tasks.SubjectTask` in mode ``"encode"`` or ``"keys"``.
+        opts: pose-only options (no images, no ``.json`` member), else None is returned.
+    """
+    if not ENABLED or opts.with_images or opts.with_meta or task.mode not in ("encode", "keys"):
+        return None
+    ds = task.dataset
+    files = ds.subject_files[0]
+    if files.data is None:
+        return None
+    try:
+        with files.data.open("rb") as fh:
+            data = decode_json(fh.read(), _DECODER)
+        content = ds.load_subject(files, data=False)
+        return _Subject(task, opts, files, content, data).items()
+    except (OSError, ValueError, RecursionError, KeyError, P2MError):
+        return None  # the reference path reads it again and reports the problem its own way
+
+
+class _Subject:
+    """One subject's annotations as columns; :meth:`items` encodes them."""
+
+    def __init__(self, task: Any, opts: EncodeOptions, files: Any, content: Any, data: _Data) -> None:
+        self.task, self.opts, self.files, self.content = task, opts, files, content
+        images, anns = data.images, data.annotations
+        index = {img.id: i for i, img in enumerate(images)}  # a repeated id: the last image wins, as in layout
+        ann_img = [index[a.image_id] for a in anns]  # KeyError: an unknown image (the reference path says which)
+        self.stats: Counter[str] = Counter()
+        self._frames(images, ann_img)
+        # people: position among their image's annotations, exclusions, keys
+        persons: dict[int, int] = {}
+        prefixes: dict[int, str] = {}
+        rows: list[int] = []
+        keys: list[str] = []
+        source, subject = files.name, files.subject
+        for n, a in enumerate(anns):
+            i = ann_img[n]
+            person = persons.get(i, 0)
+            persons[i] = person + 1
+            if a.iscrowd is not None or a.review is not None or a.fit_valid is not None:
+                why = exclusion_reason({"iscrowd": a.iscrowd, "review": a.review, "fit_valid": a.fit_valid})
+                if why:
+                    self.stats[f"samples/skipped/{why}"] += 1
+                    continue
+            prefix = prefixes.get(i)
+            if prefix is None:
+                img = images[i]
+                prefix = prefixes[i] = sample_key(source, subject, img.action_idx, img.subaction_idx, img.cam_idx,
+                                                  img.frame_idx, 0)[:-2]  # fmt: skip
+            keys.append(f"{prefix}{person:02d}")
+            rows.append(n)
+        if keys and max(map(len, keys)) + 4 > 100:
+            raise ValueError("a member name over 100 bytes")  # the reference path raises its own error
+        self.rows, self.keys = rows, keys
+        self.image_ids = [images[ann_img[n]].id for n in rows]
+        self.img_of = np.fromiter((ann_img[n] for n in rows), np.int64, len(rows))
+        if task.mode == "encode":
+            self._people([anns[n] for n in rows])
+
+    def _frames(self, images: list[_Image], ann_img: list[int]) -> None:
+        """Camera, 3D joints (camera frame, float32) and body parameters of each image that has annotations."""
+        content, files = self.content, self.files
+        cams: dict[int, int] = {}  # id(camera) -> index
+        self.cameras: list[Any] = []
+        frames: dict[tuple[str, str, str], int] = {}
+        self.bodies: list[Any] = []  # per frame: encode._Body or None
+        encoder = SampleEncoder(self.opts)
+        n_img = len(images)
+        self.cam_of_img = np.full(n_img, -1, np.int64)
+        self.frame_of_img = np.zeros(n_img, np.int64)
+        worlds: dict[int, list[tuple[int, np.ndarray]]] = {}  # camera index -> (image, world joints)
+        for i in dict.fromkeys(ann_img):  # each image once, in order of first reference
+            img = images[i]
+            cam = None
+            if files.camera is not None:
+                cam = content.cameras.get(str(img.cam_idx))
+                if cam is None:
+                    raise KeyError(img.cam_idx)
+                ci = cams.get(id(cam))
+                if ci is None:
+                    ci = cams[id(cam)] = len(self.cameras)
+                    self.cameras.append(cam)
+                self.cam_of_img[i] = ci
+            key = (str(img.action_idx), str(img.subaction_idx), str(img.frame_idx))
+            fi = frames.get(key)
+            if fi is None:
+                world, params = frame_data(content, key, img.id)
+                fi = frames[key] = len(self.bodies)
+                self.bodies.append((world, encoder.body(params) if params else None))
+            self.frame_of_img[i] = fi
+            world = self.bodies[fi][0]
+            if cam is not None and world is not None:
+                worlds.setdefault(int(self.cam_of_img[i]), []).append((i, world))
+        self.bodies = [b for _, b in self.bodies]
+        # 3D joints in each camera's frame: one matmul per camera over a stack of (17, 3) worlds, which numpy
+        # computes matrix by matrix exactly as Camera.world_to_camera does for one
+        self.has_j3d = np.zeros(n_img, bool)
+        self.j3d = np.zeros((n_img, 17, 3), "<f4")
+        self.j3d_ok = np.ones(n_img, bool)
+        for ci, items in worlds.items():
+            cam = self.cameras[ci]
+            idx = np.fromiter((i for i, _ in items), np.int64, len(items))
+            stack = np.stack([w for _, w in items])
+            with np.errstate(over="ignore", invalid="ignore"):
+                f32 = (stack @ cam.R.T + cam.t).astype("<f4")
+            self.j3d[idx] = f32
+            self.has_j3d[idx] = True
+            self.j3d_ok[idx] = np.isfinite(f32).all(axis=(1, 2))
+        self.cam_table = np.zeros((len(self.cameras), 52), np.uint8)
+        for ci, cam in enumerate(self.cameras):
+            row = np.concatenate([cam.f, cam.c]).astype("<f4").tobytes() + encoder.rotation(cam)
+            self.cam_table[ci] = np.frombuffer(row, np.uint8)
+
+    def _people(self, anns: list[_Annotation]) -> None:
+        """2D joints and bboxes as float32 arrays, and each person's skip reason (as SampleEncoder.encode)."""
+        count = len(anns)
+        skip: list[str | None] = [None] * count
+        self.j2d = np.zeros((count, 17, 3), "<f4")
+        self.bbox = np.zeros((count, 4), "<f4")
+        good = []
+        for k, a in enumerate(anns):
+            j = a.joints_2d_h36m
+            if j is None:
+                skip[k] = "no_joints_2d"
+            elif len(j) != 17:
+                skip[k] = "bad_joints_2d"
+            else:
+                good.append(k)
+        if good:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.j2d[good] = np.array([anns[k].joints_2d_h36m for k in good], np.float64).astype("<f4")
+            for k in np.asarray(good)[~np.isfinite(self.j2d[good]).all(axis=(1, 2))].tolist():
+                skip[k] = "bad_joints_2d"
+        bad_j3d = (self.has_j3d & ~self.j3d_ok)[self.img_of]
+        for k in np.nonzero(bad_j3d)[0].tolist():
+            skip[k] = skip[k] or "bad_joints_3d"
+        good = []
+        for k, a in enumerate(anns):
+            if skip[k] is None:
+                b = a.bbox
+                if b is None or len(b) != 4:
+                    skip[k] = "bad_bbox"
+                else:
+                    good.append(k)
+        if good:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.bbox[good] = np.array([anns[k].bbox for k in good], np.float64).astype("<f4")
+            for k in np.asarray(good)[~np.isfinite(self.bbox[good]).all(axis=1)].tolist():
+                skip[k] = "bad_bbox"
+        self.skip = skip
+
+    def items(self) -> list[list[Encoded] | Counter[str]]:
+        task, source = self.task, self.files.name
+        keys, ids = self.keys, self.image_ids
+        if task.mode == "keys":
+            encoded = [Encoded(task.split, k, b"", source, skip=KEY_ONLY, image_id=i) for k, i in zip(keys, ids)]
+        else:
+            encoded = self._encode()
+        out: list[list[Encoded] | Counter[str]] = [encoded[a : a + CHUNK] for a in range(0, len(encoded), CHUNK)]
+        out.append(self.stats)
+        return out
+
+    def _encode(self) -> list[Encoded]:
+        """Every person's Encoded, in file order: one uint8 matrix of tar members per record layout."""
+        task, source, keys, ids = self.task, self.files.name, self.keys, self.image_ids
+        img = self.img_of
+        frame = self.frame_of_img[img]
+        frame_list = frame.tolist()
+        layouts: dict[tuple[Field, ...] | None, int] = {None: -1}
+        body_layout = np.array([layouts.setdefault(b.fields, len(layouts) - 1) if b else -1 for b in self.bodies]
+                               + [-1], np.int64)  # fmt: skip
+        code = self.has_j3d[img] * 1 + (self.cam_of_img[img] >= 0) * 2 + (body_layout[frame] + 1) * 4
+        out: list[Encoded | None] = [None] * len(keys)
+        for k, why in enumerate(self.skip):
+            if why is not None:
+                out[k] = Encoded(task.split, keys[k], b"", source, skip=why, image_id=ids[k])
+        live = np.array([why is None for why in self.skip], bool)
+        for c in np.unique(code[live]).tolist():
+            sel = np.nonzero(live & (code == c))[0]
+            has_j3d, has_cam, bl = bool(c & 1), bool(c & 2), c // 4 - 1
+            fields: list[Field] = [_J2D] + [_J3D] * has_j3d + [_BBOX] + [_CAM, _ROT] * has_cam
+            parts = [self.j2d[sel].reshape(len(sel), 51).view(np.uint8)]
+            if has_j3d:
+                parts.append(self.j3d[img[sel]].reshape(len(sel), 51).view(np.uint8))
+            parts.append(self.bbox[sel].view(np.uint8))
+            if has_cam:
+                parts.append(self.cam_table[self.cam_of_img[img[sel]]])
+            body = None
+            if bl >= 0:
+                fsel = frame[sel]
+                body = next(b for b in self.bodies if b is not None and layouts[b.fields] == bl)
+                fields += body.fields
+                table = np.zeros((len(self.bodies), sum(map(len, body.datas))), np.uint8)
+                for fi, b in enumerate(self.bodies):
+                    if b is not None and layouts[b.fields] == bl:
+                        table[fi] = np.frombuffer(b"".join(b.datas), np.uint8)
+                parts.append(table[fsel])
+            head, size = record_header(tuple(fields))
+            data = np.concatenate(parts, axis=1)
+            if data.shape[1] != size:
+                raise ValueError(f"internal: record of {data.shape[1]} bytes, its header says {size}")
+            blob, width = _members(data, head, [keys[k] for k in sel.tolist()])
+            names = tuple(f[0] for f in fields)
+            shapes = body.shapes if body is not None else None
+            for j, k in enumerate(sel.tolist()):
+                b = self.bodies[frame_list[k]] if bl >= 0 else None
+                out[k] = Encoded(task.split, keys[k], blob[j * width : (j + 1) * width], source, names,
+                                 b.ident if b is not None else None, shapes, image_id=ids[k])  # fmt: skip
+        return out  # type: ignore[return-value]
+
+
+def _members(records: np.ndarray, head: bytes, keys: list[str]) -> tuple[bytes, int]:
+    """``key.npy`` tar members (header, record header, record, padding) of equal-layout records, concatenated.
+
+    Returns the bytes and the width of one member. The ustar header is :func:`p2m.shards.codec.tar_header`'s
+    with the name and checksum filled in per row.
+    """
+    n, size = records.shape
+    data_len = len(head) + size
+    width = BLOCK + -(-data_len // BLOCK) * BLOCK
+    template = np.frombuffer(tar_header("", data_len), np.uint8)
+    base_sum = int(bytes(template[148:154]), 8)
+    names = np.array([f"{k}.npy".encode() for k in keys], "S100").view(np.uint8).reshape(n, 100)
+    check = base_sum + names.sum(axis=1, dtype=np.int64)
+    buf = np.zeros((n, width), np.uint8)
+    buf[:, :BLOCK] = template
+    buf[:, :100] = names
+    buf[:, 148:154] = (check[:, None] >> np.arange(15, -1, -3)) % 8 + 48
+    buf[:, BLOCK : BLOCK + len(head)] = np.frombuffer(head, np.uint8)
+    buf[:, BLOCK + len(head) : BLOCK + data_len] = records
+    return buf.tobytes(), width
