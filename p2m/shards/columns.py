@@ -18,6 +18,8 @@ field). Where this path runs, it writes the same bytes and counts the same skips
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -30,8 +32,8 @@ from p2m.shards.encode import _BBOX, _CAM, _J2D, _J3D, _ROT, Encoded, EncodeOpti
 
 #: Switch for tests and measurements: False sends every subject down the per-sample path.
 ENABLED = True
-#: Encoded samples per yielded list (as the per-sample path).
-CHUNK = 256
+#: Samples per yielded batch.
+BATCH = 4096
 #: ``Encoded.skip`` of a sample that lies in an already written shard: only its key was made.
 KEY_ONLY = "key_only"
 
@@ -62,7 +64,7 @@ class _Data(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Data)
 
 
-def encode_subject(task: Any, opts: EncodeOptions) -> list[list[Encoded] | Counter[str]] | None:
+def encode_subject(task: Any, opts: EncodeOptions) -> list[EncodedBatch | Counter[str]] | None:
     """What :func:`p2m.shards.tasks.run_task` yields for this task, or None where the reference path must run.
 
     Args:
@@ -216,32 +218,38 @@ class _Subject:
                 skip[k] = "bad_bbox"
         self.skip = skip
 
-    def items(self) -> list[list[Encoded] | Counter[str]]:
+    def items(self) -> list[EncodedBatch | Counter[str]]:
         task, source = self.task, self.files.name
-        keys, ids = self.keys, self.image_ids
+        n = len(self.keys)
         if task.mode == "keys":
-            encoded = [Encoded(task.split, k, b"", source, skip=KEY_ONLY, image_id=i) for k, i in zip(keys, ids)]
+            batch = EncodedBatch(task.split, source, self.keys, self.image_ids, b"", [0] * n, [KEY_ONLY] * n, [],
+                                 [-1] * n)  # fmt: skip
         else:
-            encoded = self._encode()
-        out: list[list[Encoded] | Counter[str]] = [encoded[a : a + CHUNK] for a in range(0, len(encoded), CHUNK)]
+            batch = self._encode()
+        out: list[EncodedBatch | Counter[str]] = [batch[a : a + BATCH] for a in range(0, n, BATCH)]
         out.append(self.stats)
         return out
 
-    def _encode(self) -> list[Encoded]:
-        """Every person's Encoded, in file order: one uint8 matrix of tar members per record layout."""
-        task, source, keys, ids = self.task, self.files.name, self.keys, self.image_ids
+    def _encode(self) -> EncodedBatch:
+        """Every person's members, in file order: one uint8 matrix of tar members per record layout."""
+        task, source, keys = self.task, self.files.name, self.keys
+        n = len(keys)
         img = self.img_of
         frame = self.frame_of_img[img]
-        frame_list = frame.tolist()
-        layouts: dict[tuple[Field, ...] | None, int] = {None: -1}
-        body_layout = np.array([layouts.setdefault(b.fields, len(layouts) - 1) if b else -1 for b in self.bodies]
-                               + [-1], np.int64)  # fmt: skip
+        layouts: dict[tuple[Field, ...], int] = {}
+        idents: dict[str, int] = {}
+        body_layout = np.array([layouts.setdefault(b.fields, len(layouts)) if b else -1 for b in self.bodies] + [-1],
+                               np.int64)  # fmt: skip
+        body_ident = np.array([idents.setdefault(b.ident, len(idents)) if b else -1 for b in self.bodies] + [-1],
+                              np.int64)  # fmt: skip
         code = self.has_j3d[img] * 1 + (self.cam_of_img[img] >= 0) * 2 + (body_layout[frame] + 1) * 4
-        out: list[Encoded | None] = [None] * len(keys)
-        for k, why in enumerate(self.skip):
-            if why is not None:
-                out[k] = Encoded(task.split, keys[k], b"", source, skip=why, image_id=ids[k])
+        group_code = code * (len(idents) + 1) + body_ident[frame] + 1
         live = np.array([why is None for why in self.skip], bool)
+        widths = np.zeros(n, np.int64)
+        group_of = np.full(n, -1, np.int64)
+        groups: list[tuple[tuple[str, ...], str | None, dict[str, list[int]] | None]] = []
+        blobs: list[tuple[np.ndarray, bytes, int]] = []
+        ident_names = list(idents)
         for c in np.unique(code[live]).tolist():
             sel = np.nonzero(live & (code == c))[0]
             has_j3d, has_cam, bl = bool(c & 1), bool(c & 2), c // 4 - 1
@@ -254,26 +262,89 @@ class _Subject:
                 parts.append(self.cam_table[self.cam_of_img[img[sel]]])
             body = None
             if bl >= 0:
-                fsel = frame[sel]
                 body = next(b for b in self.bodies if b is not None and layouts[b.fields] == bl)
                 fields += body.fields
                 table = np.zeros((len(self.bodies), sum(map(len, body.datas))), np.uint8)
                 for fi, b in enumerate(self.bodies):
                     if b is not None and layouts[b.fields] == bl:
                         table[fi] = np.frombuffer(b"".join(b.datas), np.uint8)
-                parts.append(table[fsel])
+                parts.append(table[frame[sel]])
             head, size = record_header(tuple(fields))
             data = np.concatenate(parts, axis=1)
             if data.shape[1] != size:
                 raise ValueError(f"internal: record of {data.shape[1]} bytes, its header says {size}")
             blob, width = _members(data, head, [keys[k] for k in sel.tolist()])
+            widths[sel] = width
+            blobs.append((sel, blob, width))
             names = tuple(f[0] for f in fields)
-            shapes = body.shapes if body is not None else None
-            for j, k in enumerate(sel.tolist()):
-                b = self.bodies[frame_list[k]] if bl >= 0 else None
-                out[k] = Encoded(task.split, keys[k], blob[j * width : (j + 1) * width], source, names,
-                                 b.ident if b is not None else None, shapes, image_id=ids[k])  # fmt: skip
-        return out  # type: ignore[return-value]
+            for gc in np.unique(group_code[sel]).tolist():
+                ident = gc % (len(idents) + 1) - 1
+                group_of[sel[group_code[sel] == gc]] = len(groups)
+                groups.append((names, ident_names[ident] if ident >= 0 else None, body.shapes if body else None))
+        ends = np.cumsum(widths)
+        if len(blobs) == 1:
+            data_all = blobs[0][1]  # one layout: the members are already in file order
+        else:
+            pieces: list[Any] = [b""] * n
+            for sel, blob, width in blobs:
+                view = memoryview(blob)
+                for j, k in enumerate(sel.tolist()):
+                    pieces[k] = view[j * width : (j + 1) * width]
+            data_all = b"".join(pieces)
+        return EncodedBatch(task.split, source, keys, self.image_ids, data_all, ends.tolist(), self.skip, groups,
+                            group_of.tolist())  # fmt: skip
+
+
+@dataclass
+class EncodedBatch:
+    """Consecutive samples of one subject as the columnar path encodes them: a list of Encoded, in columns.
+
+    Iterating gives the :class:`p2m.shards.encode.Encoded` of each sample (what the per-sample path yields);
+    the writer takes a batch whole (``_SplitWriter.add_batch``).
+
+    Attributes:
+        split, source: the split and dataset name of every sample.
+        keys: sample keys, in file order; image_ids: their image ids (for messages).
+        data: the tar members of the samples that are written, back to back, in key order.
+        ends: per sample, the end offset of its members in ``data`` (a skipped sample has none: the previous end).
+        skips: per sample, a skip reason or None.
+        groups: ``(field names, body model id, body shapes)`` of each group of samples the index counts together.
+        group_of: per sample, its index in ``groups`` (-1: skipped).
+    """
+
+    split: str
+    source: str
+    keys: list[str]
+    image_ids: list[Any]
+    data: bytes
+    ends: list[int]
+    skips: list[str | None]
+    groups: list[tuple[tuple[str, ...], str | None, dict[str, list[int]] | None]]
+    group_of: list[int]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, part: slice) -> EncodedBatch:
+        """The samples ``part`` (a slice with step 1) as a batch of their own."""
+        a, b, _ = part.indices(len(self.keys))
+        start = self.ends[a - 1] if a else 0
+        stop = self.ends[b - 1] if b > a else start
+        data = self.data if (start, stop) == (0, len(self.data)) else self.data[start:stop]
+        return EncodedBatch(self.split, self.source, self.keys[a:b], self.image_ids[a:b], data,
+                            [e - start for e in self.ends[a:b]], self.skips[a:b], self.groups, self.group_of[a:b])  # fmt: skip
+
+    def __iter__(self) -> Iterator[Encoded]:
+        start = 0
+        for k, key in enumerate(self.keys):
+            end, why, g = self.ends[k], self.skips[k], self.group_of[k]
+            if why is not None or g < 0:
+                yield Encoded(self.split, key, b"", self.source, skip=why, image_id=self.image_ids[k])
+            else:
+                names, model, shapes = self.groups[g]
+                yield Encoded(self.split, key, self.data[start:end], self.source, names, model, shapes,
+                              image_id=self.image_ids[k])  # fmt: skip
+            start = end
 
 
 def _members(records: np.ndarray, head: bytes, keys: list[str]) -> tuple[bytes, int]:

@@ -11,6 +11,7 @@ rest: the final index and shards are byte-identical to an uninterrupted run's.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import hashlib
@@ -21,12 +22,14 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
 from p2m.errors import ConfigError, LayoutError, ShardError
 from p2m.io import _fsync_dir, write_json
 from p2m.shards.codec import NPY_ALIGN, TAR_END
+from p2m.shards.columns import EncodedBatch
 from p2m.shards.encode import Encoded, EncodeOptions
 from p2m.shards.index import (
     BODY_FIELDS,
@@ -138,6 +141,50 @@ class _SplitWriter:
         if counted is None:
             counted = self.groups[group] = [0, enc.body_shapes]  # holds the shapes, so the id stays theirs
         counted[0] += 1
+
+    def add_batch(self, batch: EncodedBatch) -> None:
+        """Add the written samples of a batch: the shard boundaries of :meth:`add` on each, one write per run."""
+        live = [k for k, g in enumerate(batch.group_of) if g >= 0]
+        if not live:
+            return
+        if len(live) == len(batch.keys):
+            ends, keys, group_of = batch.ends, batch.keys, batch.group_of
+        else:
+            ends = [batch.ends[k] for k in live]
+            keys = [batch.keys[k] for k in live]
+            group_of = [batch.group_of[k] for k in live]
+        view = memoryview(batch.data)
+        n, k, begin = len(live), 0, 0
+        while k < n:
+            if self.fh is not None and self.count and (
+                self.count >= self.maxcount or self.size + ends[k] - begin + len(TAR_END) > self.maxsize
+            ):
+                self.commit()
+            if self.fh is None:
+                self._open()
+            # samples k..j-1 go to this shard: as many as maxcount and maxsize let in (at least one)
+            j = min(k + self.maxcount - self.count, bisect.bisect_right(ends, self.maxsize - len(TAR_END) - self.size
+                                                                        + begin, k, n))  # fmt: skip
+            if j == k:
+                logger.warning("sample %s is %d bytes, more than maxsize %d: it gets a shard of its own",
+                               keys[k], ends[k] - begin, self.maxsize)  # fmt: skip
+                j = k + 1
+            assert self.fh is not None
+            chunk = view[begin : ends[j - 1]]
+            self.fh.write(chunk)
+            self.hash.update(chunk)
+            self.count += j - k
+            self.size += len(chunk)
+            self.first_key = self.first_key or keys[k]
+            self.last_key = keys[j - 1]
+            for g, count in Counter(group_of[k:j]).items():
+                names, model, shapes = batch.groups[g]
+                group = (batch.source, names, model, id(shapes))
+                counted = self.groups.get(group)
+                if counted is None:
+                    counted = self.groups[group] = [0, shapes]
+                counted[0] += count
+            begin, k = ends[j - 1], j
 
     def _summary(self) -> tuple[Counter[str], Counter[str], dict[str, dict[str, Any]]]:
         """Samples per source, per field, and per body model with its per-sample shapes (None where they differ)."""
@@ -381,6 +428,9 @@ def _run(tasks: list[SubjectTask], writers: dict[str, _SplitWriter], opts: Encod
             if isinstance(item, Counter):
                 stats.update(item)
                 continue
+            if isinstance(item, EncodedBatch) and _add_batch(item, task, writers, waiting, seen, stats):
+                bar.update(len(item))
+                continue
             for enc in item:
                 if enc.key in seen:
                     root, name, image_id = seen[enc.key]
@@ -413,6 +463,23 @@ def _run(tasks: list[SubjectTask], writers: dict[str, _SplitWriter], opts: Encod
             f"split {split!r}: the kept shards end at sample {key}, which the datasets no longer contain; the "
             "inputs changed since the interrupted run. Use --overwrite (or another --out) to start over."
         )
+
+
+def _add_batch(batch: EncodedBatch, task: SubjectTask, writers: dict[str, _SplitWriter], waiting: dict[str, str],
+               seen: dict[str, tuple[str, str, Any]], stats: Counter[str]) -> bool:  # fmt: skip
+    """What :func:`_run` does per sample, for a whole batch; False (nothing done) where it must go sample by sample:
+    a split still skipping kept shards, a key seen before, or key-only samples."""
+    keys = batch.keys
+    if batch.split in waiting or KEY_ONLY in batch.skips or not seen.keys().isdisjoint(keys) or len(set(keys)) != len(keys):
+        return False
+    seen.update(zip(keys, zip(repeat(str(task.dataset.root)), repeat(batch.source), batch.image_ids)))
+    skipped = Counter(why for why in batch.skips if why is not None)
+    for why, count in skipped.items():
+        stats[f"samples/skipped/{why}"] += count
+    writers[batch.split].add_batch(batch)
+    stats["samples/written"] += len(keys) - sum(skipped.values())
+    stats["bytes/written"] += len(batch.data)
+    return True
 
 
 def _start_index(out: Path, config: dict[str, Any], sources: list[dict[str, Any]], overwrite: bool,

@@ -16,7 +16,7 @@ from p2m.shards import build_shards, load_index
 SPLITS = {"train": "S1,S5", "test": "S9"}
 
 # Runs build_shards in a child process that SIGKILLs itself at a chosen point: in the middle of a shard
-# ("mid": after N samples went into temp files) or between a shard's rename and its entry in index.json
+# ("mid": after N samples went into temp files, or the first batch that reaches N) or between a shard's rename and its entry in index.json
 # ("renamed": at the N-th index save). Nothing is cleaned up, as after a real kill -9 or power cut.
 CHILD = r"""
 import json, os, signal, sys
@@ -33,6 +33,14 @@ if mode == "mid":
             self.fh.flush()
             os.kill(os.getpid(), signal.SIGKILL)
     W._SplitWriter.add = add
+    orig_batch = W._SplitWriter.add_batch
+    def add_batch(self, batch):  # the columnar path's batches: killed after the batch that reaches N
+        orig_batch(self, batch)
+        calls[0] += sum(g >= 0 for g in batch.group_of)
+        if calls[0] >= n:
+            self.fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    W._SplitWriter.add_batch = add_batch
 else:
     orig_save = W.save_index
     def save(out_dir, index):
