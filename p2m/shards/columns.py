@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -28,7 +29,17 @@ import numpy as np
 from p2m.errors import P2MError
 from p2m.layout import decode_json, exclusion_reason, frame_data
 from p2m.shards.codec import BLOCK, Field, record_header, tar_header
-from p2m.shards.encode import _BBOX, _CAM, _J2D, _J3D, _ROT, Encoded, EncodeOptions, SampleEncoder, sample_key
+from p2m.shards.encode import (
+    _BBOX,
+    _CAM,
+    _J2D,
+    _J3D,
+    _ROT,
+    Encoded,
+    EncodeOptions,
+    SampleEncoder,
+    sanitize_key_part,
+)
 
 #: Switch for tests and measurements: False sends every subject down the per-sample path.
 ENABLED = True
@@ -95,13 +106,11 @@ class _Subject:
         index = {img.id: i for i, img in enumerate(images)}  # a repeated id: the last image wins, as in layout
         ann_img = [index[a.image_id] for a in anns]  # KeyError: an unknown image (the reference path says which)
         self.stats: Counter[str] = Counter()
-        self._frames(images, ann_img)
+        prefix_of = self._frames(images, ann_img)
         # people: position among their image's annotations, exclusions, keys
         persons: dict[int, int] = {}
-        prefixes: dict[int, str] = {}
         rows: list[int] = []
         keys: list[str] = []
-        source, subject = files.name, files.subject
         for n, a in enumerate(anns):
             i = ann_img[n]
             person = persons.get(i, 0)
@@ -111,12 +120,7 @@ class _Subject:
                 if why:
                     self.stats[f"samples/skipped/{why}"] += 1
                     continue
-            prefix = prefixes.get(i)
-            if prefix is None:
-                img = images[i]
-                prefix = prefixes[i] = sample_key(source, subject, img.action_idx, img.subaction_idx, img.cam_idx,
-                                                  img.frame_idx, 0)[:-2]  # fmt: skip
-            keys.append(f"{prefix}{person:02d}")
+            keys.append(f"{prefix_of[i]}{person:02d}")
             rows.append(n)
         if keys and max(map(len, keys)) + 4 > 100:
             raise ValueError("a member name over 100 bytes")  # the reference path raises its own error
@@ -126,59 +130,80 @@ class _Subject:
         if task.mode == "encode":
             self._people([anns[n] for n in rows])
 
-    def _frames(self, images: list[_Image], ann_img: list[int]) -> None:
-        """Camera, 3D joints (camera frame, float32) and body parameters of each image that has annotations."""
+    def _frames(self, images: list[_Image], ann_img: list[int]) -> dict[int, str]:
+        """Camera, 3D joints (camera frame, float32) and body parameters of each image that has annotations.
+
+        Returns the key of each such image without the person number (``sample_key(...)`` up to ``_p``).
+        """
         content, files = self.content, self.files
-        cams: dict[int, int] = {}  # id(camera) -> index
+        cameras = content.cameras if files.camera is not None else None
+        cam_index: dict[int, int] = {}
         self.cameras: list[Any] = []
-        frames: dict[tuple[str, str, str], int] = {}
-        self.bodies: list[Any] = []  # per frame: encode._Body or None
-        encoder = SampleEncoder(self.opts)
-        n_img = len(images)
-        self.cam_of_img = np.full(n_img, -1, np.int64)
-        self.frame_of_img = np.zeros(n_img, np.int64)
-        worlds: dict[int, list[tuple[int, np.ndarray]]] = {}  # camera index -> (image, world joints)
-        for i in dict.fromkeys(ann_img):  # each image once, in order of first reference
+        frames: dict[tuple[int, int, int], int] = {}
+        firsts: list[Any] = []  # per frame: the id of the first image that refers to it (for messages)
+        used = list(dict.fromkeys(ann_img))  # each image once, in order of first reference
+        cam_of: list[int] = []
+        frame_of: list[int] = []
+        prefix_of: dict[int, str] = {}
+        head = f"{sanitize_key_part(files.name)}_s{int(files.subject):03d}"
+        for i in used:
             img = images[i]
-            cam = None
-            if files.camera is not None:
-                cam = content.cameras.get(str(img.cam_idx))
-                if cam is None:
-                    raise KeyError(img.cam_idx)
-                ci = cams.get(id(cam))
+            c = img.cam_idx
+            if cameras is not None:
+                ci = cam_index.get(c)
                 if ci is None:
-                    ci = cams[id(cam)] = len(self.cameras)
+                    cam = cameras.get(str(c))
+                    if cam is None:
+                        raise KeyError(c)  # the reference path names the image and the camera file
+                    ci = cam_index[c] = len(self.cameras)
                     self.cameras.append(cam)
-                self.cam_of_img[i] = ci
-            key = (str(img.action_idx), str(img.subaction_idx), str(img.frame_idx))
-            fi = frames.get(key)
+                cam_of.append(ci)
+            a, sa, f = img.action_idx, img.subaction_idx, img.frame_idx
+            fi = frames.get((a, sa, f))
             if fi is None:
-                world, params = frame_data(content, key, img.id)
-                fi = frames[key] = len(self.bodies)
-                self.bodies.append((world, encoder.body(params) if params else None))
-            self.frame_of_img[i] = fi
-            world = self.bodies[fi][0]
-            if cam is not None and world is not None:
-                worlds.setdefault(int(self.cam_of_img[i]), []).append((i, world))
-        self.bodies = [b for _, b in self.bodies]
+                fi = frames[(a, sa, f)] = len(firsts)
+                firsts.append(img.id)
+            frame_of.append(fi)
+            prefix_of[i] = f"{head}_a{a:03d}_sa{sa:03d}_c{c:04d}_f{f:06d}_p"
+        n_img = len(images)
+        used_arr = np.array(used, np.int64)
+        self.frame_of_img = np.zeros(n_img, np.int64)
+        self.frame_of_img[used_arr] = frame_of
+        self.cam_of_img = np.full(n_img, -1, np.int64)
+        if cameras is not None:
+            self.cam_of_img[used_arr] = cam_of
+        # per frame: world joints and body parameters, with the layout reader's checks
+        encoder = SampleEncoder(self.opts)
+        worlds: list[np.ndarray | None] = []
+        self.bodies: list[Any] = []  # per frame: encode._Body or None
+        for (a, sa, f), first in zip(frames, firsts):
+            world, params = frame_data(content, (str(a), str(sa), str(f)), first)
+            worlds.append(world)
+            self.bodies.append(encoder.body(params) if params else None)
         # 3D joints in each camera's frame: one matmul per camera over a stack of (17, 3) worlds, which numpy
         # computes matrix by matrix exactly as Camera.world_to_camera does for one
         self.has_j3d = np.zeros(n_img, bool)
         self.j3d = np.zeros((n_img, 17, 3), "<f4")
         self.j3d_ok = np.ones(n_img, bool)
-        for ci, items in worlds.items():
-            cam = self.cameras[ci]
-            idx = np.fromiter((i for i, _ in items), np.int64, len(items))
-            stack = np.stack([w for _, w in items])
-            with np.errstate(over="ignore", invalid="ignore"):
-                f32 = (stack @ cam.R.T + cam.t).astype("<f4")
-            self.j3d[idx] = f32
-            self.has_j3d[idx] = True
-            self.j3d_ok[idx] = np.isfinite(f32).all(axis=(1, 2))
+        has_world = np.array([w is not None for w in worlds] + [False], bool)
+        if cameras is not None and has_world.any():
+            stack = np.zeros((len(worlds), 17, 3))
+            for fi, w in enumerate(worlds):
+                if w is not None:
+                    stack[fi] = w
+            with_j3d = used_arr[has_world[self.frame_of_img[used_arr]]]
+            for ci, cam in enumerate(self.cameras):
+                idx = with_j3d[self.cam_of_img[with_j3d] == ci]
+                with np.errstate(over="ignore", invalid="ignore"):
+                    f32 = (stack[self.frame_of_img[idx]] @ cam.R.T + cam.t).astype("<f4")
+                self.j3d[idx] = f32
+                self.has_j3d[idx] = True
+                self.j3d_ok[idx] = np.isfinite(f32).all(axis=(1, 2))
         self.cam_table = np.zeros((len(self.cameras), 52), np.uint8)
         for ci, cam in enumerate(self.cameras):
             row = np.concatenate([cam.f, cam.c]).astype("<f4").tobytes() + encoder.rotation(cam)
             self.cam_table[ci] = np.frombuffer(row, np.uint8)
+        return prefix_of
 
     def _people(self, anns: list[_Annotation]) -> None:
         """2D joints and bboxes as float32 arrays, and each person's skip reason (as SampleEncoder.encode)."""
@@ -196,8 +221,9 @@ class _Subject:
             else:
                 good.append(k)
         if good:
+            flat = chain.from_iterable(chain.from_iterable(anns[k].joints_2d_h36m for k in good))
             with np.errstate(over="ignore", invalid="ignore"):
-                self.j2d[good] = np.array([anns[k].joints_2d_h36m for k in good], np.float64).astype("<f4")
+                self.j2d[good] = np.fromiter(flat, np.float64, 51 * len(good)).reshape(-1, 17, 3).astype("<f4")
             for k in np.asarray(good)[~np.isfinite(self.j2d[good]).all(axis=(1, 2))].tolist():
                 skip[k] = "bad_joints_2d"
         bad_j3d = (self.has_j3d & ~self.j3d_ok)[self.img_of]
@@ -212,8 +238,9 @@ class _Subject:
                 else:
                     good.append(k)
         if good:
+            flat = chain.from_iterable(anns[k].bbox for k in good)
             with np.errstate(over="ignore", invalid="ignore"):
-                self.bbox[good] = np.array([anns[k].bbox for k in good], np.float64).astype("<f4")
+                self.bbox[good] = np.fromiter(flat, np.float64, 4 * len(good)).reshape(-1, 4).astype("<f4")
             for k in np.asarray(good)[~np.isfinite(self.bbox[good]).all(axis=1)].tolist():
                 skip[k] = "bad_bbox"
         self.skip = skip
