@@ -221,11 +221,11 @@ class Dataset:
             raise LayoutError(f"{path}: expected a JSON object, got {_type(info)}")
         return info
 
-    def load_subject(self, files: SubjectFiles, *, data: bool = True) -> SubjectContent:
+    def load_subject(self, files: SubjectFiles, *, data: bool = True, nested: bool = True) -> SubjectContent:
         """Parse the files of one subject (each read once); errors name the file, record and field.
 
-        ``data=False`` leaves data.json unread (``content.data`` is ``{}``): for a reader that decodes it its
-        own way (the shard writer's columnar path).
+        ``data=False`` leaves data.json unread (``content.data`` is ``{}``), ``nested=False`` the joint_3d and
+        body_param files: for a reader that decodes them its own way (the shard writer's columnar path).
         """
         if files.data is None:
             raise LayoutError(
@@ -243,6 +243,8 @@ class Dataset:
                 content.cameras[str(cam_idx)] = Camera.from_dict(
                     rec, where=f"{files.camera}: cam_idx {cam_idx}"
                 )
+        if not nested:
+            return content
         if files.joint_3d is not None:
             content.joint_3d = _read_nested(files.joint_3d)
         params = files.body_param or files.smpl_param
@@ -383,17 +385,6 @@ def _frame_data(
             params = {"model": "smpl", **params}
         check_param_sizes(params, f"{files.body_param or files.smpl_param}: frame {'/'.join(key)}")
     return j3d_world, params
-
-
-def frame_data(content: SubjectContent, key: tuple[str, str, str], image_id: Any) -> tuple[np.ndarray | None, dict | None]:
-    """World joints (read-only (17, 3) float64 or None) and body parameters (dict or None) of one frame.
-
-    What :meth:`Dataset.iter_samples` attaches to the images of that frame, with the same checks and errors
-    (``image_id``: the first image that refers to the frame, for messages).
-    """
-    files = content.files
-    legacy = files.body_param is None and files.smpl_param is not None
-    return _frame_data(files, content, key, {"id": image_id}, legacy)
 
 
 def _lookup(nested: Mapping[str, Any], key: tuple[str, str, str]) -> Any:

@@ -17,6 +17,7 @@ field). Where this path runs, it writes the same bytes and counts the same skips
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import msgspec
 import numpy as np
 
 from p2m.errors import P2MError
-from p2m.layout import decode_json, exclusion_reason, frame_data
+from p2m.layout import check_param_sizes, decode_json, exclusion_reason
 from p2m.shards.codec import BLOCK, Field, record_header, tar_header
 from p2m.shards.encode import (
     _BBOX,
@@ -38,6 +39,8 @@ from p2m.shards.encode import (
     Encoded,
     EncodeOptions,
     SampleEncoder,
+    _Body,
+    body_model_id,
     sanitize_key_part,
 )
 
@@ -72,7 +75,18 @@ class _Data(msgspec.Struct):
     annotations: list[_Annotation]
 
 
+class _BodyRecord(msgspec.Struct):
+    model: Any = msgspec.UNSET
+    rig: Any = None
+    pose: list[float] | None = None
+    shape: list[float] | None = None
+    trans: list[float] | None = None
+
+
 _DECODER = msgspec.json.Decoder(_Data)
+_J3D_DECODER = msgspec.json.Decoder(dict[str, dict[str, dict[str, list[tuple[float, float, float]] | None]]])
+_BODY_DECODER = msgspec.json.Decoder(dict[str, dict[str, dict[str, _BodyRecord | None]]])
+_BODY_FIELDS = ("pose", "shape", "trans")
 
 
 def encode_subject(task: Any, opts: EncodeOptions) -> list[EncodedBatch | Counter[str]] | None:
@@ -91,7 +105,7 @@ def encode_subject(task: Any, opts: EncodeOptions) -> list[EncodedBatch | Counte
     try:
         with files.data.open("rb") as fh:
             data = decode_json(fh.read(), _DECODER)
-        content = ds.load_subject(files, data=False)
+        content = ds.load_subject(files, data=False, nested=False)
         return _Subject(task, opts, files, content, data).items()
     except (OSError, ValueError, RecursionError, KeyError, P2MError):
         return None  # the reference path reads it again and reports the problem its own way
@@ -174,23 +188,14 @@ class _Subject:
             self.cam_of_img[used_arr] = cam_of
         # per frame: world joints and body parameters, with the layout reader's checks
         encoder = SampleEncoder(self.opts)
-        worlds: list[np.ndarray | None] = []
-        self.bodies: list[Any] = []  # per frame: encode._Body or None
-        for (a, sa, f), first in zip(frames, firsts):
-            world, params = frame_data(content, (str(a), str(sa), str(f)), first)
-            worlds.append(world)
-            self.bodies.append(encoder.body(params) if params else None)
+        stack, has_world = self._worlds(list(frames))
+        self.bodies = self._bodies(list(frames), encoder)
         # 3D joints in each camera's frame: one matmul per camera over a stack of (17, 3) worlds, which numpy
         # computes matrix by matrix exactly as Camera.world_to_camera does for one
         self.has_j3d = np.zeros(n_img, bool)
         self.j3d = np.zeros((n_img, 17, 3), "<f4")
         self.j3d_ok = np.ones(n_img, bool)
-        has_world = np.array([w is not None for w in worlds] + [False], bool)
         if cameras is not None and has_world.any():
-            stack = np.zeros((len(worlds), 17, 3))
-            for fi, w in enumerate(worlds):
-                if w is not None:
-                    stack[fi] = w
             with_j3d = used_arr[has_world[self.frame_of_img[used_arr]]]
             for ci, cam in enumerate(self.cameras):
                 idx = with_j3d[self.cam_of_img[with_j3d] == ci]
@@ -204,6 +209,92 @@ class _Subject:
             row = np.concatenate([cam.f, cam.c]).astype("<f4").tobytes() + encoder.rotation(cam)
             self.cam_table[ci] = np.frombuffer(row, np.uint8)
         return prefix_of
+
+    def _nested(self, path: Any, decoder: Any) -> dict[str, Any]:
+        if path is None:
+            return {}
+        with path.open("rb") as fh:
+            return decode_json(fh.read(), decoder)
+
+    def _worlds(self, frames: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """World joints (F, 17, 3) float64 of each frame, and whether the frame has them (F + 1, last False)."""
+        nested = self._nested(self.files.joint_3d, _J3D_DECODER)
+        raws = [nested.get(str(a), {}).get(str(sa), {}).get(str(f)) for a, sa, f in frames] if nested else []
+        have = [fi for fi, raw in enumerate(raws) if raw is not None]
+        if any(len(raws[fi]) != 17 for fi in have):
+            raise ValueError("3D joints that are not 17 x 3")  # the reference path names the frame
+        stack = np.zeros((len(frames), 17, 3))
+        has_world = np.zeros(len(frames) + 1, bool)
+        if have:
+            flat = chain.from_iterable(chain.from_iterable(raws[fi] for fi in have))
+            stack[have] = np.fromiter(flat, np.float64, 51 * len(have)).reshape(-1, 17, 3)
+            has_world[have] = True
+        return stack, has_world
+
+    def _bodies(self, frames: list[tuple[int, int, int]], encoder: SampleEncoder) -> list[Any]:
+        """Per frame, what :meth:`SampleEncoder.body` makes of its body parameters (None: no valid field).
+
+        Checked as the layout reader checks them (:func:`p2m.layout.check_param_sizes`; a legacy ``smpl_param``
+        record without a model is SMPL); pose, shape and trans become float32 in one conversion per length.
+        """
+        files = self.files
+        path = files.body_param or files.smpl_param
+        nested = self._nested(path, _BODY_DECODER)
+        recs = [nested.get(str(a), {}).get(str(sa), {}).get(str(f)) for a, sa, f in frames] if nested else []
+        legacy = files.body_param is None and files.smpl_param is not None
+        checked: set[Any] = set()
+        models: dict[int, tuple[Any, Any]] = {}
+        for fi, rec in enumerate(recs):
+            if rec is None:
+                continue
+            model = rec.model if rec.model is not msgspec.UNSET else ("smpl" if legacy else None)
+            models[fi] = (model, rec.rig)
+            lengths = tuple(None if v is None else len(v) for v in (rec.pose, rec.shape, rec.trans))
+            try:
+                seen = (model, rec.rig, lengths) in checked
+            except TypeError:  # a model or rig that is a list or an object
+                seen = False
+            if not seen:
+                a, sa, f = frames[fi]
+                check_param_sizes({"model": model, "rig": rec.rig, "pose": rec.pose, "shape": rec.shape,
+                                   "trans": rec.trans}, f"{path}: frame {a}/{sa}/{f}")  # fmt: skip
+                with contextlib.suppress(TypeError):
+                    checked.add((model, rec.rig, lengths))
+        values: dict[str, dict[int, bytes]] = {name: {} for name in _BODY_FIELDS}
+        for name in _BODY_FIELDS:
+            by_len: dict[int, list[int]] = {}
+            for fi in models:
+                v = getattr(recs[fi], name)
+                if v:
+                    by_len.setdefault(len(v), []).append(fi)
+            for length, fis in by_len.items():
+                flat = chain.from_iterable(getattr(recs[fi], name) for fi in fis)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    f32 = np.fromiter(flat, np.float64, length * len(fis)).reshape(-1, length).astype("<f4")
+                ok = np.isfinite(f32).all(axis=1).tolist()
+                out = values[name]
+                for j, fi in enumerate(fis):
+                    if ok[j]:
+                        out[fi] = f32[j].tobytes()
+        bodies: list[Any] = [None] * len(frames)
+        for fi, (model, rig) in models.items():
+            fields: list[Field] = []
+            datas: list[bytes] = []
+            shapes: dict[str, list[int]] = {}
+            for name in _BODY_FIELDS:
+                data = values[name].get(fi)
+                if data is not None:
+                    fields.append((name, "<f4", (len(data) // 4,)))
+                    datas.append(data)
+                    shapes[name] = [len(data) // 4]
+            if fields:
+                ident = body_model_id({"model": model, "rig": rig})
+                raw = ident.encode("utf-8")
+                fields.append(("model", f"S{len(raw)}", ()))
+                datas.append(raw)
+                shapes = encoder._shapes.setdefault(tuple(fields), shapes)
+                bodies[fi] = _Body(tuple(fields), tuple(datas), model, rig, ident, shapes)
+        return bodies
 
     def _people(self, anns: list[_Annotation]) -> None:
         """2D joints and bboxes as float32 arrays, and each person's skip reason (as SampleEncoder.encode)."""
