@@ -39,7 +39,6 @@ from p2m.shards.encode import (
     Encoded,
     EncodeOptions,
     SampleEncoder,
-    _Body,
     body_model_id,
     sanitize_key_part,
 )
@@ -189,7 +188,7 @@ class _Subject:
         # per frame: world joints and body parameters, with the layout reader's checks
         encoder = SampleEncoder(self.opts)
         stack, has_world = self._worlds(list(frames))
-        self.bodies = self._bodies(list(frames), encoder)
+        self._bodies(list(frames), encoder)
         # 3D joints in each camera's frame: one matmul per camera over a stack of (17, 3) worlds, which numpy
         # computes matrix by matrix exactly as Camera.world_to_camera does for one
         self.has_j3d = np.zeros(n_img, bool)
@@ -231,70 +230,81 @@ class _Subject:
             has_world[have] = True
         return stack, has_world
 
-    def _bodies(self, frames: list[tuple[int, int, int]], encoder: SampleEncoder) -> list[Any]:
-        """Per frame, what :meth:`SampleEncoder.body` makes of its body parameters (None: no valid field).
+    def _bodies(self, frames: list[tuple[int, int, int]], encoder: SampleEncoder) -> None:
+        """The body fields of each frame, as :meth:`SampleEncoder.body` makes them, in tables per layout.
 
         Checked as the layout reader checks them (:func:`p2m.layout.check_param_sizes`; a legacy ``smpl_param``
-        record without a model is SMPL); pose, shape and trans become float32 in one conversion per length.
+        record without a model is SMPL). Frames with the same model id and lengths are converted to float32 in
+        one go; a field that is empty or not finite is left out, as the per-sample path leaves it out.
+        Sets ``body_of_frame`` (F + 1, -1: no body) and ``body_layouts``: ``(fields, model id, shapes, table)``,
+        the table holding each frame's body bytes at its frame index.
         """
         files = self.files
         path = files.body_param or files.smpl_param
         nested = self._nested(path, _BODY_DECODER)
         recs = [nested.get(str(a), {}).get(str(sa), {}).get(str(f)) for a, sa, f in frames] if nested else []
         legacy = files.body_param is None and files.smpl_param is not None
-        checked: set[Any] = set()
-        models: dict[int, tuple[Any, Any]] = {}
+        checked: dict[Any, str] = {}  # (model, rig, lengths) -> model id, once checked
+        groups: dict[tuple[str, tuple[int | None, ...]], list[int]] = {}
         for fi, rec in enumerate(recs):
             if rec is None:
                 continue
             model = rec.model if rec.model is not msgspec.UNSET else ("smpl" if legacy else None)
-            models[fi] = (model, rec.rig)
-            lengths = tuple(None if v is None else len(v) for v in (rec.pose, rec.shape, rec.trans))
+            lengths = (None if rec.pose is None else len(rec.pose), None if rec.shape is None else len(rec.shape),
+                       None if rec.trans is None else len(rec.trans))  # fmt: skip
             try:
-                seen = (model, rec.rig, lengths) in checked
+                ident = checked.get((model, rec.rig, lengths))
             except TypeError:  # a model or rig that is a list or an object
-                seen = False
-            if not seen:
+                ident = None
+            if ident is None:
                 a, sa, f = frames[fi]
                 check_param_sizes({"model": model, "rig": rec.rig, "pose": rec.pose, "shape": rec.shape,
                                    "trans": rec.trans}, f"{path}: frame {a}/{sa}/{f}")  # fmt: skip
+                ident = body_model_id({"model": model, "rig": rec.rig})
                 with contextlib.suppress(TypeError):
-                    checked.add((model, rec.rig, lengths))
-        values: dict[str, dict[int, bytes]] = {name: {} for name in _BODY_FIELDS}
-        for name in _BODY_FIELDS:
-            by_len: dict[int, list[int]] = {}
-            for fi in models:
-                v = getattr(recs[fi], name)
-                if v:
-                    by_len.setdefault(len(v), []).append(fi)
-            for length, fis in by_len.items():
+                    checked[(model, rec.rig, lengths)] = ident
+            groups.setdefault((ident, lengths), []).append(fi)
+        self.body_of_frame = np.full(len(frames) + 1, -1, np.int64)
+        self.body_layouts: list[tuple[tuple[Field, ...], str, dict[str, list[int]], np.ndarray]] = []
+        layout_index: dict[tuple[tuple[Field, ...], str], int] = {}
+        for (ident, lengths), fis in groups.items():
+            arrays: list[np.ndarray | None] = []
+            ok = np.zeros((len(fis), len(_BODY_FIELDS)), bool)
+            for j, (name, length) in enumerate(zip(_BODY_FIELDS, lengths)):
+                if not length:  # absent, null or empty: never a field
+                    arrays.append(None)
+                    continue
                 flat = chain.from_iterable(getattr(recs[fi], name) for fi in fis)
                 with np.errstate(over="ignore", invalid="ignore"):
                     f32 = np.fromiter(flat, np.float64, length * len(fis)).reshape(-1, length).astype("<f4")
-                ok = np.isfinite(f32).all(axis=1).tolist()
-                out = values[name]
-                for j, fi in enumerate(fis):
-                    if ok[j]:
-                        out[fi] = f32[j].tobytes()
-        bodies: list[Any] = [None] * len(frames)
-        for fi, (model, rig) in models.items():
-            fields: list[Field] = []
-            datas: list[bytes] = []
-            shapes: dict[str, list[int]] = {}
-            for name in _BODY_FIELDS:
-                data = values[name].get(fi)
-                if data is not None:
-                    fields.append((name, "<f4", (len(data) // 4,)))
-                    datas.append(data)
-                    shapes[name] = [len(data) // 4]
-            if fields:
-                ident = body_model_id({"model": model, "rig": rig})
-                raw = ident.encode("utf-8")
+                arrays.append(f32)
+                ok[:, j] = np.isfinite(f32).all(axis=1)
+            raw = ident.encode("utf-8")
+            fis_arr = np.array(fis, np.int64)
+            bits = ok @ np.array([1, 2, 4])
+            for b in np.unique(bits[bits > 0]).tolist():
+                sub = np.nonzero(bits == b)[0]
+                fields: list[Field] = []
+                shapes: dict[str, list[int]] = {}
+                parts = []
+                for j, name in enumerate(_BODY_FIELDS):
+                    if b >> j & 1:
+                        f32 = arrays[j]
+                        assert f32 is not None
+                        fields.append((name, "<f4", (f32.shape[1],)))
+                        shapes[name] = [f32.shape[1]]
+                        parts.append(f32[sub].view(np.uint8))
                 fields.append(("model", f"S{len(raw)}", ()))
-                datas.append(raw)
-                shapes = encoder._shapes.setdefault(tuple(fields), shapes)
-                bodies[fi] = _Body(tuple(fields), tuple(datas), model, rig, ident, shapes)
-        return bodies
+                parts.append(np.broadcast_to(np.frombuffer(raw, np.uint8), (len(sub), len(raw))))
+                layout = tuple(fields)
+                li = layout_index.get((layout, ident))
+                if li is None:
+                    li = layout_index[(layout, ident)] = len(self.body_layouts)
+                    width = sum(p.shape[1] for p in parts)
+                    shapes = encoder._shapes.setdefault(layout, shapes)  # one dict per layout, as the encoder
+                    self.body_layouts.append((layout, ident, shapes, np.zeros((len(frames), width), np.uint8)))
+                self.body_layouts[li][3][fis_arr[sub]] = np.concatenate(parts, axis=1)
+                self.body_of_frame[fis_arr[sub]] = li
 
     def _people(self, anns: list[_Annotation]) -> None:
         """2D joints and bboxes as float32 arrays, and each person's skip reason (as SampleEncoder.encode)."""
@@ -354,20 +364,12 @@ class _Subject:
         n = len(keys)
         img = self.img_of
         frame = self.frame_of_img[img]
-        layouts: dict[tuple[Field, ...], int] = {}
-        idents: dict[str, int] = {}
-        body_layout = np.array([layouts.setdefault(b.fields, len(layouts)) if b else -1 for b in self.bodies] + [-1],
-                               np.int64)  # fmt: skip
-        body_ident = np.array([idents.setdefault(b.ident, len(idents)) if b else -1 for b in self.bodies] + [-1],
-                              np.int64)  # fmt: skip
-        code = self.has_j3d[img] * 1 + (self.cam_of_img[img] >= 0) * 2 + (body_layout[frame] + 1) * 4
-        group_code = code * (len(idents) + 1) + body_ident[frame] + 1
+        code = self.has_j3d[img] * 1 + (self.cam_of_img[img] >= 0) * 2 + (self.body_of_frame[frame] + 1) * 4
         live = np.array([why is None for why in self.skip], bool)
         widths = np.zeros(n, np.int64)
         group_of = np.full(n, -1, np.int64)
         groups: list[tuple[tuple[str, ...], str | None, dict[str, list[int]] | None]] = []
         blobs: list[tuple[np.ndarray, bytes, int]] = []
-        ident_names = list(idents)
         for c in np.unique(code[live]).tolist():
             sel = np.nonzero(live & (code == c))[0]
             has_j3d, has_cam, bl = bool(c & 1), bool(c & 2), c // 4 - 1
@@ -378,14 +380,10 @@ class _Subject:
             parts.append(self.bbox[sel].view(np.uint8))
             if has_cam:
                 parts.append(self.cam_table[self.cam_of_img[img[sel]]])
-            body = None
+            ident, shapes = None, None
             if bl >= 0:
-                body = next(b for b in self.bodies if b is not None and layouts[b.fields] == bl)
-                fields += body.fields
-                table = np.zeros((len(self.bodies), sum(map(len, body.datas))), np.uint8)
-                for fi, b in enumerate(self.bodies):
-                    if b is not None and layouts[b.fields] == bl:
-                        table[fi] = np.frombuffer(b"".join(b.datas), np.uint8)
+                body_fields, ident, shapes, table = self.body_layouts[bl]
+                fields += body_fields
                 parts.append(table[frame[sel]])
             head, size = record_header(tuple(fields))
             data = np.concatenate(parts, axis=1)
@@ -394,11 +392,8 @@ class _Subject:
             blob, width = _members(data, head, [keys[k] for k in sel.tolist()])
             widths[sel] = width
             blobs.append((sel, blob, width))
-            names = tuple(f[0] for f in fields)
-            for gc in np.unique(group_code[sel]).tolist():
-                ident = gc % (len(idents) + 1) - 1
-                group_of[sel[group_code[sel] == gc]] = len(groups)
-                groups.append((names, ident_names[ident] if ident >= 0 else None, body.shapes if body else None))
+            group_of[sel] = len(groups)
+            groups.append((tuple(f[0] for f in fields), ident, shapes))
         ends = np.cumsum(widths)
         if len(blobs) == 1:
             data_all = blobs[0][1]  # one layout: the members are already in file order
