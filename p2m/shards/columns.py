@@ -18,6 +18,7 @@ field). Where this path runs, it writes the same bytes and counts the same skips
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,13 +102,22 @@ def encode_subject(task: Any, opts: EncodeOptions) -> list[EncodedBatch | Counte
     files = ds.subject_files[0]
     if files.data is None:
         return None
+    enabled = gc.isenabled()
+    gc.disable()  # millions of acyclic objects, all freed by reference counting before this returns
     try:
-        with files.data.open("rb") as fh:
-            data = decode_json(fh.read(), _DECODER)
-        content = ds.load_subject(files, data=False, nested=False)
-        return _Subject(task, opts, files, content, data).items()
+        return _encode_subject(task, opts, ds, files)
     except (OSError, ValueError, RecursionError, KeyError, P2MError):
         return None  # the reference path reads it again and reports the problem its own way
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _encode_subject(task: Any, opts: EncodeOptions, ds: Any, files: Any) -> list[EncodedBatch | Counter[str]]:
+    with files.data.open("rb") as fh:
+        data = decode_json(fh.read(), _DECODER)
+    content = ds.load_subject(files, data=False, nested=False)
+    return _Subject(task, opts, files, content, data).items()
 
 
 class _Subject:
@@ -128,7 +138,7 @@ class _Subject:
             i = ann_img[n]
             person = persons.get(i, 0)
             persons[i] = person + 1
-            if a.iscrowd is not None or a.review is not None or a.fit_valid is not None:
+            if a.iscrowd or a.review is not None or a.fit_valid is False:  # else exclusion_reason says None
                 why = exclusion_reason({"iscrowd": a.iscrowd, "review": a.review, "fit_valid": a.fit_valid})
                 if why:
                     self.stats[f"samples/skipped/{why}"] += 1
