@@ -62,7 +62,6 @@ class _Image(msgspec.Struct):
 
 class _Annotation(msgspec.Struct):
     image_id: int
-    id: Any = None
     bbox: list[float] | None = None
     joints_2d_h36m: list[tuple[float, float, float]] | None = None
     iscrowd: Any = None
@@ -379,7 +378,7 @@ class _Subject:
         widths = np.zeros(n, np.int64)
         group_of = np.full(n, -1, np.int64)
         groups: list[tuple[tuple[str, ...], str | None, dict[str, list[int]] | None]] = []
-        blobs: list[tuple[np.ndarray, bytes, int]] = []
+        blobs: list[tuple[np.ndarray, np.ndarray, int]] = []
         for c in np.unique(code[live]).tolist():
             sel = np.nonzero(live & (code == c))[0]
             has_j3d, has_cam, bl = bool(c & 1), bool(c & 2), c // 4 - 1
@@ -428,7 +427,8 @@ class EncodedBatch:
     Attributes:
         split, source: the split and dataset name of every sample.
         keys: sample keys, in file order; image_ids: their image ids (for messages).
-        data: the tar members of the samples that are written, back to back, in key order.
+        data: the tar members of the samples that are written, back to back, in key order (bytes, or a flat
+            uint8 array: the writer needs only the buffer).
         ends: per sample, the end offset of its members in ``data`` (a skipped sample has none: the previous end).
         skips: per sample, a skip reason or None.
         groups: ``(field names, body model id, body shapes)`` of each group of samples the index counts together.
@@ -440,7 +440,7 @@ class EncodedBatch:
     source: str
     keys: list[str]
     image_ids: list[Any]
-    data: bytes
+    data: bytes | np.ndarray
     ends: list[int]
     skips: list[str | None]
     groups: list[tuple[tuple[str, ...], str | None, dict[str, list[int]] | None]]
@@ -467,15 +467,15 @@ class EncodedBatch:
                 yield Encoded(self.split, key, b"", self.source, skip=why, image_id=self.image_ids[k])
             else:
                 names, model, shapes = self.groups[g]
-                yield Encoded(self.split, key, self.data[start:end], self.source, names, model, shapes,
+                yield Encoded(self.split, key, bytes(self.data[start:end]), self.source, names, model, shapes,
                               image_id=self.image_ids[k])  # fmt: skip
             start = end
 
 
-def _members(records: np.ndarray, head: bytes, keys: list[str]) -> tuple[bytes, int]:
+def _members(records: np.ndarray, head: bytes, keys: list[str]) -> tuple[np.ndarray, int]:
     """``key.npy`` tar members (header, record header, record, padding) of equal-layout records, concatenated.
 
-    Returns the bytes and the width of one member. The ustar header is :func:`p2m.shards.codec.tar_header`'s
+    Returns the bytes (a flat uint8 array: no copy) and the width of one member. The ustar header is :func:`p2m.shards.codec.tar_header`'s
     with the name and checksum filled in per row.
     """
     n, size = records.shape
@@ -491,4 +491,4 @@ def _members(records: np.ndarray, head: bytes, keys: list[str]) -> tuple[bytes, 
     buf[:, 148:154] = (check[:, None] >> np.arange(15, -1, -3)) % 8 + 48
     buf[:, BLOCK : BLOCK + len(head)] = np.frombuffer(head, np.uint8)
     buf[:, BLOCK + len(head) : BLOCK + data_len] = records
-    return buf.tobytes(), width
+    return buf.reshape(-1), width
