@@ -3,9 +3,12 @@
 Measures, on a synthetic Human3.6M-like dataset written through p2m.layout.DatasetWriter (5 subjects x
 FRAMES frames x 4 cameras, SMPL-sized body parameters):
 
-1. write: ``build_shards`` end to end (dataset JSON -> shards), and its archiving stage alone (encode + tar +
-   sha256 + fsync/rename of the same samples, the dataset already parsed), against ``tar -cf`` of the same
-   members as files on disk (page cache warm), baseline measured in the same run.
+0. JSON: the subject files parsed by json (stdlib), orjson (when installed), msgspec and msgspec with the typed
+   records ``p2m shard`` decodes.
+1. write: ``build_shards`` end to end (dataset JSON -> shards) with 1 and 2 workers and with the columnar path
+   off (the per-sample path it replaced), and its archiving stage alone (encode + tar + sha256 + fsync/rename of
+   the same samples, the dataset already parsed), against ``tar -cf`` of the same members as files on disk (page
+   cache warm), baseline measured in the same run.
 2. size: bytes per pose-only sample; per sample with 256 px person crops and with whole frames (a smaller
    image dataset of 1000x1000 JPEG frames).
 3. read: pose-only shards -> batched torch tensors through ``make_loader`` (0 and 2 workers), against the
@@ -115,17 +118,22 @@ def _row(bench: str, n: int, ours: tuple[float, float], base: tuple[float, float
 
 def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
     from p2m.layout import read_dataset
-    from p2m.shards import build_shards, load_index
+    from p2m.shards import build_shards, columns, load_index
     from p2m.shards.codec import iter_tar_samples
     from p2m.shards.encode import EncodeOptions, Job, SampleEncoder, camera_array, camera_json, sample_key
     from p2m.shards.write import _SplitWriter, aggregate_split
 
-    def end_to_end(workers: int) -> None:
+    def end_to_end(workers: int, columnar: bool = True) -> None:
         shutil.rmtree(work / "shards", ignore_errors=True)
-        build_shards([ds], work / "shards", progress=False, workers=workers)
+        columns.ENABLED = columnar
+        try:
+            build_shards([ds], work / "shards", progress=False, workers=workers)
+        finally:
+            columns.ENABLED = True
 
     t_e2e2 = _best(lambda: end_to_end(2))
     t_e2e = _best(lambda: end_to_end(1))
+    t_e2e_ref = _best(lambda: end_to_end(1, columnar=False))
     index = load_index(work / "shards")
     shards = index["splits"]["train"]["shards"]
     total_bytes = sum(sh["bytes"] for sh in shards)
@@ -179,7 +187,49 @@ def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
         _row("shard_write_encode_archive (parsed samples -> tars)", n, t_encode, t_tar, base, **mb),
         _row("shard_write_end_to_end (dataset folder -> tars, incl. JSON parsing)", n, t_e2e, t_tar, base, **mb),
         _row("shard_write_end_to_end --workers 2", n, t_e2e2, t_tar, base, **mb),
+        _row("shard_write_end_to_end, per-sample path (columnar off: the path before)", n, t_e2e_ref, t_tar, base,
+             **mb),  # fmt: skip
     ]
+
+
+def bench_json(ds: Path, n: int) -> list[dict]:
+    """Parsing the subject files (data, joint_3d, body_param) with each parser, against the standard json module.
+
+    msgspec typed is what ``p2m shard`` runs (records of the fields it needs; the garbage collector paused, as
+    p2m does for every parser here).
+    """
+    import gc
+
+    import msgspec
+
+    from p2m.shards import columns
+
+    files = sorted((ds / "annotations").glob("*_subject*_*.json"))
+    raws = [(p.name.rsplit("_", 1)[-1], p.read_bytes()) for p in files if not p.name.endswith("_camera.json")]
+    typed = {"data.json": columns._DECODER, "3d.json": columns._J3D_DECODER, "param.json": columns._BODY_DECODER}
+    parsers = {"json (stdlib)": lambda kind, raw: json.loads(raw.decode("utf-8")),
+               "msgspec": lambda kind, raw: msgspec.json.decode(raw),
+               "msgspec typed (p2m shard)": lambda kind, raw: typed[kind].decode(raw)}  # fmt: skip
+    try:
+        import orjson
+
+        parsers["orjson"] = lambda kind, raw: orjson.loads(raw)
+    except ImportError:
+        pass
+
+    def parse_all(parse) -> None:
+        gc.disable()
+        try:
+            for kind, raw in raws:
+                parse(kind, raw)
+        finally:
+            gc.enable()
+
+    times = {name: _best(lambda parse=parse: parse_all(parse)) for name, parse in parsers.items()}
+    base = times["json (stdlib)"]
+    mb = {"MB": round(sum(len(r) for _, r in raws) / 1e6, 1)}
+    return [_row(f"shard_json_parse {name} (subject files)", n, t, base, "json.loads (stdlib), GC paused too", **mb)
+            for name, t in times.items() if name != "json (stdlib)"]  # fmt: skip
 
 
 def bench_sizes(work: Path, n_pose: int) -> list[dict]:
@@ -283,7 +333,7 @@ def main() -> None:
             shutil.rmtree(ds, ignore_errors=True)
             n = make_dataset(ds, (1, 5, 6, 7, 8), args.frames)
             marker.touch()
-        rows = bench_write(ds, work, n) + bench_sizes(work, n) + bench_read(ds, work, n)
+        rows = bench_json(ds, n) + bench_write(ds, work, n) + bench_sizes(work, n) + bench_read(ds, work, n)
     finally:
         if args.out is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -162,7 +162,6 @@ class _Subject:
         cam_index: dict[int, int] = {}
         self.cameras: list[Any] = []
         frames: dict[tuple[int, int, int], int] = {}
-        firsts: list[Any] = []  # per frame: the id of the first image that refers to it (for messages)
         used = list(dict.fromkeys(ann_img))  # each image once, in order of first reference
         cam_of: list[int] = []
         frame_of: list[int] = []
@@ -183,8 +182,7 @@ class _Subject:
             a, sa, f = img.action_idx, img.subaction_idx, img.frame_idx
             fi = frames.get((a, sa, f))
             if fi is None:
-                fi = frames[(a, sa, f)] = len(firsts)
-                firsts.append(img.id)
+                fi = frames[(a, sa, f)] = len(frames)
             frame_of.append(fi)
             prefix_of[i] = f"{head}_a{a:03d}_sa{sa:03d}_c{c:04d}_f{f:06d}_p"
         n_img = len(images)
