@@ -431,7 +431,6 @@ class EncodedBatch:
         skips: per sample, a skip reason or None.
         groups: ``(field names, body model id, body shapes)`` of each group of samples the index counts together.
         group_of: per sample, its index in ``groups`` (-1: skipped).
-        spill: while a batch travels from a worker process: the file that holds ``data``.
     """
 
     split: str
@@ -443,7 +442,6 @@ class EncodedBatch:
     skips: list[str | None]
     groups: list[tuple[tuple[str, ...], str | None, dict[str, list[int]] | None]]
     group_of: list[int]
-    spill: str | None = None
 
     def __len__(self) -> int:
         return len(self.keys)

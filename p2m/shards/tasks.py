@@ -15,8 +15,6 @@ import os
 import pickle
 import queue
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from typing import Any
 
 from p2m.errors import LayoutError, ShardError
 from p2m.layout import exclusion_reason
-from p2m.shards.columns import KEY_ONLY, EncodedBatch, encode_subject
+from p2m.shards.columns import KEY_ONLY, encode_subject
 from p2m.shards.encode import (
     Encoded,
     EncodeOptions,
@@ -40,8 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: ``Encoded.skip`` of a sample that lies in an already written shard: only its key was made (defined in columns).
 CHUNK = 256
-#: Batches with more bytes than this go from a worker to the writer through a file (see :func:`_worker`).
-SPILL_MIN = 1 << 16
 _KEY_TAIL = re.compile(r"_a\d{3,}_sa\d{3,}_c\d{4,}_f\d{6,}_p\d{2,}$")
 
 
@@ -178,9 +174,8 @@ def iter_results(
     ctx = multiprocessing.get_context("fork")  # the opened datasets are inherited, not pickled
     n = min(workers, len(tasks))
     queues = [ctx.Queue(maxsize=8) for _ in range(n)]
-    spill = tempfile.mkdtemp(prefix="p2m-shard-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     procs = [
-        ctx.Process(target=_worker, args=(w, n, tasks, opts, queues[w], os.getpid(), spill), daemon=True,
+        ctx.Process(target=_worker, args=(w, n, tasks, opts, queues[w], os.getpid()), daemon=True,
                     name=f"p2m-shard-{w}")  # fmt: skip
         for w in range(n)
     ]
@@ -202,11 +197,6 @@ def iter_results(
                     break
                 if isinstance(item, BaseException):
                     raise item
-                if isinstance(item, EncodedBatch) and item.spill:
-                    with open(item.spill, "rb") as fh:
-                        item.data = fh.read()
-                    os.unlink(item.spill)
-                    item.spill = None
                 yield task, item
     finally:
         for p in procs:
@@ -216,23 +206,12 @@ def iter_results(
         for q in queues:
             q.close()
             q.cancel_join_thread()
-        shutil.rmtree(spill, ignore_errors=True)
 
 
-def _worker(wid: int, n: int, tasks: Sequence[SubjectTask], opts: EncodeOptions, out: Any, parent: int,
-            spill: str) -> None:  # fmt: skip
-    """Run every n-th task. A batch's bytes travel through a file in ``spill`` (one write and one read), not
-    through the queue's pipe, whose 64 KB turns at a time cost a context switch each on a busy machine."""
-    count = 0
+def _worker(wid: int, n: int, tasks: Sequence[SubjectTask], opts: EncodeOptions, out: Any, parent: int) -> None:
     try:
         for task in tasks[wid::n]:
             for item in run_task(task, opts):
-                if isinstance(item, EncodedBatch) and len(item.data) > SPILL_MIN:
-                    count += 1
-                    path = os.path.join(spill, f"{wid}-{count}.bin")
-                    with open(path, "wb") as fh:
-                        fh.write(item.data)
-                    item.data, item.spill = b"", path
                 _put(out, item, parent)
             _put(out, "done", parent)
     except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
