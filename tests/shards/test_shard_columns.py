@@ -70,11 +70,14 @@ def test_odd_files_go_down_the_per_sample_path_with_the_same_result(datasets, mo
 
     _edit(ann / "h36m_subject1_data.json", s1)
     _edit(ann / "h36m_subject5_data.json", s5)
+    _edit(ann / "h36m_subject5_joint_3d.json", lambda d: d["2"]["1"]["2"][4].__setitem__(0, 1e39))  # inf in camera
+    _edit(ann / "h36m_subject5_body_param.json", lambda d: d["2"]["1"]["1"].update(shape=[1e39] * 6))  # left out
     (ann / "h36m_subject9_data.json").write_text((ann / "h36m_subject9_data.json").read_text()
                                                  .replace('"iscrowd":0', '"iscrowd":NaN', 1))  # fmt: skip
     assert _taken([ds]) == [False, True, False]
     fast, slow = _both(monkeypatch, [ds], tmp_path, maxcount=4)
-    assert fast == slow and fast["samples/written"] == 29 and fast["samples/skipped/bad_bbox"] == 1
+    assert fast == slow and fast["samples/written"] == 27 and fast["samples/skipped/bad_bbox"] == 1
+    assert fast["samples/skipped/bad_joints_3d"] == 2
 
 
 def test_errors_are_the_per_sample_paths(datasets, tmp_path):
