@@ -27,7 +27,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "shards": CORE,  # shards know no model
     "pose2mesh": (*CORE, "shards"),  # the trainer streams through the shard reader; no infer, export, render
     "infer": (*CORE, "pose2mesh", "export", "render"),
-    "scale": (*CORE, "annotate", "shards"),  # --ray: maps a stage's batch function over a cluster
+    "scale": (*CORE, "crawler", "annotate", "shards"),  # --ray: runs a stage's own functions on a cluster
     "demo": (*CORE, "render", "crawler", "annotate", "shards", "pose2mesh", "infer", "scale"),  # runs every stage
     "cli": (*CORE, "crawler", "annotate", "shards", "pose2mesh", "infer", "scale", "demo"),  # no stage imports cli
     "__main__": ("cli",),
