@@ -20,7 +20,10 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Crawl folder (created).")
 @click.option("--resume", is_flag=True, help="Continue the crawl recorded in --out (seeds optional).")
 @click.option("--allow-private", is_flag=True,
-              help="Allow loopback/private/link-local addresses (the SSRF guard refuses them by default).")
+              help="Allow every address: loopback, private, shared, link-local (by default the SSRF guard refuses "
+                   "every address that is not globally routable).")
+@click.option("--allow-loopback", is_flag=True,
+              help="Allow loopback addresses only (a local test server); other non-global addresses stay refused.")
 @click.option("--allow-domain", "allow_domains", multiple=True, metavar="D",
               help="Also crawl domain D and its subdomains (repeatable).")
 @click.option("--deny", multiple=True, metavar="PATTERN", help="Never fetch URLs matching this regex (repeatable).")

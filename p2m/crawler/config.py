@@ -24,7 +24,10 @@ class CrawlConfig:
             robots.txt's Crawl-delay, which is never undercut).
         max_crawl_delay: robots.txt Crawl-delay values above this are cut to it (with a warning).
         user_agent: sent with every request; its first token is matched against robots.txt.
-        allow_private: fetch loopback, private and link-local addresses (off: the SSRF guard refuses them).
+        allow_private: fetch every address, also loopback, private, shared and link-local ones (off: the SSRF
+            guard refuses every address that is not globally routable).
+        allow_loopback: fetch loopback addresses (local test servers) but still refuse every other
+            address that is not globally routable.
         allow_domains: domains in scope besides the seeds' registrable domains.
         deny: regular expressions; matching URLs are never fetched.
         images_any_domain: fetch images from any host (pages still stay in scope).
@@ -57,6 +60,7 @@ class CrawlConfig:
     max_crawl_delay: float = 30.0
     user_agent: str = DEFAULT_USER_AGENT
     allow_private: bool = False
+    allow_loopback: bool = False
     allow_domains: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     images_any_domain: bool = False

@@ -25,7 +25,7 @@ from p2m.crawler.robots import RobotsCache, rules_from_response
 from p2m.crawler.scheduler import Scheduler, Slot, Task
 from p2m.crawler.sitemaps import BodyTooLarge, DecodeError, parse_sitemap_or_feed, sniff_xml_kind
 from p2m.crawler.stats import Stats
-from p2m.crawler.urls import Scope, UrlError, normalize_url
+from p2m.crawler.urls import Scope, UrlError, canonical_host, normalize_url, registrable_domain
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ class Crawler:
         self.scheduler = Scheduler(c.concurrency, c.per_host, c.delay, self._admit)
         self.scheduler.linger = self.linger
         settings = FetchSettings(
-            user_agent=c.user_agent, allow_private=c.allow_private, max_bytes=c.max_bytes,
+            user_agent=c.user_agent, allow_private=c.allow_private, allow_loopback=c.allow_loopback,
+            max_bytes=c.max_bytes,
             connect_timeout=c.connect_timeout, read_timeout=c.read_timeout, total_timeout=c.total_timeout,
             concurrency=c.concurrency, x_robots_directives=tuple(c.x_robots_directives), ua_token=c.ua_token,
         )
@@ -128,7 +129,8 @@ class Crawler:
             self.scheduler.close()
 
     def add_seeds(self, urls: list[str]) -> int:
-        """Enqueue seed URLs at depth 0; returns how many were new."""
+        """Enqueue seed URLs at depth 0; returns how many were new. A seed that --deny drops is counted
+        (``seed/denied``), logged and recorded as skipped, so that the manifest says why."""
         news = []
         for url in urls:
             try:
@@ -137,7 +139,14 @@ class Crawler:
                 self.stats.inc("seed/invalid")
                 logger.warning("seed skipped: %s", exc)
                 continue
-            news.append(NewUrl(key, url, guess_kind(url), 0))
+            new = NewUrl(key, url, guess_kind(url), 0)
+            why = self.scope.why_out(url)
+            if why is not None and any(p.search(url) for p in self.scope.deny):
+                self.stats.inc("seed/denied")
+                logger.warning("seed skipped: %s %s", url, why)
+                self.frontier.record_skipped(new, f"seed {why}")
+                continue
+            news.append(new)
         return len(self._enqueue(news))
 
     def add_urls(self, news: list[NewUrl]) -> int:
@@ -179,7 +188,9 @@ class Crawler:
                 self.stats.inc("engine/internal_error")
                 if task.item is not None:
                     self._finish(task.item, "failed", "failed", f"internal error: {type(exc).__name__}: {exc}")
-                else:
+                else:  # robots.txt unread for a reason of ours: the host is not crawled
+                    task.slot.robots = rules_from_response(
+                        0, None, f"internal error: {type(exc).__name__}: {exc}", self.config.ua_token)
                     task.slot.robots_state = "ready"
             finally:
                 if task.item is not None and task.item.id in self._counted:
@@ -208,15 +219,22 @@ class Crawler:
         if rules is None:
             url = f"{slot.key}/robots.txt"
             resp = None
+            refused = None
             for _hop in range(6):  # RFC 9309: follow at least five redirects
                 resp = await self._get_with_retries(url, accept="text/plain,*/*;q=0.5", max_bytes=512 * 1024 + 1)
                 if resp.location is None:
+                    break
+                refused = self._robots_redirect_refused(slot.key, resp.location)
+                if refused:
                     break
                 url = resp.location
             assert resp is not None
             self.stats.inc("robots/fetched")
             self.stats.inc(f"robots/status/{resp.status or resp.error_kind}")
-            if resp.location is not None:
+            if refused:
+                self.stats.inc("robots/redirect_refused")
+                rules = rules_from_response(0, None, refused, self.config.ua_token)
+            elif resp.location is not None:
                 rules = rules_from_response(0, None, "too many redirects", self.config.ua_token)
             elif resp.error_kind == "too_large":
                 rules = rules_from_response(200, b"", "", self.config.ua_token)
@@ -244,6 +262,26 @@ class Crawler:
             self._enqueue(news)
         slot.robots_state = "ready"
 
+    def _robots_redirect_refused(self, origin: str, target: str) -> str | None:
+        """Why a robots.txt redirect to ``target`` is not followed (None: follow it).
+
+        The hop gets the checks of every other request: a usable URL, the --deny patterns, and a host
+        in the crawl's scope or on the registrable domain of ``origin``; the fetcher then applies the
+        address guard to it.
+        """
+        try:
+            normalize_url(target)
+        except UrlError as exc:
+            return f"robots.txt redirected to an unusable URL: {exc}"
+        why = self.scope.why_out(target)
+        if why is None:
+            return None
+        same_site = registrable_domain(URL(origin).host or "") == registrable_domain(
+            canonical_host(URL(target).raw_host or ""))
+        if same_site and not any(p.search(target) for p in self.scope.deny):
+            return None
+        return f"robots.txt redirected to {target}: {why}"
+
     async def _get_with_retries(self, url: str, **kwargs) -> Response:
         for attempt in range(self.config.retries + 1):
             resp = await self.fetcher.get(url, **kwargs)
@@ -261,7 +299,9 @@ class Crawler:
             self._finish(item, "failed", "failed", slot.dead_reason)
             return
         rules = slot.robots
-        if rules is not None and not rules.allowed(item.url):
+        if rules is None:  # never crawl a host whose robots.txt was not read
+            rules = rules_from_response(0, None, "robots.txt was not read", self.config.ua_token)
+        if not rules.allowed(item.url):
             self.stats.inc("robots/forbidden")
             self._finish(item, "skipped", "skipped", rules.why_not())
             return
