@@ -82,13 +82,17 @@ def read_seeds(seeds: list[str] | tuple[str, ...]) -> list[str]:
     return urls
 
 
-def write_outputs(out: Path, frontier: Frontier, stats: Stats, config: CrawlConfig, partial: bool = False) -> None:
-    """Write ``manifest.parquet`` and ``stats.json`` atomically (``partial``: a periodic write mid-crawl)."""
+def write_outputs(out: Path, frontier: Frontier, stats: Stats | dict[str, Any], config: CrawlConfig,
+                  partial: bool = False) -> None:
+    """Write ``manifest.parquet`` and ``stats.json`` atomically (``partial``: a periodic write mid-crawl).
+
+    ``stats`` is the run's counters or a snapshot of them (``Stats.to_dict()``, taken on the crawl's thread).
+    """
     write_manifest(frontier, out / MANIFEST, config.phash_distance)
     previous = frontier.get_meta("previous_runs") or []
     write_json(out / STATS, {
         "partial": partial,
-        "run": stats.to_dict(),
+        "run": stats if isinstance(stats, dict) else stats.to_dict(),
         "totals": frontier.counts(),
         "previous_runs": previous,
         "config": config.to_dict(),

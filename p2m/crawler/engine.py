@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -18,7 +19,7 @@ from yarl import URL
 from p2m.crawler.config import CrawlConfig
 from p2m.crawler.fetch import Fetcher, FetchSettings, Response
 from p2m.crawler.frontier import Frontier, Item, NewUrl
-from p2m.crawler.images import ImageRejected, check_image, sniff_format, store_image
+from p2m.crawler.images import CheckedImage, ImageRejected, check_image, sniff_format, store_image
 from p2m.crawler.parse import parse_html
 from p2m.crawler.person import MediaPipePersonFilter
 from p2m.crawler.robots import RobotsCache, rules_from_response
@@ -33,6 +34,20 @@ IMAGE_ACCEPT = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8,*/*;q=0
 PAGE_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif")
 CONNECTION_ERRORS = {"connect", "dns", "timeout", "disconnected"}
+REJECTED_CACHE = 10_000  # rejected byte hashes remembered (oldest forgotten first)
+FLUSH_EVERY_S = 0.05  # journal results are written in one transaction per this many seconds
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_in_worker(data: bytes, **options) -> CheckedImage:
+    """:func:`check_image` for an executor: the unchanged bytes are not sent back (the caller has them)."""
+    checked = check_image(data, **options)
+    if not checked.rotated:
+        checked.data = b""
+    return checked
 
 
 def _image_pool(processes: int) -> Executor:
@@ -76,6 +91,9 @@ class Crawler:
         self.inflight_images = 0
         self.inflight_pages = 0
         self._counted: set[int] = set()
+        self._checking: dict[str, asyncio.Future] = {}  # raw sha256 -> done when its first check ends
+        self._rejected: dict[str, tuple[str, str]] = {}  # raw sha256 -> (stat key, reason)
+        self._flush_handle: asyncio.TimerHandle | None = None
         self.stop_reason: str | None = None
         self.scheduler: Scheduler | None = None
         #: Hooks for a crawl spread over several crawlers (:mod:`p2m.scale.crawl`): ``route(news)`` returns the
@@ -101,6 +119,7 @@ class Crawler:
         )
         for item in self.frontier.queued():
             self.scheduler.push(item)
+        self.frontier.deferred = True  # results are written in batches (see _finish)
         try:
             async with Fetcher(settings) as fetcher:
                 self.fetcher = fetcher
@@ -114,6 +133,10 @@ class Crawler:
             self.cpu.shutdown(wait=True)
             self.io.shutdown(wait=True)
             self.detector.shutdown(wait=True)
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self.frontier.deferred = False
+            self.frontier.flush()
         if self.stop_reason:
             return self.stop_reason
         if self.scheduler.queued():
@@ -209,9 +232,19 @@ class Crawler:
             if self.config.manifest_every_s and time.monotonic() - last > self.config.manifest_every_s:
                 last = time.monotonic()
                 self.stats.inc("output/periodic_writes")
-                from p2m.crawler.api import write_outputs  # noqa: PLC0415 - avoids an import cycle
+                self.frontier.flush()
+                run = self.stats.to_dict()
+                await asyncio.get_running_loop().run_in_executor(self.io, self._write_partial, run)
 
-                write_outputs(self.out, self.frontier, self.stats, self.config, partial=True)
+    def _write_partial(self, run: dict) -> None:
+        """The periodic manifest and stats, written in a thread from a read-only connection (the loop goes on)."""
+        from p2m.crawler.api import write_outputs  # noqa: PLC0415 - avoids an import cycle
+
+        reader = Frontier(self.frontier.path, readonly=True)
+        try:
+            write_outputs(self.out, reader, run, self.config, partial=True)
+        finally:
+            reader.close()
 
     # -- robots.txt ---------------------------------------------------------------------------
     async def _read_robots(self, slot: Slot) -> None:
@@ -325,7 +358,7 @@ class Crawler:
             await self._image(item, resp)
             return
         if kind in ("sitemap", "feed"):
-            self._sitemap(item, resp)
+            await self._sitemap(item, resp)
             return
         if kind == "page":
             await self._page(item, resp)
@@ -438,9 +471,11 @@ class Crawler:
         self._enqueue(news)
         self._finish(item, "done", "ok", resp=resp, kind="page")
 
-    def _sitemap(self, item: Item, resp: Response) -> None:
+    async def _sitemap(self, item: Item, resp: Response) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            found = parse_sitemap_or_feed(resp.body or b"", item.url, max_bytes=self.config.max_bytes)
+            found = await loop.run_in_executor(self.cpu, functools.partial(
+                parse_sitemap_or_feed, resp.body or b"", item.url, max_bytes=self.config.max_bytes))
         except BodyTooLarge:
             self._finish(item, "failed", "failed", f"sitemap over the {self.config.max_bytes}-byte cap", resp=resp)
             return
@@ -457,18 +492,53 @@ class Crawler:
         self._finish(item, "done", "ok", resp=resp, kind="feed" if found.kind in ("rss", "atom") else "sitemap")
 
     async def _image(self, item: Item, resp: Response) -> None:
+        """Hash first: bytes already stored (or already rejected) are recorded without decoding; the same new
+        bytes arriving from several URLs at once are checked once, the other URLs wait for that result."""
+        body = resp.body or b""
+        loop = asyncio.get_running_loop()
+        raw = _sha256(body) if len(body) <= 1 << 20 else await loop.run_in_executor(self.io, _sha256, body)
+        while True:
+            stored = self.frontier.stored_sha(raw)
+            if stored is not None:
+                self.stats.inc("image/duplicate")
+                self._finish(item, "done", "duplicate", resp=resp, sha256=stored, kind="image")
+                return
+            rejected = self._rejected.get(raw)
+            if rejected is not None:
+                self.stats.inc(f"image/rejected/{rejected[0]}")
+                self._finish(item, "failed", "rejected", rejected[1], resp=resp, kind="image")
+                return
+            waiting = self._checking.get(raw)
+            if waiting is None:
+                break
+            self.stats.inc("image/waited_for_same_bytes")
+            await waiting
+        done = loop.create_future()
+        self._checking[raw] = done
+        try:
+            await self._new_image(item, resp, raw)
+        finally:
+            del self._checking[raw]
+            done.set_result(None)
+
+    async def _new_image(self, item: Item, resp: Response, raw: str) -> None:
+        """Every check on bytes not seen before, then store them."""
         c = self.config
         loop = asyncio.get_running_loop()
+        self.stats.inc("image/checked")  # decoded and hashed: once per distinct content
         body = resp.body or b""
         try:
             checked = await loop.run_in_executor(self.cpu, functools.partial(
-                check_image, body, min_size=c.min_size_px, max_pixels=c.max_pixels,
-                declared_type=resp.content_type, preview=self.person_filter is not None))
+                _check_in_worker, body, min_size=c.min_size_px, max_pixels=c.max_pixels,
+                declared_type=resp.content_type, preview=self.person_filter is not None, sha256=raw))
+            if not checked.rotated:
+                checked.data = body
         except ImageRejected as exc:
+            self._remember_rejection(raw, exc.key, exc.reason)
             self.stats.inc(f"image/rejected/{exc.key}")
             self._finish(item, "failed", "rejected", exc.reason, resp=resp, kind="image")
             return
-        if self.frontier.image_known(checked.sha256):
+        if self.frontier.image_known(checked.sha256):  # other bytes that became the same file (EXIF rotation)
             self.stats.inc("image/duplicate")
             self._finish(item, "done", "duplicate", resp=resp, sha256=checked.sha256, kind="image")
             return
@@ -476,13 +546,13 @@ class Crawler:
         if self.person_filter is not None:
             score = await loop.run_in_executor(self.detector, self.person_filter.score, checked.preview)
             if score < c.person_threshold:
+                reason = f"no person found (mediapipe score {score:.2f} < {c.person_threshold:.2f})"
+                self._remember_rejection(raw, "no_person", reason)
                 self.stats.inc("image/rejected/no_person")
-                self._finish(item, "failed", "rejected",
-                             f"no person found (mediapipe score {score:.2f} < {c.person_threshold:.2f})",
-                             resp=resp, kind="image")
+                self._finish(item, "failed", "rejected", reason, resp=resp, kind="image")
                 return
         rel, _ = await loop.run_in_executor(self.io, store_image, self.out, checked)
-        if self.frontier.image_known(checked.sha256):  # the same bytes arrived from another URL meanwhile
+        if self.frontier.image_known(checked.sha256):  # the same file arrived from other bytes meanwhile
             self.stats.inc("image/duplicate")
             self._finish(item, "done", "duplicate", resp=resp, sha256=checked.sha256, kind="image")
             return
@@ -493,9 +563,16 @@ class Crawler:
         self.stats.inc("image/stored")
         if checked.rotated:
             self.stats.inc("image/exif_rotated")
-        self._finish(item, "done", "ok", resp=resp, sha256=checked.sha256, image=image_row, kind="image")
+        self._finish(item, "done", "ok", resp=resp, sha256=checked.sha256, image=image_row, kind="image",
+                     raw_sha256=raw)
         if c.max_images is not None and self.images_stored >= c.max_images:
             self.stop("max_images")
+
+    def _remember_rejection(self, raw: str, key: str, reason: str) -> None:
+        """Rejections depend only on the bytes: the same bytes from another URL are rejected without a decode."""
+        if len(self._rejected) >= REJECTED_CACHE:
+            self._rejected.pop(next(iter(self._rejected)))
+        self._rejected[raw] = (key, reason)
 
     # -- helpers ------------------------------------------------------------------------------
     def _valid(self, url: str) -> bool:
@@ -543,7 +620,8 @@ class Crawler:
         self.stats.max_value("fetch/latency_max_s", round(resp.elapsed, 3))
 
     def _finish(self, item: Item, state: str, status: str, error: str = "", *, resp: Response | None = None,
-                sha256: str | None = None, image: dict | None = None, kind: str | None = None) -> None:
+                sha256: str | None = None, image: dict | None = None, kind: str | None = None,
+                raw_sha256: str | None = None) -> None:
         if status not in ("ok", "duplicate", "redirect"):
             self.stats.inc(f"url/{status}")
             if error:
@@ -551,5 +629,11 @@ class Crawler:
         self.frontier.finish(
             item, state, status, error=error, http_status=resp.status if resp is not None and resp.status else None,
             sha256=sha256, content_type=resp.content_type if resp is not None else None,
-            nbytes=resp.raw_bytes if resp is not None else None, image=image, kind=kind,
+            nbytes=resp.raw_bytes if resp is not None else None, image=image, kind=kind, raw_sha256=raw_sha256,
         )
+        if self.frontier.deferred and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_EVERY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self.frontier.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -112,6 +113,7 @@ def whatwg_ipv4(host: str) -> str | None:
     return str(ipaddress.IPv4Address(value))
 
 
+@functools.lru_cache(maxsize=8192)
 def canonical_host(host: str) -> str:
     """``host`` lower-cased, legacy numeric IPv4 forms (``2130706433``, ``0177.0.0.1``, ``127.1``) made dotted,
     IPv6 compressed and without brackets, so that scope, politeness and address checks all see one form.
