@@ -229,7 +229,7 @@ def main() -> None:
     kb = info["bytes"] / n_served / 1024
     for shape in shapes:
         ours, base = results[(shape, "p2m")], results[(shape, "img2dataset")]
-        med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+        med = lambda rs, k: round(statistics.median(r[k] for r in rs), 1)  # noqa: E731
         lost = max(r["lost"] for r in ours)
         distinct = ours[0]["distinct"]
         where = (f"{args.images} URLs -> {distinct} distinct 320x480 JPEGs (~{kb:.0f} KB), {args.hosts} loopback "
