@@ -93,8 +93,3 @@ def write_manifest(frontier: Frontier, path: str | Path, phash_distance: int = 6
     with atomic_write(path, "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
     return table.num_rows
-
-
-def read_manifest(path: str | Path) -> pa.Table:
-    """Read a manifest written by :func:`write_manifest`."""
-    return pq.read_table(path)
