@@ -79,7 +79,7 @@ class CrawlConfig:
     backoff_max: float = 60.0
     max_retry_after: float = 600.0
     host_error_limit: int = 8
-    x_robots_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    x_robots_directives: tuple[str, ...] = ("noai", "noimageai", "noml", "noindex", "noimageindex")
     person_filter: str = "none"
     person_threshold: float = 0.5
     phash_distance: int = 6

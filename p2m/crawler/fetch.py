@@ -20,7 +20,7 @@ from p2m.crawler.urls import UrlError, blocked_address_reason, is_ip_literal, wi
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 522, 524})
-DEFAULT_X_ROBOTS = ("noai", "noimageai", "noindex", "noimageindex")
+DEFAULT_X_ROBOTS = ("noai", "noimageai", "noml", "noindex", "noimageindex")
 
 
 class BlockedAddressError(OSError):

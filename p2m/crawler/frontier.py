@@ -195,6 +195,14 @@ class Frontier:
             )
         return cur.rowcount == 1
 
+    def requeue_failed(self) -> int:
+        """Queue again every URL whose result was ``failed`` (attempts start over); returns how many."""
+        self.flush()
+        with self._tx():
+            cur = self.db.execute("UPDATE urls SET state='queued', attempts=0, not_before=0 "
+                                  "WHERE state='failed' AND status='failed'")
+        return cur.rowcount
+
     def known(self, key: str) -> bool:
         """True when a URL with this key is in the journal."""
         self.flush()

@@ -16,7 +16,7 @@ from p2m.crawler.sitemaps import BodyTooLarge, DecodeError, parse_sitemap_or_fee
 from p2m.crawler.stats import Stats
 from p2m.crawler.urls import normalize_url
 
-NO_IMAGES = {"noai", "noimageai", "none"}  # page-level robots meta values that keep its images out
+NO_IMAGES = {"noai", "noimageai", "noml", "none"}  # page-level robots meta values that keep its images out
 
 
 def decide_kind(resp: Response) -> str:
