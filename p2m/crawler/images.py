@@ -196,11 +196,20 @@ def hamming(a: str, b: str) -> int:
     return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 in ``x``."""
+    return _POPCOUNT[x.view(np.uint8)].reshape(-1, 8).sum(axis=1)
+
+
 def near_duplicate_groups(phashes: list[str], max_distance: int = 6) -> list[int]:
     """Group 64-bit perceptual hashes whose Hamming distance is at most ``max_distance`` (transitively).
 
     Uses the pigeonhole trick: two hashes within ``d`` bits agree exactly on at least one of
-    ``d + 1`` disjoint bit blocks, so only hashes that share a block are compared.
+    ``d + 1`` disjoint bit blocks, so only hashes that share a block are compared (with numpy,
+    one bucket at a time).
 
     Args:
         phashes: N hex strings (16 hex digits each).
@@ -218,22 +227,22 @@ def near_duplicate_groups(phashes: list[str], max_distance: int = 6) -> list[int
             i = parent[i]
         return i
 
-    values = [int(h, 16) for h in phashes]
+    values = np.array([int(h, 16) for h in phashes], np.uint64)
     blocks = max_distance + 1
     bounds = [round(64 * k / blocks) for k in range(blocks + 1)]
     for b in range(blocks):
         lo, hi = bounds[b], bounds[b + 1]
-        mask = (1 << (hi - lo)) - 1
-        buckets: dict[int, list[int]] = {}
-        for i, v in enumerate(values):
-            buckets.setdefault((v >> lo) & mask, []).append(i)
-        for members in buckets.values():
-            if len(members) < 2:
-                continue
-            for x in range(len(members)):
-                for y in range(x + 1, len(members)):
-                    i, j = members[x], members[y]
-                    if find(i) != find(j) and bin(values[i] ^ values[j]).count("1") <= max_distance:
-                        ri, rj = find(i), find(j)
-                        parent[max(ri, rj)] = min(ri, rj)
+        keys = (values >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+            members = order[start:start + size]
+            x, y = np.triu_indices(size, 1)
+            close = _popcount(values[members[x]] ^ values[members[y]]) <= max_distance
+            for i, j in zip(members[x[close]].tolist(), members[y[close]].tolist()):
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
     return [find(i) for i in range(n)]
