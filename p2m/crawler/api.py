@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from p2m.crawler.config import CrawlConfig
 from p2m.crawler.engine import Crawler
 from p2m.crawler.frontier import Frontier
@@ -97,8 +99,6 @@ def _table_column(path: Path, column: str) -> list[tuple[str, str]]:
     name = path.name.lower().removesuffix(".gz")
     try:
         if name.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
             schema = pq.read_schema(path)
             if column not in schema.names:
                 raise CrawlError(f"{path}: no column {column!r} (columns: {', '.join(schema.names)}); "
