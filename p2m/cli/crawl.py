@@ -19,8 +19,15 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
 @click.argument("seeds", nargs=-1)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Crawl folder (created).")
 @click.option("--resume", is_flag=True, help="Continue the crawl recorded in --out (seeds optional).")
+@click.option("--retry-failed", is_flag=True,
+              help="With --resume: fetch again only the URLs that failed (HTTP, network, size errors).")
+@click.option("--url-column", default="url", show_default=True,
+              help="Column with the URLs in parquet/CSV/TSV seed files.")
 @click.option("--allow-private", is_flag=True,
-              help="Allow loopback/private/link-local addresses (the SSRF guard refuses them by default).")
+              help="Allow every address: loopback, private, shared, link-local (by default the SSRF guard refuses "
+                   "every address that is not globally routable).")
+@click.option("--allow-loopback", is_flag=True,
+              help="Allow loopback addresses only (a local test server); other non-global addresses stay refused.")
 @click.option("--allow-domain", "allow_domains", multiple=True, metavar="D",
               help="Also crawl domain D and its subdomains (repeatable).")
 @click.option("--deny", multiple=True, metavar="PATTERN", help="Never fetch URLs matching this regex (repeatable).")
@@ -55,13 +62,17 @@ def _positive(ctx: click.Context, param: click.Parameter, value):
               help="Keep only images where MediaPipe Pose finds a person (needs the 'detect' extra).")
 @click.option("--person-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Minimum person score with --person-filter mediapipe.")
+@click.option("--image-processes", type=click.IntRange(min=0), default=None,
+              help="Decode and hash new images in this many worker processes [default: 0, threads of the crawl "
+                   "process, measured faster on 2 cores].")
 @progress_option
 @ray_option
 @click.option("--actors", type=click.IntRange(min=1), default=None,
               help="With --ray: crawler actors, hosts split among them [default: one per CPU of the cluster].")
-def command(seeds: tuple[str, ...], out: str, resume: bool, progress: bool | None, ray_address: str | None,
-            actors: int | None, **options) -> None:
-    """Harvest images from SEED pages, sitemaps (.xml, .xml.gz, indexes), RSS/Atom feeds or files of URLs.
+def command(seeds: tuple[str, ...], out: str, resume: bool, retry_failed: bool, url_column: str,
+            progress: bool | None, ray_address: str | None, actors: int | None, **options) -> None:
+    """Harvest images from SEED pages, sitemaps (.xml, .xml.gz, indexes), RSS/Atom feeds or files of URLs
+    (text, one per line, or the --url-column of a parquet/CSV/TSV file).
 
     Polite (robots.txt, Crawl-delay, per-host limits, Retry-After) and resumable: after a crash or
     Ctrl-C, run the same command with --resume. Writes OUT/images/, OUT/manifest.parquet and
@@ -70,13 +81,18 @@ def command(seeds: tuple[str, ...], out: str, resume: bool, progress: bool | Non
     from p2m.crawler import crawl
 
     if ray_address is not None:
+        from p2m.crawler import read_seeds
         from p2m.scale.crawl import crawl as ray_crawl
 
-        result = ray_crawl(list(seeds), out, resume=resume, actors=actors, address=ray_address, **options)
+        if retry_failed:
+            raise click.BadParameter("is not supported with --ray yet", param_hint="--retry-failed")
+        urls = read_seeds(list(seeds), url_column)  # the actors read plain URLs
+        result = ray_crawl(urls, out, resume=resume, actors=actors, address=ray_address, **options)
     elif actors is not None:
         raise click.BadParameter("needs --ray", param_hint="--actors")
     else:
-        result = crawl(list(seeds), out, resume=resume, progress=progress is not False, **options)
+        result = crawl(list(seeds), out, resume=resume, retry_failed=retry_failed, url_column=url_column,
+                       progress=progress is not False, **options)
     counters = result.stats["counters"]
     totals = result.totals
     rows = [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import gzip
 import logging
 import signal
 import sys
@@ -10,6 +12,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from p2m.crawler.config import CrawlConfig
 from p2m.crawler.engine import Crawler
@@ -51,11 +55,14 @@ class CrawlResult:
     elapsed_s: float
 
 
-def read_seeds(seeds: list[str] | tuple[str, ...]) -> list[str]:
-    """Expand seeds: a URL stays a URL; an existing file is read as one URL per line (``#`` starts a comment).
+def read_seeds(seeds: list[str] | tuple[str, ...], url_column: str = "url") -> list[str]:
+    """Expand seeds: a URL stays a URL; an existing file is read as a list of URLs.
+
+    A ``.parquet`` file or a ``.csv``/``.tsv`` file (optionally ``.gz``) gives the URLs of its
+    column ``url_column``; any other file is read as one URL per line (``#`` starts a comment).
 
     Raises:
-        CrawlError: a seed that is neither an http(s) URL nor a readable file, naming it (and the line).
+        CrawlError: a seed that is neither an http(s) URL nor a readable file, naming it (and the line/row).
     """
     urls: list[str] = []
     for seed in seeds:
@@ -66,29 +73,62 @@ def read_seeds(seeds: list[str] | tuple[str, ...]) -> list[str]:
         path = Path(seed)
         if not path.is_file():
             raise CrawlError(f"seed {seed!r} is neither an http(s) URL nor a file of URLs")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CrawlError(f"{path}: cannot read the seed file: {exc}") from exc
-        for number, line in enumerate(lines, 1):
-            line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
+        name = path.name.lower().removesuffix(".gz")
+        if name.endswith((".parquet", ".csv", ".tsv")):
+            rows = _table_column(path, url_column)
+        else:
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CrawlError(f"{path}: cannot read the seed file: {exc}") from exc
+            rows = [(f"{path}:{n}", ln.split("#", 1)[0].strip() if ln.lstrip().startswith("#") else ln.strip())
+                    for n, ln in enumerate(lines, 1)]
+        for where, line in rows:
             if not line:
                 continue
             try:
                 normalize_url(line)
             except UrlError as exc:
-                raise CrawlError(f"{path}:{number}: {exc}") from exc
+                raise CrawlError(f"{where}: {exc}") from exc
             urls.append(line)
     return urls
 
 
-def write_outputs(out: Path, frontier: Frontier, stats: Stats, config: CrawlConfig, partial: bool = False) -> None:
-    """Write ``manifest.parquet`` and ``stats.json`` atomically (``partial``: a periodic write mid-crawl)."""
+def _table_column(path: Path, column: str) -> list[tuple[str, str]]:
+    """``(place, value)`` for each row of ``column`` in a parquet or CSV/TSV file (places name file and row)."""
+    name = path.name.lower().removesuffix(".gz")
+    try:
+        if name.endswith(".parquet"):
+            schema = pq.read_schema(path)
+            if column not in schema.names:
+                raise CrawlError(f"{path}: no column {column!r} (columns: {', '.join(schema.names)}); "
+                                 "choose one with --url-column")
+            values = pq.read_table(path, columns=[column]).column(column).to_pylist()
+            return [(f"{path}: row {i}", "" if v is None else str(v).strip()) for i, v in enumerate(values)]
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if name.endswith(".tsv") else ",")
+            if column not in (reader.fieldnames or []):
+                raise CrawlError(f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])}); "
+                                 "choose one with --url-column")
+            return [(f"{path}:{reader.line_num}", (row.get(column) or "").strip()) for row in reader]
+    except CrawlError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise CrawlError(f"{path}: cannot read the seed table: {exc}") from exc
+
+
+def write_outputs(out: Path, frontier: Frontier, stats: Stats | dict[str, Any], config: CrawlConfig,
+                  partial: bool = False) -> None:
+    """Write ``manifest.parquet`` and ``stats.json`` atomically (``partial``: a periodic write mid-crawl).
+
+    ``stats`` is the run's counters or a snapshot of them (``Stats.to_dict()``, taken on the crawl's thread).
+    """
     write_manifest(frontier, out / MANIFEST, config.phash_distance)
     previous = frontier.get_meta("previous_runs") or []
     write_json(out / STATS, {
         "partial": partial,
-        "run": stats.to_dict(),
+        "run": stats if isinstance(stats, dict) else stats.to_dict(),
         "totals": frontier.counts(),
         "previous_runs": previous,
         "config": config.to_dict(),
@@ -101,6 +141,8 @@ def crawl(
     *,
     resume: bool = False,
     config: CrawlConfig | None = None,
+    url_column: str = "url",
+    retry_failed: bool = False,
     **options: Any,
 ) -> CrawlResult:
     """Crawl pages, sitemaps and feeds for images and write a dataset folder.
@@ -115,6 +157,9 @@ def crawl(
         out: the crawl folder.
         resume: continue the crawl recorded in ``out``. Seeds are optional then.
         config: settings; keyword ``options`` (the fields of :class:`CrawlConfig`) override it.
+        url_column: the column holding the URLs in parquet/CSV/TSV seed files.
+        retry_failed: with ``resume``, queue again the URLs that ended ``failed`` (HTTP, network and
+            size errors; not rejected images, nor URLs skipped by robots.txt or scope) and fetch only those.
 
     Returns:
         A :class:`CrawlResult`.
@@ -127,6 +172,8 @@ def crawl(
         config = CrawlConfig.from_options(**options)
     elif options:
         config = config.updated(**options)
+    if retry_failed and not resume:
+        raise CrawlError("--retry-failed retries the failed URLs of an earlier crawl: pass --resume too")
     out = Path(out)
     journal = out / JOURNAL
     if journal.exists() and not resume:
@@ -134,7 +181,7 @@ def crawl(
                          "or choose another --out folder")
     if resume and not journal.exists():
         raise CrawlError(f"nothing to resume in {out}: no {JOURNAL}; run without --resume to start a crawl")
-    urls = read_seeds(list(seeds))
+    urls = read_seeds(list(seeds), url_column)
     if not urls and not resume:
         raise CrawlError("no seeds: give page, sitemap or feed URLs, image URLs, or a file of URLs")
     person_filter = load_person_filter(config.person_filter)
@@ -152,10 +199,14 @@ def crawl(
             scope = Scope(all_seeds, config.allow_domains, config.deny)
         except UrlError as exc:
             raise CrawlError(str(exc)) from exc
+        stats = Stats()
         if resume:
             _remember_previous_run(out, frontier)
             _remove_stale_temp_files(out)
-        stats = Stats()
+        if retry_failed:
+            requeued = frontier.requeue_failed()
+            stats.inc("frontier/requeued_failed", requeued)
+            logger.info("retrying %d failed URLs", requeued)
         crawler = Crawler(out, config, frontier, scope, stats, person_filter)
         crawler.add_seeds(urls)
         if resume:

@@ -24,7 +24,10 @@ class CrawlConfig:
             robots.txt's Crawl-delay, which is never undercut).
         max_crawl_delay: robots.txt Crawl-delay values above this are cut to it (with a warning).
         user_agent: sent with every request; its first token is matched against robots.txt.
-        allow_private: fetch loopback, private and link-local addresses (off: the SSRF guard refuses them).
+        allow_private: fetch every address, also loopback, private, shared and link-local ones (off: the SSRF
+            guard refuses every address that is not globally routable).
+        allow_loopback: fetch loopback addresses (local test servers) but still refuse every other
+            address that is not globally routable.
         allow_domains: domains in scope besides the seeds' registrable domains.
         deny: regular expressions; matching URLs are never fetched.
         images_any_domain: fetch images from any host (pages still stay in scope).
@@ -42,8 +45,10 @@ class CrawlConfig:
         person_filter: ``none`` or ``mediapipe``.
         person_threshold: images scoring below it are rejected (with the mediapipe filter).
         phash_distance: Hamming distance for near-duplicate groups in the manifest.
-        image_processes: decode and hash images in this many child processes (0: in threads of the crawl
-            process, which is lighter for small crawls; a process per core frees the event loop on big ones).
+        image_processes: decode and hash new images in this many child processes (0: in threads of the crawl
+            process). Threads are the default: on the 2-core machine the benchmark ran on, 3,000 unique
+            320x480 JPEGs crawled at 78-80 img/s with threads and 73 img/s with 2 processes, at half the
+            memory (Pillow and the hash release the GIL, so threads already use both cores).
         manifest_every_s: rewrite manifest.parquet and stats.json this often during a crawl (0: only at the end).
         progress: show a tqdm bar on stderr.
     """
@@ -57,6 +62,7 @@ class CrawlConfig:
     max_crawl_delay: float = 30.0
     user_agent: str = DEFAULT_USER_AGENT
     allow_private: bool = False
+    allow_loopback: bool = False
     allow_domains: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     images_any_domain: bool = False
@@ -73,7 +79,7 @@ class CrawlConfig:
     backoff_max: float = 60.0
     max_retry_after: float = 600.0
     host_error_limit: int = 8
-    x_robots_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    x_robots_directives: tuple[str, ...] = ("noai", "noimageai", "noml", "noindex", "noimageindex")
     person_filter: str = "none"
     person_threshold: float = 0.5
     phash_distance: int = 6

@@ -120,19 +120,51 @@ class _Brotli:
         return b""
 
 
+class _CapExceeded(Exception):
+    """Raised by :class:`_CappedSink` inside the zstd writer once the output passes its limit."""
+
+
+class _CappedSink:
+    """The file-like target of a zstd stream writer: keeps output chunks, stops the writer past ``limit``."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.produced = 0
+        self.limit = 0
+
+    def write(self, data) -> int:
+        self.produced += len(data)
+        if self.produced > self.limit:
+            raise _CapExceeded()
+        self.parts.append(bytes(data))
+        return len(data)
+
+
 class _Zstd:
+    """zstd through a stream writer that hands output over in 64 KiB pieces, so the cap stops a bomb early.
+
+    ``decompressobj().decompress`` would return everything one input chunk expands to (gigabytes for
+    a few KiB); the window is capped at 8 MiB as RFC 9659 asks of HTTP zstd, which bounds the
+    decoder's own memory.
+    """
+
+    WINDOW = 8 * 1024 * 1024
+
     def __init__(self, module) -> None:
-        self.d = module.ZstdDecompressor().decompressobj()
+        self.sink = _CappedSink()
+        self.w = module.ZstdDecompressor(max_window_size=self.WINDOW).stream_writer(
+            self.sink, write_size=65536, closefd=False)
         self.error = module.ZstdError
 
     def feed(self, data: bytes, limit: int) -> bytes:
+        self.sink.parts, self.sink.produced, self.sink.limit = [], 0, limit
         try:
-            out = self.d.decompress(data)
+            self.w.write(data)
+        except _CapExceeded:
+            raise BodyTooLarge() from None
         except self.error as exc:
             raise DecodeError(f"corrupt zstd body: {exc}") from exc
-        if len(out) > limit:
-            raise BodyTooLarge()
-        return out
+        return b"".join(self.sink.parts)
 
     def finish(self) -> bytes:
         return b""

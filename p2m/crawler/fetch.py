@@ -15,37 +15,39 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from p2m.crawler.decode import BodyTooLarge, DecodeError, StreamDecoder, accept_encoding
-from p2m.crawler.urls import blocked_address_reason, is_ip_literal
+from p2m.crawler.urls import UrlError, blocked_address_reason, is_ip_literal, with_canonical_host
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 522, 524})
-DEFAULT_X_ROBOTS = ("noai", "noimageai", "noindex", "noimageindex")
+DEFAULT_X_ROBOTS = ("noai", "noimageai", "noml", "noindex", "noimageindex")
 
 
 class BlockedAddressError(OSError):
-    """A host resolved only to addresses the SSRF guard refuses (loopback, private, link-local...)."""
+    """A host resolved only to addresses the SSRF guard refuses (every address that is not globally routable)."""
 
 
 class GuardedResolver(AbstractResolver):
     """Wraps aiohttp's resolver and drops refused addresses after resolution (so DNS rebinding cannot pass).
 
     Args:
-        allow_private: keep loopback/private/link-local/multicast addresses (tests, intranets).
+        allow_private: keep every address, also loopback/private/link-local/multicast ones (tests, intranets).
+        allow_loopback: keep loopback addresses only (local test servers); every other non-global one is refused.
     """
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, allow_loopback: bool = False) -> None:
         self.inner = aiohttp.ThreadedResolver()
         self.allow_private = allow_private
+        self.allow_loopback = allow_loopback
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
         results = await self.inner.resolve(host, port, family)
         if self.allow_private:
             return results
-        kept = [r for r in results if blocked_address_reason(r["host"]) is None]
+        kept = [r for r in results if blocked_address_reason(r["host"], self.allow_loopback) is None]
         if not kept:
-            reason = blocked_address_reason(results[0]["host"]) if results else "no address"
+            reason = blocked_address_reason(results[0]["host"], self.allow_loopback) if results else "no address"
             raise BlockedAddressError(f"{host} resolves to {reason}; refused (pass --allow-private to fetch it)")
         return kept
 
@@ -133,6 +135,7 @@ class FetchSettings:
 
     user_agent: str
     allow_private: bool = False
+    allow_loopback: bool = False
     max_bytes: int = 16 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
@@ -155,7 +158,7 @@ class Fetcher:
     async def __aenter__(self) -> Fetcher:
         s = self.settings
         connector = aiohttp.TCPConnector(
-            limit=s.concurrency + 8, limit_per_host=0, resolver=GuardedResolver(s.allow_private),
+            limit=s.concurrency + 8, limit_per_host=0, resolver=GuardedResolver(s.allow_private, s.allow_loopback),
             ttl_dns_cache=300, enable_cleanup_closed=True,
         )
         self.session = aiohttp.ClientSession(
@@ -188,13 +191,17 @@ class Fetcher:
         cap = max_bytes or self.settings.max_bytes
         r = Response(url=url)
         start = time.monotonic()
-        u = URL(url)
+        try:
+            u = with_canonical_host(URL(url))  # 2130706433, 0x7f.1, 127.1 -> 127.0.0.1, as browsers read them
+        except (UrlError, ValueError) as exc:
+            return _fail(r, f"invalid URL: {exc}", "invalid_url")
         if u.scheme not in ("http", "https"):
             return _fail(r, f"unsupported scheme {u.scheme!r}", "bad_scheme")
         if u.host and is_ip_literal(u.host) and not self.settings.allow_private:
-            reason = blocked_address_reason(u.host)
+            reason = blocked_address_reason(u.host, self.settings.allow_loopback)
             if reason:
                 return _fail(r, f"refused: {reason} (pass --allow-private to fetch it)", "blocked")
+        url = str(u)
         try:
             async with self.session.get(url, allow_redirects=False, headers={"Accept": accept}) as resp:
                 r.status = resp.status
@@ -212,6 +219,8 @@ class Fetcher:
             t = self.settings
             _fail(r, f"timed out (connect {t.connect_timeout:g} s, read {t.read_timeout:g} s, "
                      f"total {t.total_timeout:g} s)", "timeout", retryable=True)
+        except aiohttp.InvalidURL as exc:  # e.g. a host aiohttp calls "not canonical": a retry cannot help
+            _fail(r, f"invalid URL: {_first_line(exc)}", "invalid_url")
         except aiohttp.ClientConnectorError as exc:
             _fail(r, f"cannot connect to {u.host}:{u.port}: {exc.os_error.strerror or exc.os_error}", "connect",
                   retryable=True)

@@ -53,7 +53,11 @@ CREATE TABLE IF NOT EXISTS images (
     person_score REAL,
     stored_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS raw_hashes (raw TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 """
+# raw_hashes: sha256 of the fetched bytes -> sha256 of the stored file, where they differ (EXIF rotation
+# re-encodes), so that the same bytes fetched again are known without decoding. Added without a schema
+# version bump: an older journal gets the empty table and only misses that shortcut.
 
 
 @dataclass
@@ -107,12 +111,28 @@ class Frontier:
     its result, and an image row becomes ``done`` only after its file is in ``images/``, so after
     a kill every URL is either finished (and never fetched again) or still queued.
 
+    With :attr:`deferred` set, results (:meth:`finish`, :meth:`retry_later`) are kept in memory and
+    written by :meth:`flush` in one transaction; every read flushes first, and images waiting to be
+    written are already known to :meth:`image_known` and :meth:`stored_sha`.
+
     Args:
         path: the SQLite file.
+        readonly: open a second, read-only connection (a manifest written beside a running crawl).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        self.deferred = False
+        self._pending: list[tuple[str, Any]] = []
+        self._pending_images: dict[str, str] = {}  # stored or raw sha256 -> stored sha256, not yet written
+        if readonly:
+            try:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                          check_same_thread=False)
+            except sqlite3.DatabaseError as exc:
+                raise CrawlError(f"{self.path}: cannot open the crawl journal: {exc}") from exc
+            return
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -130,6 +150,7 @@ class Frontier:
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
         """The JSON value stored under ``key``, or None."""
+        self.flush()
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
@@ -145,6 +166,7 @@ class Frontier:
 
     def enqueue_many(self, news: Iterable[NewUrl]) -> list[Item]:
         """Add URLs in one transaction; returns the items that were new (duplicates are dropped)."""
+        self.flush()
         added: list[Item] = []
         seen: set[str] = set()
         with self._tx():
@@ -163,6 +185,7 @@ class Frontier:
 
     def record_skipped(self, new: NewUrl, reason: str, status: str = "skipped") -> bool:
         """Add a URL straight in a final state (out of scope, data: URI...); False when already known."""
+        self.flush()
         with self._tx():
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO urls(key, url, kind, depth, page_url, alt, license, hops, state, status, error,"
@@ -172,8 +195,17 @@ class Frontier:
             )
         return cur.rowcount == 1
 
+    def requeue_failed(self) -> int:
+        """Queue again every URL whose result was ``failed`` (attempts start over); returns how many."""
+        self.flush()
+        with self._tx():
+            cur = self.db.execute("UPDATE urls SET state='queued', attempts=0, not_before=0 "
+                                  "WHERE state='failed' AND status='failed'")
+        return cur.rowcount
+
     def known(self, key: str) -> bool:
         """True when a URL with this key is in the journal."""
+        self.flush()
         return self.db.execute("SELECT 1 FROM urls WHERE key=?", (key,)).fetchone() is not None
 
     # -- results ----------------------------------------------------------------------------
@@ -181,10 +213,8 @@ class Frontier:
         """Count an attempt and keep the URL queued until ``not_before`` (wall-clock seconds)."""
         item.attempts += 1
         item.not_before = not_before
-        self.db.execute(
-            "UPDATE urls SET attempts=?, not_before=?, error=?, http_status=? WHERE id=?",
-            (item.attempts, not_before, error, http_status, item.id),
-        )
+        self._write([("UPDATE urls SET attempts=?, not_before=?, error=?, http_status=? WHERE id=?",
+                      (item.attempts, not_before, error, http_status, item.id))])
 
     def finish(
         self,
@@ -199,6 +229,7 @@ class Frontier:
         nbytes: int | None = None,
         image: dict[str, Any] | None = None,
         kind: str | None = None,
+        raw_sha256: str | None = None,
     ) -> None:
         """Record the final result of ``item`` (and, for a newly stored image, its ``images`` row) atomically.
 
@@ -207,31 +238,72 @@ class Frontier:
             status: the manifest status (``ok``, ``duplicate``, ``rejected``, ``failed``, ``skipped``, ``redirect``).
             image: for a new file: sha256, path, width, height, format, bytes, phash, person_score.
             kind: what the URL turned out to be (``page``, ``image``...), when the response decided it.
+            raw_sha256: for a new image, the sha256 of the fetched bytes when it differs from the stored file's.
         """
+        writes: list[tuple[str, Any]] = []
+        if image is not None:
+            writes.append((
+                "INSERT OR IGNORE INTO images(sha256, path, width, height, format, bytes, phash, person_score,"
+                " stored_at) VALUES (:sha256, :path, :width, :height, :format, :bytes, :phash, :person_score,"
+                " :stored_at)", {**image, "stored_at": time.time()}))
+            if raw_sha256 and raw_sha256 != image["sha256"]:
+                writes.append(("INSERT OR IGNORE INTO raw_hashes(raw, sha256) VALUES (?, ?)",
+                               (raw_sha256, image["sha256"])))
+        if kind and kind != item.kind:
+            writes.append(("UPDATE urls SET kind=? WHERE id=?", (kind, item.id)))
+        writes.append((
+            "UPDATE urls SET state=?, status=?, error=?, http_status=?, sha256=?, content_type=?, bytes=?,"
+            " attempts=?, fetched_at=? WHERE id=?",
+            (state, status, error, http_status, sha256, content_type, nbytes, item.attempts + 1, time.time(),
+             item.id)))
+        if image is not None and self.deferred:
+            self._pending_images[image["sha256"]] = image["sha256"]
+            if raw_sha256:
+                self._pending_images[raw_sha256] = image["sha256"]
+        self._write(writes)
+
+    def _write(self, writes: list[tuple[str, Any]]) -> None:
+        if self.deferred:
+            self._pending.extend(writes)
+            return
         with self._tx():
-            if image is not None:
-                self.db.execute(
-                    "INSERT OR IGNORE INTO images(sha256, path, width, height, format, bytes, phash, person_score,"
-                    " stored_at) VALUES (:sha256, :path, :width, :height, :format, :bytes, :phash, :person_score,"
-                    " :stored_at)",
-                    {**image, "stored_at": time.time()},
-                )
-            if kind and kind != item.kind:
-                self.db.execute("UPDATE urls SET kind=? WHERE id=?", (kind, item.id))
-            self.db.execute(
-                "UPDATE urls SET state=?, status=?, error=?, http_status=?, sha256=?, content_type=?, bytes=?,"
-                " attempts=?, fetched_at=? WHERE id=?",
-                (state, status, error, http_status, sha256, content_type, nbytes, item.attempts + 1, time.time(),
-                 item.id),
-            )
+            for sql, params in writes:
+                self.db.execute(sql, params)
+
+    def pending(self) -> int:
+        """Statements waiting for :meth:`flush`."""
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Write the results kept in memory, in one transaction."""
+        if not self._pending:
+            return
+        writes, self._pending = self._pending, []
+        with self._tx():
+            for sql, params in writes:
+                self.db.execute(sql, params)
+        self._pending_images.clear()
 
     def image_known(self, sha256: str) -> bool:
         """True when an image with this content hash is already stored."""
+        if sha256 in self._pending_images:
+            return True
         return self.db.execute("SELECT 1 FROM images WHERE sha256=?", (sha256,)).fetchone() is not None
+
+    def stored_sha(self, raw_sha256: str) -> str | None:
+        """The sha256 of the stored file that fetched bytes with hash ``raw_sha256`` became, or None when new."""
+        found = self._pending_images.get(raw_sha256)
+        if found is not None:
+            return found
+        row = self.db.execute(
+            "SELECT sha256 FROM images WHERE sha256=? UNION ALL SELECT sha256 FROM raw_hashes WHERE raw=? LIMIT 1",
+            (raw_sha256, raw_sha256)).fetchone()
+        return None if row is None else row[0]
 
     # -- reading ----------------------------------------------------------------------------
     def queued(self) -> Iterator[Item]:
         """Every URL still queued, oldest first (what a resumed crawl starts from)."""
+        self.flush()
         cur = self.db.execute(
             "SELECT id, url, kind, depth, page_url, alt, license, hops, attempts, not_before FROM urls "
             "WHERE state='queued' ORDER BY id"
@@ -242,6 +314,7 @@ class Frontier:
 
     def counts(self) -> dict[str, int]:
         """Row counts by ``kind/status`` (``image/ok``, ``page/failed``...) plus ``queued`` and ``stored_files``."""
+        self.flush()
         out: dict[str, int] = {}
         for kind, state, status, n in self.db.execute(
             "SELECT kind, state, status, COUNT(*) FROM urls GROUP BY kind, state, status"
@@ -251,19 +324,30 @@ class Frontier:
         out["stored_files"] = self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
         return out
 
-    def rows(self) -> Iterator[dict[str, Any]]:
-        """Every URL row joined with its stored image (for the manifest), in insertion order."""
-        cur = self.db.execute(
+    ROW_COLUMNS = ("url", "kind", "page_url", "sha256", "phash", "width", "height", "format", "bytes", "alt",
+                   "license", "state", "status", "http_status", "fetched_at", "person_score", "error", "path",
+                   "depth", "attempts", "content_type")
+
+    def row_tuples(self) -> Iterator[tuple]:
+        """Every URL row joined with its stored image, as tuples in :attr:`ROW_COLUMNS` order, in insertion order."""
+        self.flush()
+        return self.db.execute(
             "SELECT u.url, u.kind, u.page_url, u.sha256, i.phash, i.width, i.height, i.format, i.bytes, u.alt,"
             " u.license, u.state, u.status, u.http_status, u.fetched_at, i.person_score, u.error, i.path, u.depth,"
             " u.attempts, u.content_type FROM urls u LEFT JOIN images i ON u.sha256 = i.sha256 ORDER BY u.id"
         )
-        names = [d[0] for d in cur.description]
-        for row in cur:
-            yield dict(zip(names, row))
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Every URL row joined with its stored image (for the manifest), in insertion order."""
+        for row in self.row_tuples():
+            yield dict(zip(self.ROW_COLUMNS, row))
 
     def close(self) -> None:
-        """Checkpoint the WAL and close the database."""
+        """Write what is pending, checkpoint the WAL and close the database."""
+        if self.readonly:
+            self.db.close()
+            return
+        self.flush()
         try:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.DatabaseError as exc:  # still closes; the WAL is replayed on next open

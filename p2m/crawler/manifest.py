@@ -46,35 +46,45 @@ image in the row's perceptual-hash group (its own sha256 when it has no near-dup
 
 
 def build_table(frontier: Frontier, phash_distance: int = 6) -> pa.Table:
-    """The manifest as an Arrow table (see :data:`SCHEMA`)."""
-    rows = list(frontier.rows())
-    cols: dict[str, list] = {name: [] for name in SCHEMA.names}
+    """The manifest as an Arrow table (see :data:`SCHEMA`), built column by column from the journal's rows.
+
+    ``frontier`` may also be any object whose ``rows()`` yields dicts keyed by :attr:`Frontier.ROW_COLUMNS`
+    (the merged journals of a crawl over Ray).
+    """
+    if isinstance(frontier, Frontier):
+        rows = frontier.row_tuples().fetchall()
+    else:
+        rows = [tuple(r[c] for c in Frontier.ROW_COLUMNS) for r in frontier.rows()]
+    col = dict(zip(Frontier.ROW_COLUMNS, zip(*rows))) if rows else {c: () for c in Frontier.ROW_COLUMNS}
     stored: dict[str, str] = {}
-    for r in rows:
-        if r["sha256"] and r["phash"] and r["sha256"] not in stored:
-            stored[r["sha256"]] = r["phash"]
+    for sha, phash in zip(col["sha256"], col["phash"]):
+        if sha and phash and sha not in stored:
+            stored[sha] = phash
     shas = list(stored)
     groups = near_duplicate_groups([stored[s] for s in shas], phash_distance)
     rep = {s: shas[g] for s, g in zip(shas, groups)}
-    for r in rows:
-        status = r["status"] if r["state"] != "queued" else "queued"
-        error = r["error"] or ""
-        if status == "queued":
-            error = error or "not fetched before the crawl stopped (run again with --resume)"
-        fetched = r["fetched_at"]
-        values = {
-            "url": r["url"], "page_url": r["page_url"] or "", "sha256": r["sha256"], "phash": r["phash"],
-            "width": r["width"], "height": r["height"], "format": r["format"], "bytes": r["bytes"],
-            "alt": r["alt"] or "", "license": r["license"] or "", "status": status,
-            "http_status": r["http_status"],
-            "fetched_at": datetime.fromtimestamp(fetched, tz=timezone.utc) if fetched else None,
-            "person_score": r["person_score"], "error": error if status not in ("ok", "duplicate") else "",
-            "kind": r["kind"], "path": r["path"], "near_dup_of": rep.get(r["sha256"]) if r["sha256"] else None,
-            "depth": r["depth"], "attempts": r["attempts"], "content_type": r["content_type"],
-        }
-        for name in SCHEMA.names:
-            cols[name].append(values[name])
-    return pa.table(cols, schema=SCHEMA)
+    status = [st if state != "queued" else "queued" for st, state in zip(col["status"], col["state"])]
+    error = []
+    for st, err in zip(status, col["error"]):
+        if st in ("ok", "duplicate"):
+            error.append("")
+        elif st == "queued":
+            error.append(err or "not fetched before the crawl stopped (run again with --resume)")
+        else:
+            error.append(err or "")
+    utc = timezone.utc
+    values = {
+        "url": col["url"], "page_url": [v or "" for v in col["page_url"]], "sha256": col["sha256"],
+        "phash": col["phash"], "width": col["width"], "height": col["height"], "format": col["format"],
+        "bytes": col["bytes"], "alt": [v or "" for v in col["alt"]], "license": [v or "" for v in col["license"]],
+        "status": status, "http_status": col["http_status"],
+        "fetched_at": [datetime.fromtimestamp(t, tz=utc) if t else None for t in col["fetched_at"]],
+        "person_score": col["person_score"], "error": error, "kind": col["kind"], "path": col["path"],
+        "near_dup_of": [rep.get(s) if s else None for s in col["sha256"]],
+        "depth": col["depth"], "attempts": col["attempts"], "content_type": col["content_type"],
+    }
+    return pa.table({name: pa.array(list(values[name]), SCHEMA.field(name).type) for name in SCHEMA.names},
+                    schema=SCHEMA)
 
 
 def write_manifest(frontier: Frontier, path: str | Path, phash_distance: int = 6) -> int:
@@ -83,8 +93,3 @@ def write_manifest(frontier: Frontier, path: str | Path, phash_distance: int = 6
     with atomic_write(path, "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
     return table.num_rows
-
-
-def read_manifest(path: str | Path) -> pa.Table:
-    """Read a manifest written by :func:`write_manifest`."""
-    return pq.read_table(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -51,6 +52,7 @@ def normalize_url(url: str) -> str:
         raise UrlError(f"unsupported scheme {parsed.scheme or '(none)'!r} in {url!r}: only http and https")
     if not parsed.host:
         raise UrlError(f"no host in {url!r}")
+    parsed = with_canonical_host(parsed)
     canon = canonicalize_url(str(parsed), keep_fragments=False)
     out = URL(canon)
     if out.explicit_port == DEFAULT_PORTS[out.scheme]:
@@ -59,9 +61,82 @@ def normalize_url(url: str) -> str:
 
 
 def host_key(url: str) -> str:
-    """The politeness key ``scheme://host:port`` (explicit default port) of ``url``."""
+    """The politeness key ``scheme://host:port`` (explicit default port; IPv6 hosts keep their brackets).
+
+    The key is also the origin whose ``/robots.txt`` is read, so it must stay a valid URL.
+    """
     u = URL(url)
-    return f"{u.scheme}://{u.host}:{u.port}"
+    host = canonical_host(u.raw_host or "")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{u.scheme}://{host}:{u.port}"
+
+
+def _ipv4_number(part: str) -> int | None:
+    """One dot-separated part of a host as the WHATWG URL standard reads it (0x.. hex, 0.. octal), else None."""
+    radix = 10
+    if part[:2].lower() == "0x":
+        radix, part = 16, part[2:]
+    elif len(part) > 1 and part[0] == "0":
+        radix, part = 8, part[1:]
+    if part == "":
+        return 0
+    digits = "0123456789abcdef"[:radix]
+    if any(ch not in digits for ch in part.lower()):
+        return None
+    return int(part, radix)
+
+
+def whatwg_ipv4(host: str) -> str | None:
+    """The dotted IPv4 address a browser connects to for ``host`` (``0x7f.1`` -> ``127.0.0.1``), or None for a name.
+
+    Follows the WHATWG URL standard: a host whose last label is a number (decimal, ``0x`` hex or
+    ``0`` octal) is an IPv4 address in one to four parts, the last part filling the remaining bytes.
+
+    Raises:
+        UrlError: the host ends in a number but is not a valid IPv4 address (browsers refuse it too).
+    """
+    parts = host.split(".")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()
+    last = parts[-1]
+    hex_number = last[:2].lower() == "0x" and _ipv4_number(last) is not None
+    if not last.isascii() or not (last.isdigit() or hex_number):
+        return None
+    numbers = [_ipv4_number(p) if p else None for p in parts]
+    if len(parts) > 4 or any(n is None for n in numbers):
+        raise UrlError(f"host {host!r} ends in a number but is not a valid IPv4 address")
+    *head, tail = numbers
+    if any(n > 255 for n in head) or tail >= 256 ** (5 - len(numbers)):
+        raise UrlError(f"host {host!r} ends in a number but is not a valid IPv4 address (a part is too large)")
+    value = tail + sum(n << (8 * (3 - i)) for i, n in enumerate(head))
+    return str(ipaddress.IPv4Address(value))
+
+
+@functools.lru_cache(maxsize=8192)
+def canonical_host(host: str) -> str:
+    """``host`` lower-cased, legacy numeric IPv4 forms (``2130706433``, ``0177.0.0.1``, ``127.1``) made dotted,
+    IPv6 compressed and without brackets, so that scope, politeness and address checks all see one form.
+
+    Raises:
+        UrlError: a host that ends in a number but is no valid IPv4 address.
+    """
+    host = host.strip().lower()
+    if host.startswith("[") or ":" in host:
+        try:
+            return str(ipaddress.IPv6Address(host.strip("[]").split("%", 1)[0]))
+        except ValueError as exc:
+            raise UrlError(f"invalid IPv6 host {host!r}") from exc
+    return whatwg_ipv4(host) or host
+
+
+def with_canonical_host(url: URL) -> URL:
+    """``url`` with its host replaced by :func:`canonical_host` (unchanged when already canonical)."""
+    raw = url.raw_host or ""
+    host = canonical_host(raw)
+    if host == raw or ":" in host:
+        return url
+    return url.with_host(host)
 
 
 def is_ip_literal(host: str) -> bool:
@@ -88,14 +163,48 @@ def registrable_domain(host: str) -> str:
     return ".".join(labels[-2:])
 
 
-def blocked_address_reason(address: str) -> str | None:
-    """Why connecting to IP ``address`` is refused without ``allow_private``, or None when it is public."""
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SHARED = ipaddress.IPv4Network("100.64.0.0/10")
+# Not globally reachable per the IANA registries, but ``is_global`` in older Pythons misses them.
+_NOT_GLOBAL = (ipaddress.IPv4Network("192.0.0.0/24"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_GLOBAL_EXCEPTIONS = (ipaddress.IPv4Address("192.0.0.9"), ipaddress.IPv4Address("192.0.0.10"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that an IPv6 address carries (``::ffff:a.b.c.d``, 6to4 ``2002::/16``, NAT64
+    ``64:ff9b::/96``), or None; packets to such an address end up at the IPv4 one."""
+    if ip.version != 6:
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def blocked_address_reason(address: str, allow_loopback: bool = False) -> str | None:
+    """Why connecting to IP ``address`` is refused without ``allow_private``, or None when it is public.
+
+    Every address that is not globally routable is refused (private, loopback, link-local,
+    shared 100.64.0.0/10, reserved, documentation...), and multicast. IPv4 carried inside IPv6
+    (mapped, 6to4, NAT64) is unwrapped first and judged as IPv4.
+
+    Args:
+        address: an IPv4 or IPv6 address (brackets and a zone are allowed).
+        allow_loopback: let loopback addresses through (tests and local servers) but nothing else.
+    """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
     except ValueError:
         return f"unparseable address {address!r}"
-    if getattr(ip, "ipv4_mapped", None) is not None:
-        ip = ip.ipv4_mapped
+    inner = embedded_ipv4(ip)
+    shown = f"{address} (which carries {inner})" if inner is not None else address
+    if inner is not None:
+        ip = inner
+    if allow_loopback and ip.is_loopback:
+        return None
     for attr, label in (
         ("is_loopback", "loopback"),
         ("is_link_local", "link-local"),
@@ -105,7 +214,12 @@ def blocked_address_reason(address: str) -> str | None:
         ("is_reserved", "reserved"),
     ):
         if getattr(ip, attr):
-            return f"{address} is a {label} address"
+            return f"{shown} is {'an' if label[0] in 'aeiou' else 'a'} {label} address"
+    if ip.version == 4 and ip in _SHARED:
+        return f"{shown} is a shared (carrier-grade NAT) address"
+    extra = any(ip.version == n.version and ip in n for n in _NOT_GLOBAL) and ip not in _GLOBAL_EXCEPTIONS
+    if extra or not ip.is_global:
+        return f"{shown} is not a globally routable address"
     return None
 
 
@@ -121,7 +235,7 @@ class Scope:
     def __init__(self, seeds: Iterable[str], allow_domains: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
         self.domains: set[str] = set()
         for s in seeds:
-            host = URL(s).host
+            host = _host_of(s)
             if host:
                 self.domains.add(registrable_domain(host))
         self.allowed = {d.lower().strip(".") for d in allow_domains if d.strip(".")}
@@ -132,24 +246,26 @@ class Scope:
             except re.error as exc:
                 raise UrlError(f"--deny pattern {pattern!r} is not a valid regular expression: {exc}") from exc
 
-    def add_seed(self, url: str) -> None:
-        """Put the registrable domain of ``url`` in scope."""
-        host = URL(url).host
-        if host:
-            self.domains.add(registrable_domain(host))
-
     def why_out(self, url: str) -> str | None:
         """None when ``url`` is in scope, else a one-line reason."""
         for pattern in self.deny:
             if pattern.search(url):
                 return f"matches --deny {pattern.pattern!r}"
-        host = (URL(url).host or "").lower()
+        host = _host_of(url)
         if registrable_domain(host) in self.domains:
             return None
         for d in self.allowed:
             if host == d or host.endswith("." + d):
                 return None
         return f"host {host} is outside the crawl's domains"
+
+
+def _host_of(url: str) -> str:
+    """The canonical host of ``url`` ('' when it has none or it cannot be read)."""
+    try:
+        return canonical_host(URL(url).raw_host or "")
+    except (UrlError, ValueError):
+        return ""
 
 
 def skip_scheme(raw: str) -> bool:

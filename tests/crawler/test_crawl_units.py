@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
 import re
 
 import pytest
@@ -174,3 +175,29 @@ def _jpeg_again(data: bytes, quality: int) -> bytes:
     buf = io.BytesIO()
     Image.open(io.BytesIO(data)).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+def test_near_duplicate_groups_match_all_pairs_comparison():
+    rng = random.Random(1)
+    base = [rng.getrandbits(64) for _ in range(60)]
+    values = []
+    for _ in range(300):  # clusters of hashes a few flipped bits apart, chained transitively
+        v = rng.choice(base)
+        for _ in range(rng.randrange(0, 9)):
+            v ^= 1 << rng.randrange(64)
+        values.append(v)
+    for d in (0, 3, 6, 10):
+        parent = list(range(len(values)))
+
+        def find(i: int, parent: list[int] = parent) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        for i in range(len(values)):
+            for j in range(i + 1, len(values)):
+                if bin(values[i] ^ values[j]).count("1") <= d and find(i) != find(j):
+                    ri, rj = find(i), find(j)
+                    parent[max(ri, rj)] = min(ri, rj)
+        expected = [find(i) for i in range(len(values))]
+        assert near_duplicate_groups([f"{v:016x}" for v in values], d) == expected, d
