@@ -34,9 +34,12 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check p2m tests benchmarks scripts
 
+# img2dataset (the crawl baseline) gets a venv of its own: it pins webdataset<0.3 and a dataclasses backport.
+I2D := .venv-img2dataset
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python benchmarks/run_all.py
+	test -x $(I2D)/bin/python || ($(PYTHON) -m venv $(I2D) && $(I2D)/bin/pip install -q img2dataset)
+	P2M_IMG2DATASET_PYTHON=$(CURDIR)/$(I2D)/bin/python $(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .cache demo-out
+	rm -rf $(VENV) $(I2D) .cache demo-out

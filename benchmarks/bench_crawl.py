@@ -131,8 +131,14 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[f
     return wall, peak, cpu
 
 
+def img2dataset_python() -> str:
+    """The interpreter that has img2dataset: its own venv (``make bench`` makes ``.venv-img2dataset``), because
+    img2dataset pins webdataset<0.3 and pulls a ``dataclasses`` backport that would break p2m's own venv."""
+    return os.environ.get("P2M_IMG2DATASET_PYTHON", sys.executable)
+
+
 def run_img2dataset(urls: Path, out: Path, processes: int, threads: int, timeout: float) -> dict:
-    cmd = [sys.executable, "-c", "import fire, img2dataset; fire.Fire(img2dataset.download)",
+    cmd = [img2dataset_python(), "-c", "import fire, img2dataset; fire.Fire(img2dataset.download)",
            "--url_list", str(urls), "--output_folder", str(out), "--output_format", "files", "--input_format", "txt",
            "--processes_count", str(processes), "--thread_count", str(threads), "--resize_mode", "no",
            "--disable_all_reencoding", "True", "--timeout", "10", "--retries", "0",
