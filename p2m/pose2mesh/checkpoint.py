@@ -287,11 +287,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
-        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
-        first = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0])
         raise CheckpointError(
-            f"{p}: cannot read the checkpoint ({type(exc).__name__}: {first[:200]}); the file is truncated, corrupt "
-            "or not a torch checkpoint that loads with weights_only=True"
+            f"{p}: cannot read the checkpoint ({type(exc).__name__}: {_load_reason(exc)}); the file is truncated, "
+            "corrupt, or holds objects other than tensors, numbers and strings (p2m loads checkpoints with "
+            "weights_only=True and never runs code from a file)"
         ) from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         keys = sorted(obj)[:12] if isinstance(obj, dict) else type(obj).__name__
@@ -304,6 +303,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{p}: checkpoint lacks {missing}")
     return obj
+
+
+_UNSAFE_ADVICE = ("weights_only", "can still be loaded", "safe_globals", "trust", "two options", "documentation")
+
+
+def _load_reason(exc: BaseException) -> str:
+    """The line of torch's load error that says what is wrong, without its advice on how to load unsafely."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    for line in lines:
+        if "Unsupported global" in line:  # "WeightsUnpickler error: Unsupported global: GLOBAL x.Y was not ..."
+            return line[line.index("Unsupported global") :].split(" was not an allowed global", 1)[0][:200]
+    plain = [ln for ln in lines if not any(word in ln.lower() for word in _UNSAFE_ADVICE)]
+    return plain[0][:200] if plain else type(exc).__name__
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, str]]:

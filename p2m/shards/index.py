@@ -41,7 +41,7 @@ SCHEMA_VERSION = 2
 INDEX_NAME = "index.json"
 STATS_NAME = "shard_stats.json"
 SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
-SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{6,})\.tar$")
+SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>[0-9]{6,})\.tar$")
 #: Shapes every sample's arrays must have (the body-parameter shapes are recorded per model instead).
 FIXED_SHAPES: dict[str, tuple[int, ...]] = {"j2d": (17, 3), "j3d": (17, 3), "bbox": (4,), "cam": (4,), "R": (3, 3)}
 BODY_FIELDS: tuple[str, ...] = ("pose", "shape", "trans")
@@ -143,6 +143,11 @@ def check_index(index: Any, where: str) -> None:
             for field, kind in (("name", str), ("samples", int), ("bytes", int), ("sha256", str)):
                 if not isinstance(shard, dict) or not isinstance(shard.get(field), kind):
                     raise ShardError(f"{where}: splits.{split}.shards[{i}].{field} missing or not {kind.__name__}")
+            # a name is never a path or URL: shards are files beside the index (pipe: and URLs only from the user)
+            m = SHARD_RE.fullmatch(shard["name"])
+            if m is None or m["split"] != split:
+                raise ShardError(f"{where}: splits.{split}.shards[{i}].name {shard['name'][:80]!r} is not a shard file "
+                                 f"name of split {split!r} ({split}-NNNNNN.tar)")  # fmt: skip
 
 
 def save_index(out: Path, index: Mapping[str, Any]) -> None:
@@ -151,7 +156,14 @@ def save_index(out: Path, index: Mapping[str, Any]) -> None:
 
 
 def shard_location(base: str, name: str) -> str:
-    """The path or URL of shard ``name`` next to the index at ``base`` (a folder, index path or URL)."""
+    """The path or URL of shard ``name`` next to the index at ``base`` (a folder, index path or URL, as the user
+    typed it).
+
+    Raises:
+        ShardError: ``name`` is not a shard file name (an index must never add a path, URL or command).
+    """
+    if not SHARD_RE.fullmatch(name):
+        raise ShardError(f"{base}: {name[:80]!r} is not a shard file name (SPLIT-NNNNNN.tar)")
     text = str(base)
     if text.endswith(".json"):
         text = text.rsplit("/", 1)[0] if "/" in text else "."

@@ -17,9 +17,10 @@ Pipeline (:func:`shard_pipeline`, each stage a plain generator of :mod:`p2m.shar
 
 :class:`ShardStream` only plans what it reads: which shards, in which order, which share and how many batches,
 for (epoch, rank, worker). Training and evaluation read through the same pipeline; evaluation is
-``drop_last=False`` with no shuffling.
+``drop_last=False`` with no shuffling. Each local shard is checked against its sha256 in index.json when it is
+opened, every tar header when it is read; DataLoader workers die with their parent (:func:`die_with_parent`).
 
-Two modes:
+Modes:
 
 - **exact** (``epoch_length=None``, needs ``index.json``): shards go to ranks once, by greedy balancing of their
   sample counts; each rank's shards are read in an order shuffled per epoch, and DataLoader worker ``w`` of
@@ -45,10 +46,14 @@ Workers are persistent; the position of each new epoch reaches them through shar
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import multiprocessing
 import os
 import random
+import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,10 +75,11 @@ def shard_pipeline(
     partial: bool = False, part: int = 0, parts: int = 1, shuffle_buffer: int = 0, rng: random.Random | None = None,
     handler: Callable[[BaseException], bool] = reraise,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """Collated batches of the samples of ``shards`` (``(url, limit)`` pairs, in reading order).
+    """Collated batches of the samples of ``shards`` (``(url, limit, sha256)``, in reading order).
 
     Args:
-        shards: the shards to read, each with the most samples to take from it (None: all).
+        shards: the shards to read, each with the most samples to take from it (None: all) and its sha256 (None:
+            unchecked).
         spec: what a batch holds.
         batch_size, batches: batch size and the most batches to yield.
         skip: batches to drop first (a resumed epoch); partial: yield a shorter last batch.
@@ -204,7 +210,7 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer, self.epoch_length = int(shuffle_buffer), epoch_length
         self.num_workers, self.shuffle_shards = max(0, int(num_workers)), shuffle_shards
         self.handler = handler
-        self.urls, self.counts, models, config = self._shards(source, split, allow_incomplete)
+        self.urls, self.counts, models, config, self.sha256 = self._shards(source, split, allow_incomplete)
         if epoch_length is None and self.counts is None:
             raise ShardError(
                 "exact epochs need the sample count of every shard: pass the shard folder or its index.json, "
@@ -260,14 +266,15 @@ class ShardStream(IterableDataset):
     @staticmethod
     def _shards(
         source: str | Path | Sequence[str], split: str, allow_incomplete: bool
-    ) -> tuple[list[str], list[int] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    ) -> tuple[list[str], list[int] | None, dict[str, Any] | None, dict[str, Any] | None, list[str | None]]:
         if isinstance(source, (list, tuple)):
-            return [str(u) for u in source], None, None, None
+            return [str(u) for u in source], None, None, None, [None] * len(source)
         text = str(source)
         if text.endswith(".tar") or "{" in text:
             from webdataset.shardlists import expand_urls
 
-            return list(expand_urls(text)), None, None, None
+            urls = list(expand_urls(text))
+            return urls, None, None, None, [None] * len(urls)
         index = load_index(text)
         if not index.get("complete") and not allow_incomplete:
             raise ShardError(
@@ -278,7 +285,8 @@ class ShardStream(IterableDataset):
             raise ShardError(f"{text}: no split {split!r}; the index has {sorted(index['splits'])}")
         rec = index["splits"][split]
         urls = [shard_location(text, sh["name"]) for sh in rec["shards"]]
-        return urls, [int(sh["samples"]) for sh in rec["shards"]], rec.get("body_models", {}), index.get("config", {})
+        return (urls, [int(sh["samples"]) for sh in rec["shards"]], rec.get("body_models", {}), index.get("config", {}),
+                [sh["sha256"] for sh in rec["shards"]])  # fmt: skip
 
     def _body(
         self, models: dict[str, Any] | None, body_model: str | None, body_shapes: Mapping[str, Sequence[int]] | None
@@ -363,11 +371,11 @@ class ShardStream(IterableDataset):
             order = list(self.rank_shards)
             if self.shuffle_shards:
                 self._rng(epoch, -1).shuffle(order)  # the same for all workers of this rank
-            shards: Iterable[ShardRef] = [(self.urls[i], self.limits[i]) for i in order]
+            shards: Iterable[ShardRef] = [(self.urls[i], self.limits[i], self.sha256[i]) for i in order]
             part, parts, skip = logical, nw, done  # workers split the rank's stream sample by sample
             rng = self._rng(epoch, logical)
         else:  # each worker draws its own shards; a resumed epoch draws afresh (documented)
-            shards = resample(self.urls, self._rng(epoch, logical, start))
+            shards = resample(self.urls, self._rng(epoch, logical, start), self.sha256)
             part, parts, skip = 0, 1, 0
             rng = self._rng(epoch, logical, start, 1)
         produced = 0
@@ -409,7 +417,7 @@ class ShardLoader:
         kwargs: dict[str, Any] = {}
         if stream.num_workers > 0:
             kwargs = {"prefetch_factor": prefetch_factor, "multiprocessing_context": multiprocessing_context,
-                      "persistent_workers": True}  # fmt: skip
+                      "persistent_workers": True, "worker_init_fn": functools.partial(die_with_parent, os.getpid())}  # fmt: skip
         self.loader = DataLoader(stream, batch_size=None, num_workers=stream.num_workers, pin_memory=pin_memory,
                                  collate_fn=_as_is, **kwargs)  # fmt: skip
 
@@ -453,6 +461,31 @@ class ShardLoader:
         if batch >= self.stream.batches_per_epoch:  # saved after the last batch of an epoch: the next one is due
             epoch, batch = epoch + 1, 0
         self.stream.set_position(epoch, batch)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: the kernel SIGKILLs this worker when its parent dies (Linux; elsewhere a
+    no-op), so a killed trainer leaves no worker blocked on a pipe nobody reads.
+
+    Args:
+        parent: the pid of the process that started the worker (checked again after the call, for a parent that
+            died before it).
+        worker_id: given by the DataLoader.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            logger.debug("worker %d: prctl(PR_SET_PDEATHSIG) failed: errno %d", worker_id, ctypes.get_errno())
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def _as_is(batch: Any) -> Any:

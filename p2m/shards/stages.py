@@ -7,18 +7,24 @@ raising propagates).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
+import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO
 
+from p2m.errors import P2MError, ShardError
 from p2m.shards.codec import Sample, iter_tar_samples
 
 logger = logging.getLogger(__name__)
 
-#: A shard to read: (url, most samples to read from it or None for all).
-ShardRef = tuple[str, int | None]
+#: A shard to read: (url, most samples to read from it or None for all, its sha256 from index.json or None).
+ShardRef = tuple[str, int | None, str | None]
+#: Local shards whose sha256 this process has checked: (path, size, mtime_ns, sha256).
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+_warned_streams = False
 
 
 def reraise(exc: BaseException) -> bool:
@@ -33,8 +39,37 @@ def warn_and_continue(exc: BaseException) -> bool:
 
 
 def _handle(exc: Exception, url: str, handler: Callable[[BaseException], bool]) -> bool:
-    exc.args = (*exc.args, url)
+    """Give the handler one ShardError that names the shard (p2m's own errors already do)."""
+    if not isinstance(exc, P2MError):
+        wrapped = ShardError(f"{url}: {type(exc).__name__}: {exc}")
+        wrapped.__cause__ = exc
+        exc = wrapped
     return handler(exc)
+
+
+def local_path(url: str) -> str | None:
+    """The file path of a shard URL that names a local file (a plain path or ``file://``), else None."""
+    if url.startswith("file://"):
+        return url[len("file://") :]
+    if "://" in url or url.startswith("pipe:"):
+        return None
+    return url
+
+
+def check_sha256(path: str, expected: str) -> None:
+    """Raise :class:`ShardError` unless the file's sha256 is ``expected`` (checked once per file and process)."""
+    st = os.stat(path)
+    ident = (path, st.st_size, st.st_mtime_ns, expected)
+    if ident in _VERIFIED:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ShardError(f"{path}: sha256 {digest.hexdigest()[:16]}..., index.json says {expected[:16]}...; the shard "
+                         "changed since it was written (run `p2m shard verify`, then `p2m shard` to rewrite it)")  # fmt: skip
+    _VERIFIED.add(ident)
 
 
 def url_opener(
@@ -42,12 +77,22 @@ def url_opener(
 ) -> Iterator[tuple[str, IO[bytes], int | None]]:
     """Open each shard with ``webdataset.gopen`` (files, ``pipe:``, http(s), ...): ``(url, stream, limit)``.
 
-    A stream is closed when the next one is asked for (or the generator is closed).
+    A local shard with a sha256 is checked against it before it is read; a streamed one cannot be (it would have
+    to be read twice), which is logged once: its tar headers are still checked. A stream is closed when the next
+    one is asked for (or the generator is closed).
     """
+    global _warned_streams
     from webdataset.gopen import gopen
 
-    for url, limit in shards:
+    for url, limit, sha256 in shards:
         try:
+            path = local_path(url)
+            if sha256 is not None and path is not None:
+                check_sha256(path, sha256)
+            elif sha256 is not None and not _warned_streams:
+                logger.info("%s: a streamed shard's sha256 cannot be checked before it is read; its tar headers are "
+                            "checked instead", url)  # fmt: skip
+                _warned_streams = True
             stream = gopen(url, "rb")
         except Exception as exc:  # noqa: BLE001 - the handler decides
             if _handle(exc, url, handler):
@@ -61,7 +106,7 @@ def tar_samples(
     streams: Iterable[tuple[str, IO[bytes], int | None]],
     handler: Callable[[BaseException], bool] = reraise,
     keep: Callable[[], bool] | None = None,
-    check: bool = False,
+    check: bool = True,
 ) -> Iterator[Sample]:
     """Tar expander + group by keys: the samples ``(key, {field: bytes})`` of each stream, in order.
 
@@ -69,7 +114,7 @@ def tar_samples(
         streams: from :func:`url_opener`; a stream's ``limit`` keeps only its first samples.
         handler: see the module docstring.
         keep: called at the start of every sample; False steps over it without copying (see :func:`share`).
-        check: verify tar header checksums.
+        check: verify tar header checksums (see :func:`p2m.shards.codec.iter_tar_samples`).
     """
     for url, stream, limit in streams:
         limited = None if limit is None else _Limit(limit, keep)
@@ -135,7 +180,8 @@ def batched(
         yield batch
 
 
-def resample(urls: Sequence[str], rng: random.Random) -> Iterator[ShardRef]:
+def resample(urls: Sequence[str], rng: random.Random, sha256: Sequence[str | None] | None = None) -> Iterator[ShardRef]:
     """Shards drawn with replacement, forever."""
     while True:
-        yield urls[rng.randrange(len(urls))], None
+        i = rng.randrange(len(urls))
+        yield urls[i], None, None if sha256 is None else sha256[i]

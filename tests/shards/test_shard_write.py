@@ -166,6 +166,23 @@ def test_options_and_split_errors(datasets, tmp_path):
         build_shards([datasets["h36m"]], tmp_path / "p", splits={"a.b": "S1"})
 
 
+def test_shards_of_the_previous_schema_are_refused_with_the_fix(datasets, tmp_path):
+    from p2m.shards import make_loader
+
+    out = tmp_path / "old"
+    build_shards([datasets["h36m"]], out, maxcount=8)
+    index = json.loads((out / "index.json").read_text())
+    index["schema_version"] = 1  # as written by p2m before the .npy record
+    (out / "index.json").write_text(json.dumps(index))
+    for read in (load_index, lambda d: make_loader(d, "train", 4)):
+        with pytest.raises(ShardError, match=r"schema_version 1; this p2m reads version 2: rewrite .*`p2m shard"):
+            read(out)
+    with pytest.raises(ShardError, match="--overwrite"):
+        build_shards([datasets["h36m"]], out, maxcount=8)
+    stats = build_shards([datasets["h36m"]], out, maxcount=8, overwrite=True)
+    assert stats["samples/written"] == 30 and load_index(out)["schema_version"] == 2
+
+
 def test_rest_split_and_unlisted_subjects(datasets, tmp_path):
     stats = build_shards([datasets["h36m"]], tmp_path / "r", splits={"val": "S9", "train": "*"})
     assert stats["split/val/samples"] == 10 and stats["split/train/samples"] == 20

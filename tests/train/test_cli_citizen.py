@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import shutil
 
@@ -12,18 +14,26 @@ from .helpers import TINY_CONFIG, p2m_cli, train_args
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 1])
-def test_a_truncated_shard_during_training_is_one_line(shards, tmp_path, workers):
+@pytest.mark.parametrize(("workers", "reindexed"), [(0, False), (1, True)])
+def test_a_truncated_shard_during_training_is_one_line(shards, tmp_path, workers, reindexed):
     data = shutil.copytree(shards, tmp_path / "shards")
     tar = data / "train-000001.tar"
     size = tar.stat().st_size
     os.truncate(tar, size // 2 + 100)  # cuts a member in half
+    if reindexed:  # an index that matches the cut file: the tar reader finds the cut
+        index = json.loads((data / "index.json").read_text())
+        rec = index["splits"]["train"]["shards"][1]
+        rec["sha256"], rec["bytes"] = hashlib.sha256(tar.read_bytes()).hexdigest(), tar.stat().st_size
+        (data / "index.json").write_text(json.dumps(index))
     proc = p2m_cli(*train_args(TINY_CONFIG, data, tmp_path / "run", "--set", f"train.num_workers={workers}"))
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith(f"Error: {tar}: truncated tar: member at byte "), lines[0]
-    assert lines[0].endswith(" left")
+    if reindexed:
+        assert lines[0].startswith(f"Error: {tar}: truncated tar: member at byte "), lines[0]
+        assert lines[0].endswith(" left")
+    else:  # the sha256 check when the shard is opened
+        assert lines[0].startswith(f"Error: {tar}: sha256 ") and "index.json says" in lines[0], lines[0]
 
 
 @pytest.mark.slow
