@@ -44,10 +44,11 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
             refine: bool, refine_method: str, texture: bool) -> None:  # fmt: skip
     """Turn one person's 2D pose into a mesh, 3D joints and a picture.
 
-    CHECKPOINT is a run folder (its best.pt, else last.pt, else best.safetensors), a .pt checkpoint or a
-    best.safetensors file.
+    CHECKPOINT is a run folder (its best.pt, else last.pt, else best.safetensors), a .pt checkpoint, a
+    best.safetensors file, or `default`: the pretrained model shipped with p2m.
 
     \b
+    p2m infer default --pose2d pose.json --out out/
     p2m infer runs/p2m --pose2d pose.json --out out/
     p2m infer runs/p2m/best.safetensors --pose2d DS/annotations/photos_subject1_data.json --person 2 --out out/
     p2m infer runs/p2m --pose2d pose.json --image photo.jpg --format obj,glb --texture --out out/

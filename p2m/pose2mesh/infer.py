@@ -111,8 +111,9 @@ def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     import torch
 
     from p2m.pose2mesh import checkpoint as ckpt
+    from p2m.pose2mesh.pretrained import resolve
 
-    p = Path(checkpoint)
+    p = resolve(checkpoint)  # "default": the shipped model
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint file or run folder")
     p = ckpt.resolve_checkpoint(p)
