@@ -253,7 +253,7 @@ def _forward(pred: Predictor, joints2d: np.ndarray) -> tuple[np.ndarray, np.ndar
     from p2m.pose2mesh.transforms import normalize_pose2d
 
     t = pred.config.transform
-    x = normalize_pose2d(joints2d, None, (t.crop_width, t.crop_height))
+    x = normalize_pose2d(joints2d, None, (t.crop_width, t.crop_height), t.standardize)
     with torch.inference_mode():
         out = pred.model(torch.from_numpy(x)[None].to(pred.device))
     root = _root(pred.joint_set)

@@ -274,3 +274,49 @@ def _bbox(points: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
     lo = (lo - BBOX_MARGIN * ext).clamp_min(0.0)
     hi = torch.minimum(hi + BBOX_MARGIN * ext, size)
     return torch.cat([lo, (hi - lo).clamp_min(0.0)], dim=1)
+
+
+class MixedSource:
+    """Shard batches with ``synthetic`` rows appended: each batch is one shard batch (``B - k`` rows) followed by
+    one synthetic batch (``k`` rows), on the synthetic source's device. The shard loader's epoch is the epoch;
+    the position is both sources' (``state_dict`` nests the synthetic one).
+
+    Args:
+        shards: a shard loader (``p2m.shards.read.ShardLoader``) of ``B - k`` samples per batch.
+        synthetic: a :class:`SyntheticSource` of ``k`` samples per batch.
+    """
+
+    def __init__(self, shards: Any, synthetic: SyntheticSource) -> None:
+        self.shards, self.synthetic = shards, synthetic
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.shards.state_dict(), "synthetic": self.synthetic.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.shards.load_state_dict({k: v for k, v in state.items() if k != "synthetic"})
+        self.synthetic.load_state_dict(state["synthetic"])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.shards:
+            extra = self.synthetic.draw(self.synthetic.drawn)
+            self.synthetic.drawn += 1
+            yield merge_batches(batch, extra, self.synthetic.device)
+
+
+def merge_batches(a: Mapping[str, Any], b: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Rows of ``a`` then rows of ``b`` (batch-contract dicts), on ``device``; a tensor one side lacks is zeros
+    there (so ``has_body`` and the other masks are False for its rows)."""
+    out: dict[str, Any] = {"key": list(a["key"]) + list(b["key"])}
+    na, nb = len(a["key"]), len(b["key"])
+    for name in sorted((set(a) | set(b)) - {"key", "meta", "image"}):
+        ta, tb = a.get(name), b.get(name)
+        ref = ta if ta is not None else tb
+        if not isinstance(ref, torch.Tensor):
+            continue
+        ta = ref.new_zeros((na, *ref.shape[1:])) if ta is None else ta
+        tb = ref.new_zeros((nb, *ref.shape[1:])) if tb is None else tb
+        out[name] = torch.cat([ta.to(device), tb.to(device)])
+    return out

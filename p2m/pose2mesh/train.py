@@ -41,7 +41,7 @@ from p2m.pose2mesh.data import (
     check_supported,
     has_split,
     iter_eval_batches,
-    make_train_loader,
+    make_train_source,
     split_size,
 )
 from p2m.pose2mesh.distributed import DistInfo, autocast_context
@@ -103,6 +103,7 @@ def train_one_epoch(
     while remaining > 0 and not stopped:
         group = min(accum, remaining)
         t0, data_s = time.perf_counter(), 0.0
+        progress_epoch = epoch + (len(loader) - remaining) / len(loader)  # fractional: loss ramps
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor] = {}
         for m in range(group):
@@ -115,7 +116,7 @@ def train_one_epoch(
                     out = model(inp.pose2d)
                 losses = criterion(_float(out), mesh=inp.mesh, joints=inp.joints, lifted=inp.lifted,
                                    mesh_valid=inp.mesh_valid, joints_valid=inp.joints_valid,
-                                   lift_valid=inp.joints_valid, epoch=epoch)  # fmt: skip
+                                   lift_valid=inp.joints_valid, epoch=progress_epoch)  # fmt: skip
                 scaler.scale(losses["total"] / group).backward()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach()
@@ -237,9 +238,9 @@ class _RunState:
 
 
 def train(
-    cfg: Config, run_dir: str | Path, data: str | Path, *, resume: bool = False, device: str = "auto",
+    cfg: Config, run_dir: str | Path, data: str | Path | None, *, resume: bool = False, device: str = "auto",
     init_posenet: str | Path | None = None, keep_last: int = 0, max_steps: int | None = None,
-    progress: bool | None = None,
+    progress: bool | None = None, init: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train a Pose2Mesh (or PoseNet) run from shards; the entry of ``p2m train``.
 
@@ -248,12 +249,15 @@ def train(
     Args:
         cfg: the resolved config (saved as ``RUN/config.yaml``).
         run_dir: the run folder (Contract 3).
-        data: the shard folder (or its index.json) with ``train.train_split`` (and ``train.val_split``).
+        data: the shard folder (or its index.json) with ``train.train_split`` (and ``train.val_split``); None when
+            every training batch is synthetic (``synthetic.ratio: 1``; then there is no validation).
         resume: continue from ``RUN/checkpoints/last.pt`` (refused when ``cfg`` differs from the run's config,
             except :data:`p2m.pose2mesh.checkpoint.RESUME_MAY_CHANGE`); without a checkpoint the run starts from
             the beginning.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         init_posenet: a PoseNet run folder or checkpoint whose weights start ``model.posenet`` (fresh runs only).
+        init: a run folder, checkpoint or ``default`` (the shipped model) whose weights start the whole model
+            (fine-tuning; fresh runs only).
         keep_last: also keep the K newest ``checkpoints/step-*.pt`` snapshots.
         max_steps: stop (after a checkpoint) once the global step reaches this; ``--resume`` continues.
         progress: show progress bars (None: on a terminal).
@@ -276,14 +280,16 @@ def train(
     dist = D.init_distributed(device)
     filt = D.quiet_non_main(dist)
     try:
-        return _train(cfg, Path(run_dir), str(data), dist, resume=resume, init_posenet=init_posenet,
+        return _train(cfg, Path(run_dir), None if data is None else str(data), dist, resume=resume, init=init,
+                      init_posenet=init_posenet,
                       keep_last=keep_last, max_steps=max_steps, progress=progress, t_start=t_start)  # fmt: skip
     finally:
         D.remove_filter(filt)
         D.cleanup(dist)
 
 
-def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, init_posenet: str | Path | None,
+def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: bool, init: str | Path | None,
+           init_posenet: str | Path | None,
            keep_last: int, max_steps: int | None, progress: bool | None, t_start: float) -> dict[str, Any]:  # fmt: skip
     t, dev = cfg.train, dist.device
     micro = _micro_batch(t, dist.world_size)
@@ -307,14 +313,15 @@ def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, i
     model = build_model(cfg, body=body)
     state = _RunState(best={"metric": t.best_metric, "value": None, "epoch": None, "step": None})
     state.init_posenet = ckpt.load_posenet(model, init_posenet) if init_posenet and saved is None else ""
+    if init and saved is None:
+        state.init_posenet = ckpt.load_init(model, init)
     model.to(dev)
     body = None if body is None else body.to(dev)
     criterion = Pose2MeshLoss(cfg.loss, faces=None if body is None else body.faces).to(dev)
     optimizer = build_optimizer(model.parameters(), t)
     scheduler = build_scheduler(optimizer, t)
     scaler = torch.amp.GradScaler(dev.type, enabled=t.amp == "fp16" and dev.type == "cuda")
-    train_body, _ = body_selection(data, t.train_split, cfg, body is not None)
-    loader = make_train_loader(data, cfg, micro, dist.rank, dist.world_size, train_body, dev.type == "cuda")
+    loader = make_train_source(data, cfg, micro, dist.rank, dist.world_size, body, dev)
     validate = has_split(data, t.val_split)
     if t.val_split and not validate:
         logger.warning("the shards have no split %r: no validation, so no best.pt", t.val_split)
