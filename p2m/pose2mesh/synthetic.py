@@ -104,7 +104,7 @@ class SyntheticSource:
 
     def __init__(self, body: torch.nn.Module, batch_size: int, seed: int = 0, *, batches_per_epoch: int = 1000,
                  poses: str = "cmu-train", mirror_prob: float = 0.5, random_camera_prob: float = 0.5,
-                 image_size: int = 512, key_prefix: str = "synth") -> None:  # fmt: skip
+                 image_size: int = 512, key_prefix: str = "gen") -> None:  # fmt: skip
         if batch_size < 1 or batches_per_epoch < 1:
             raise ConfigError(f"synthetic source: batch_size {batch_size}, batches_per_epoch {batches_per_epoch}; "
                               "expected positive numbers")  # fmt: skip
@@ -318,5 +318,7 @@ def merge_batches(a: Mapping[str, Any], b: Mapping[str, Any], device: torch.devi
             continue
         ta = ref.new_zeros((na, *ref.shape[1:])) if ta is None else ta
         tb = ref.new_zeros((nb, *ref.shape[1:])) if tb is None else tb
+        if ta.shape[1:] != tb.shape[1:]:  # e.g. pose (B, 93) in shards, (B, 31, 3) here: the same values
+            tb = tb.reshape(nb, *ta.shape[1:])
         out[name] = torch.cat([ta.to(device), tb.to(device)])
     return out
