@@ -108,6 +108,12 @@ class BatchInputs:
     mesh_valid: torch.Tensor
     keys: list[str]
     meta: list[Any] | None
+    #: (B, J, 3) the ground-truth 2D joints in pixels (+ visibility), (B, 4) intrinsics [fx, fy, cx, cy] and
+    #: (B,) where they are known, (B, 3) the ground-truth root in the camera frame (mm): for MRPE.
+    j2d: torch.Tensor | None = None
+    cam: torch.Tensor | None = None
+    cam_valid: torch.Tensor | None = None
+    root: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -173,7 +179,10 @@ class BatchPreparer:
             pose2d = self.transform(j2d, vis, seeds=key_seeds(batch["key"], self.eval_seed, dev) if noisy else None).pose2d
             lifted = joints
         assert lifted is not None
-        return BatchInputs(pose2d, joints, joints_valid, lifted, mesh, mesh_valid, list(batch["key"]), batch.get("meta"))
+        cam_valid = batch["has_cam"].to(dev) & batch["has_j3d"].to(dev) if "has_cam" in batch else None
+        return BatchInputs(pose2d, joints, joints_valid, lifted, mesh, mesh_valid, list(batch["key"]), batch.get("meta"),
+                           j2d=j2d, cam=batch["cam"].to(dev) if "cam" in batch else None, cam_valid=cam_valid,
+                           root=j3d[:, 0])  # fmt: skip
 
     def _body_targets(self, batch: Mapping[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mesh (B, V, 3), joints (B, 17, 3), valid (B,)) from the body parameters, on the device."""
