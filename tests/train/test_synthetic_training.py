@@ -87,3 +87,22 @@ def test_init_starts_every_weight_from_another_run(tmp_path):
     other = tiny_config(*SYNTH, "model.posenet.hidden=32")
     with pytest.raises(Exception, match="do not fit the model of this config"):
         train(other, tmp_path / "bad", None, device="cpu", progress=False, max_steps=1, init=tmp_path / "first")
+
+
+def test_ship_writes_small_weights_and_a_model_card_that_p2m_loads(tmp_path):
+    from p2m.pose2mesh.model_card import ship
+    from p2m.pose2mesh.pretrained import resolve
+
+    cfg = tiny_config(*SYNTH, "train.epochs=1")
+    train(cfg, tmp_path / "run", None, device="cpu", progress=False, max_steps=2)
+    result = {"gt": {"samples": 10, "mpjpe": 55.0, "pa_mpjpe": 41.5, "mpvpe": 70.0, "edge_error": 8.0,
+                     "normal_dev": 1.5, "mrpe": 120.0}, "noisy": {"mpjpe": 60.0}}  # fmt: skip
+    text = ship(tmp_path / "run", tmp_path / "run", result, hours=0.5, folder=tmp_path / "models")
+    weights = resolve("default", folder=tmp_path / "models")
+    assert weights.stat().st_size < 5 * 1024 * 1024 and "shipped" in text
+    card = weights.with_suffix(".md").read_text()
+    for needle in ("| MPJPE, 14 joints | 55.0 mm | 60.0 mm | <= 60 mm |", "PA-MPJPE", "edge-length", "MRPE",
+                   "mocap.cs.cmu.edu", "0.50 h", "Apache-2.0"):  # fmt: skip
+        assert needle in card, needle
+    # the shipped file starts a fine-tuning run
+    train(cfg, tmp_path / "tuned", None, device="cpu", progress=False, max_steps=1, init=weights)
