@@ -39,9 +39,12 @@ import click
 @click.option("--texture", is_flag=True,
               help="Texture the mesh from the photo (needs --image, or a data.json naming its photo): mesh.obj + "
                    "mesh.mtl + mesh_texture.png, and a textured mesh.glb.")  # fmt: skip
+@click.option("--intrinsics", type=str, default=None, metavar="FX,FY,CX,CY",
+              help="The photo's camera (px): the root is then placed in the camera frame and joints3d.json gets "
+                   "camera-frame joints (a data.json with a camera file gives them already).")  # fmt: skip
 def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint_set: str, person: int | None,
             annotation_id: int | None, device: str, mesh_axes: str, full_image: bool, formats: tuple[str, ...],
-            refine: bool, refine_method: str, texture: bool) -> None:  # fmt: skip
+            refine: bool, refine_method: str, texture: bool, intrinsics: str | None) -> None:  # fmt: skip
     """Turn one person's 2D pose into a mesh, 3D joints and a picture.
 
     CHECKPOINT is a run folder (its best.pt, else last.pt, else best.safetensors), a .pt checkpoint, a
@@ -59,12 +62,20 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
     allowed = ("obj", "ply", "glb")
     if bad := [f for f in fmts if f not in allowed]:
         raise click.BadParameter(f"{', '.join(bad)}: expected obj, ply or glb", param_hint="--format")
+    k = None
+    if intrinsics is not None:
+        try:
+            k = tuple(float(v) for v in intrinsics.split(","))
+        except ValueError:
+            k = ()
+        if len(k) != 4:
+            raise click.BadParameter(f"{intrinsics!r}: expected four numbers FX,FY,CX,CY", param_hint="--intrinsics")
     from p2m.pose2mesh.infer import infer
 
     result = infer(checkpoint, pose2d, out, image=image, joint_set=joint_set, person=person,
                    annotation_id=annotation_id, device=device, mesh_axes=mesh_axes.replace("-", "_"),
                    crop=not full_image, formats=fmts or ("obj", "ply"), refine=refine, refine_method=refine_method,
-                   texture=texture)  # fmt: skip
+                   texture=texture, intrinsics=k)  # fmt: skip
     click.echo(f"camera: {json.dumps(result.camera.to_dict())}")
     if result.root_translation_mm is not None:
         click.echo(f"root in the photo's camera frame: {[round(float(v), 1) for v in result.root_translation_mm]} mm")
