@@ -13,8 +13,8 @@ The batch is the collated shard batch of the trainer (``key``, ``j2d``, ``j3d``,
 model is not applied here: the trainer applies it to every batch, whatever its source.
 
 Batch ``n`` is drawn from a generator seeded by ``(seed, n)`` alone, so the stream is a pure function of the seed
-and the position: ``state_dict()`` is ``{seed, epoch, batch, batches}`` and a fresh source given it continues
-exactly (same device kind and body model).
+and the position: ``state_dict()`` is ``{seed, epoch, batch, batches}`` (the position as the shard loader keeps it)
+and a fresh source given it continues exactly (same device kind and body model).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class SyntheticSource:
         self.image_size, self.key_prefix = int(image_size), key_prefix
         self.pose_source = source
         self.credit = source.credit
-        self.drawn = 0  # batches handed out so far (the stream position)
+        self._epoch, self._batch = 0, 0  # the position, as p2m.shards.read.ShardLoader keeps it
         self._table = torch.as_tensor(source.poses, dtype=torch.float32)
         self._perm = mirror_permutation(source.bone_names)
 
@@ -139,36 +139,46 @@ class SyntheticSource:
 
     @property
     def epoch(self) -> int:
-        return self.drawn // self.batches_per_epoch
+        return self._epoch
 
     @property
     def batch(self) -> int:
-        """Batches of the current epoch already handed out."""
-        return self.drawn % self.batches_per_epoch
+        """Batches of the current epoch already handed out (``len(self)`` after the last one, until the next
+        iteration starts the next epoch: the shard loader's convention)."""
+        return self._batch
+
+    @property
+    def drawn(self) -> int:
+        """Batches handed out since the start of the stream (the index of the next one)."""
+        return self._epoch * self.batches_per_epoch + self._batch
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
     def state_dict(self) -> dict[str, Any]:
-        """``{seed, epoch, batch, batches, batch_size}`` (plain ints)."""
-        return {"kind": "synthetic", "seed": self.seed, "epoch": self.epoch, "batch": self.batch,
+        """``{kind, seed, epoch, batch, batches, batch_size}`` (plain ints)."""
+        return {"kind": "synthetic", "seed": self.seed, "epoch": self._epoch, "batch": self._batch,
                 "batches": self.drawn, "batch_size": self.batch_size}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue after ``state["batches"]`` batches (a different seed or batch size is refused)."""
+        """Continue from a saved position (a different seed or batch size is refused)."""
         for key in ("seed", "batch_size"):
             if key in state and int(state[key]) != getattr(self, key):
                 raise ConfigError(f"synthetic source: resuming with {key} {getattr(self, key)}, the saved stream has "
                                   f"{state[key]}")  # fmt: skip
-        self.drawn = int(state["batches"])
+        self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+        if self._batch >= self.batches_per_epoch:  # saved after an epoch's last batch: the next epoch is due
+            self._epoch, self._batch = self._epoch + 1, 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """The rest of the current epoch (the next call starts the next epoch)."""
-        end = (self.epoch + 1) * self.batches_per_epoch
-        while self.drawn < end:
+        """The rest of the current epoch; when it is exhausted the position moves to the next epoch."""
+        if self._batch >= self.batches_per_epoch:
+            self._epoch, self._batch = self._epoch + 1, 0
+        while self._batch < self.batches_per_epoch:
             batch = self.draw(self.drawn)
-            self.drawn += 1
+            self._batch += 1  # counted before the trainer sees it, as the shard loader does
             yield batch
+        self._epoch, self._batch = self._epoch + 1, 0
 
     # ---------------------------------------------------------------------------------------------- drawing
     def draw(self, index: int) -> dict[str, Any]:
@@ -288,21 +298,27 @@ class MixedSource:
 
     def __init__(self, shards: Any, synthetic: SyntheticSource) -> None:
         self.shards, self.synthetic = shards, synthetic
+        self.drawn = 0  # synthetic batches drawn so far (their stream index)
 
     def __len__(self) -> int:
         return len(self.shards)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.shards.state_dict(), "synthetic": self.synthetic.state_dict()}
+        syn = {"seed": self.synthetic.seed, "batches": self.drawn, "batch_size": self.synthetic.batch_size}
+        return {**self.shards.state_dict(), "synthetic": syn}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        syn = state["synthetic"]
+        if int(syn["seed"]) != self.synthetic.seed or int(syn["batch_size"]) != self.synthetic.batch_size:
+            raise ConfigError(f"mixed source: the saved synthetic stream {dict(syn)} is not this one (seed "
+                              f"{self.synthetic.seed}, batch size {self.synthetic.batch_size})")  # fmt: skip
         self.shards.load_state_dict({k: v for k, v in state.items() if k != "synthetic"})
-        self.synthetic.load_state_dict(state["synthetic"])
+        self.drawn = int(syn["batches"])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in self.shards:
-            extra = self.synthetic.draw(self.synthetic.drawn)
-            self.synthetic.drawn += 1
+            extra = self.synthetic.draw(self.drawn)
+            self.drawn += 1
             yield merge_batches(batch, extra, self.synthetic.device)
 
 

@@ -333,6 +333,9 @@ def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: 
     if saved is not None:
         start_epoch, rng, meters = _restore(saved, model, optimizer, scheduler, scaler, loader, metrics, state, dist,
                                             paths["last"])  # fmt: skip
+    # A checkpoint taken after an epoch's last step but before its end (--max-steps there): only the end is left.
+    # The data source's position has already moved to the next epoch, so it must not train that epoch again.
+    end_only = saved is not None and not saved["epoch_done"] and int(saved["data"].get("batch", 0)) >= len(loader)
     torch.manual_seed(t.seed + dist.rank)  # dropout differs between ranks (replaced by the saved state on resume)
     forward = model
     if dist.distributed:
@@ -389,9 +392,12 @@ def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: 
     try:
         for epoch in range(start_epoch, t.epochs):  # noqa: B007 - after_step reads it
             t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-            res = train_one_epoch(forward, criterion, optimizer, loader, dev, epoch, prepare=prepare, scaler=scaler,
-                                  cfg=t, step=state.step, rank=dist.rank, meters=meters, after_step=after_step,
-                                  progress=progress if dist.is_main else False)  # fmt: skip
+            if end_only:
+                res, end_only = EpochResult(state.step, _meter_averages(meters, t), False), False
+            else:
+                res = train_one_epoch(forward, criterion, optimizer, loader, dev, epoch, prepare=prepare,
+                                      scaler=scaler, cfg=t, step=state.step, rank=dist.rank, meters=meters,
+                                      after_step=after_step, progress=progress if dist.is_main else False)  # fmt: skip
             state.step, meters = res.step, None
             if res.stopped:
                 stopped = True
@@ -415,6 +421,15 @@ def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: 
         "val": summary, "first_step_s": state.first_step_s, "seconds": round(time.perf_counter() - t_start, 2),
         "checkpoint_bytes": ckpt.disk_usage(run) if dist.is_main else None, "table": epoch_table(state.epoch_rows),
     }  # fmt: skip
+
+
+def _meter_averages(meters: Mapping[str, Any] | None, t: TrainConfig) -> dict[str, float]:
+    """The epoch's average losses from the meters saved with a part-done epoch (empty without them)."""
+    if not meters:
+        return {}
+    mlog = MetricLogger(1, t.batch_size)
+    mlog.load_state_dict(meters)
+    return {k: v for k, v in mlog.averages().items() if k != "lr"}
 
 
 def _end_epoch(epoch: int, res: EpochResult, val: dict[str, Any] | None, lr: float, seconds: float, state: _RunState,

@@ -106,3 +106,31 @@ def test_ship_writes_small_weights_and_a_model_card_that_p2m_loads(tmp_path):
         assert needle in card, needle
     # the shipped file starts a fine-tuning run
     train(cfg, tmp_path / "tuned", None, device="cpu", progress=False, max_steps=1, init=weights)
+
+
+@pytest.mark.parametrize("stop", [4, 3])
+def test_resume_at_an_epoch_end_does_not_train_that_epoch_again(shards, tmp_path, stop):
+    """--max-steps at an epoch's last step: the resumed run does only that epoch's end (schedule, validation)."""
+    cfg = tiny_config(*SYNTH, "train.val_split=test", "train.val_max_samples=32")
+    train(cfg, tmp_path / "a", shards, device="cpu", progress=False)
+    train(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=stop)
+    train(cfg, tmp_path / "b", shards, device="cpu", progress=False, resume=True)
+    a = ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    _same_weights(a, b)
+    assert a["step"] == 8 and a["scheduler"] == b["scheduler"] and a["best"] == b["best"]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("time", "samples_per_s", "seconds")} for r in rows]
+
+    assert strip(_rows(tmp_path / "a")) == strip(_rows(tmp_path / "b"))
+
+
+def test_resume_at_an_epoch_end_from_shards(shards, tmp_path):
+    """The same for the shard loader: 180 samples / batch 16 = 11 batches per epoch."""
+    cfg = tiny_config("train.epochs=2")
+    train(cfg, tmp_path / "a", shards, device="cpu", progress=False)
+    train(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=11)
+    train(cfg, tmp_path / "b", shards, device="cpu", progress=False, resume=True)
+    _same_weights(ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt"),
+                  ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt"))  # fmt: skip
