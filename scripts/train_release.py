@@ -82,24 +82,33 @@ def last_step(run: Path) -> tuple[int, bool]:
 
 
 def train_stage(config: Path, run: Path, val: Path, until: float | None, log: Path, extra: list[str]) -> None:
-    """Train in chunks of CHUNK_STEPS[run.name] steps until the schedule ends or the deadline passes."""
+    """Train in chunks of at most CHUNK_STEPS[run.name] steps until the schedule ends or the deadline passes; a
+    chunk is shortened to end near the deadline at the speed of the chunk before."""
+    seconds_per_step = None
     while True:
         step, done = last_step(run)
         if done:
             print(f"{run.name}: schedule finished at step {step}", flush=True)
             return
-        if until is not None and time.time() >= until:
-            print(f"{run.name}: deadline reached at step {step}; keeping its best checkpoint", flush=True)
-            return
+        chunk = CHUNK_STEPS[run.name]
+        if until is not None:
+            left = until - time.time()
+            if seconds_per_step is not None:
+                chunk = min(chunk, int(left / seconds_per_step))
+            if left <= 0 or chunk < 10:
+                print(f"{run.name}: deadline reached at step {step}; keeping its best checkpoint", flush=True)
+                return
         started = (run / "checkpoints" / "last.pt").exists()
         args = ["train", "--data", str(val), "--out", str(run), "--threads", "1", "--no-progress",
-                "--max-steps", str(step + CHUNK_STEPS[run.name])]  # fmt: skip
+                "--max-steps", str(step + chunk)]  # fmt: skip
         args += ["--resume"] if started else ["--config", str(config), *extra]
+        t0 = time.time()
         p2m(*args, log=log)
         new_step, _ = last_step(run)
         if new_step == step and started:
             print(f"{run.name}: no progress at step {step}; stopping", flush=True)
             return
+        seconds_per_step = (time.time() - t0) / max(1, new_step - step)
 
 
 def evaluate(run: Path, test: Path, log: Path) -> dict:
