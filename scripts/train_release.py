@@ -69,16 +69,15 @@ def make_data(out: Path, log: Path) -> tuple[Path, Path]:
 
 
 def last_step(run: Path) -> tuple[int, bool]:
-    """(global step, finished) of a run from its metrics.jsonl (0, False when it has not started)."""
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()] \
-        if (run / "metrics.jsonl").exists() else []  # fmt: skip
-    if not rows:
+    """(global step, finished) of a run from its last checkpoint (0, False when it has not started)."""
+    last = run / "checkpoints" / "last.pt"
+    if not last.exists():
         return 0, False
-    from p2m.pose2mesh.config import load_config
+    from p2m.pose2mesh.checkpoint import load_checkpoint
 
-    epochs = load_config(run / "config.yaml").train.epochs
-    done = any(r.get("kind") == "epoch" and r.get("epoch") == epochs - 1 for r in rows)
-    return max(int(r.get("step", 0)) for r in rows), done
+    state = load_checkpoint(last)
+    epochs = state["config"]["train"]["epochs"]
+    return int(state["step"]), bool(state["epoch_done"]) and int(state["epoch"]) >= epochs - 1
 
 
 def train_stage(config: Path, run: Path, val: Path, until: float | None, log: Path, extra: list[str]) -> None:
