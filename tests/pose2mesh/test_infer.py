@@ -293,8 +293,16 @@ def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predi
     assert np.array_equal(known, res.prediction.known) and filled.any() and np.isfinite(res.prediction.joints2d).all()
     assert np.array_equal(res.prediction.joints2d[known], xy[known])  # known joints kept as given
     assert res.root_translation_mm is not None and res.root_translation_mm[2] > 0
-    z = 800.0 / res.camera.scale  # depth of the root for that focal length
-    assert res.root_translation_mm[2] == pytest.approx(z)
+    # the root that makes the predicted joints project onto the known input joints through that camera (least
+    # squares on the perspective projection, p2m.pose2mesh.metrics.root_from_projection)
+    from p2m.pose2mesh.metrics import root_from_projection
+
+    rel = res.prediction.joints3d - res.prediction.joints3d[0]
+    expected = root_from_projection(res.prediction.joints2d[None], rel[None], np.array([[800.0, 800.0, 320.0, 210.0]]),
+                                    known[None].astype(float))[0]  # fmt: skip
+    assert np.allclose(res.root_translation_mm, expected, rtol=1e-6, atol=1e-6)
+    joints = json.loads((tmp_path / "out" / "joints3d.json").read_text())
+    assert np.allclose(joints["joints_camera_frame"], res.prediction.joints3d + res.root_translation_mm, atol=0.06)
     by_id = infer(predictor, data_json, tmp_path / "out2", annotation_id=ids[1])
     assert np.allclose(by_id.prediction.vertices, res.prediction.vertices)
     record = json.loads((tmp_path / "out" / "infer.json").read_text())
