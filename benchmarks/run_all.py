@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "shards": ("bench_shards.py", ["--frames", "2000"], ["--frames", "500"]),
     "meshnet": ("bench_meshnet.py", [], ["--min-time", "2"]),
     "train": ("bench_train.py", [], ["--full-steps", "2"]),
+    "cpu_step": ("bench_cpu_step.py", [], ["--min-time", "1", "--no-compile"]),
     "fit": ("bench_fit.py", [], ["--num", "32", "--images", "16"]),
     "detect": ("bench_detect.py", [], []),
     "infer": ("bench_infer.py", [], ["--num", "500"]),

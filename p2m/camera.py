@@ -21,6 +21,18 @@ logger = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
+# The cameras p2m synth and the trainer's synthetic source draw (p2m.annotate.synth, p2m.pose2mesh.synthetic).
+H36M_IMAGE_SIZE = (1000, 1000)
+H36M_FOCAL = 1145.0
+#: Human3.6M-like rig: camera distance from the target (mm), lens height (mm), target (mm, world), target jitter
+#: (mm, each axis), focal jitter (factor) and principal-point jitter (px).
+H36M_RIG = {"distance": (4500.0, 5500.0), "height": (1300.0, 1900.0), "target": (0.0, 0.0, 900.0),
+            "target_jitter": 150.0, "focal_jitter": 0.03, "centre_jitter": 8.0, "azimuth_jitter": 0.25}  # fmt: skip
+#: Random cameras: focal in image sizes, share of the image height the person fills, elevation (degrees),
+#: principal-point jitter (image sizes) and target jitter (mm).
+RANDOM_CAMERA = {"focal": (0.9, 1.8), "fill": (0.45, 0.85), "elevation_deg": (-5.0, 30.0), "centre_jitter": 0.02,
+                 "target_jitter": 100.0, "margin_mm": 300.0}  # fmt: skip
+
 
 def _vec(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
     try:

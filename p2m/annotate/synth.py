@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from p2m.camera import Camera, bbox_from_joints
+from p2m.body.sampler import SHAPE_RANGES
+from p2m.camera import H36M_FOCAL, H36M_IMAGE_SIZE, H36M_RIG, RANDOM_CAMERA, Camera, bbox_from_joints
 from p2m.errors import P2MError
 from p2m.io import write_bytes
 from p2m.layout import IMAGES_DIR, DatasetWriter
@@ -33,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 CAMERA_MODES = ("h36m", "random")
 #: Human3.6M-like rig: 4 cameras on a ring, 1000x1000 images, focal about 1145 px, lens about 1.6 m high.
-H36M_IMAGE_SIZE = (1000, 1000)
-H36M_FOCAL = 1145.0
 #: Keypoints whose depth is this far (mm) behind the rendered surface at their pixel count as occluded (v=1).
 #: Joints are inside the body, so a joint is always some centimetres behind the skin it projects onto; a limb
 #: or the torso in front puts it further back than a body half-depth.
@@ -87,39 +86,43 @@ def sample_shapes(n: int, rng: np.random.Generator) -> np.ndarray:
     Height and weight are kept off the extremes so that statures stay plausible (about 1.45-2.0 m).
     """
     shape = rng.uniform(0.0, 1.0, size=(n, 6))
-    shape[:, 1] = rng.uniform(0.67, 1.0, size=n)
-    shape[:, 3] = rng.uniform(0.15, 0.85, size=n)
-    shape[:, 4] = rng.uniform(0.2, 0.8, size=n)
+    shape[:, 1] = rng.uniform(*SHAPE_RANGES["age"], size=n)
+    shape[:, 3] = rng.uniform(*SHAPE_RANGES["weight"], size=n)
+    shape[:, 4] = rng.uniform(*SHAPE_RANGES["height"], size=n)
     return shape
 
 
 def h36m_cameras(rng: np.random.Generator, target_mm: np.ndarray) -> list[Camera]:
     """Four cameras on a ring around ``target_mm`` like Human3.6M's (4.5-5.5 m away, about 1.6 m high)."""
     cams = []
+    rig = H36M_RIG
     base = rng.uniform(0, 2 * math.pi)
     for i in range(4):
-        azimuth = base + i * math.pi / 2 + rng.uniform(-0.25, 0.25)
-        dist = rng.uniform(4500.0, 5500.0)
-        eye = np.array([math.cos(azimuth) * dist, math.sin(azimuth) * dist, rng.uniform(1300.0, 1900.0)])
-        f = H36M_FOCAL * rng.uniform(0.97, 1.03)
-        c = np.array(H36M_IMAGE_SIZE, dtype=float) / 2 + rng.uniform(-8, 8, size=2)
-        cams.append(Camera.look_at(eye, target_mm + rng.uniform(-150, 150, size=3), f=(f, f), c=c))
+        azimuth = base + i * math.pi / 2 + rng.uniform(-rig["azimuth_jitter"], rig["azimuth_jitter"])
+        dist = rng.uniform(*rig["distance"])
+        eye = np.array([math.cos(azimuth) * dist, math.sin(azimuth) * dist, rng.uniform(*rig["height"])])
+        f = H36M_FOCAL * rng.uniform(1 - rig["focal_jitter"], 1 + rig["focal_jitter"])
+        c = np.array(H36M_IMAGE_SIZE, dtype=float) / 2 + rng.uniform(-rig["centre_jitter"], rig["centre_jitter"], size=2)
+        target = target_mm + rng.uniform(-rig["target_jitter"], rig["target_jitter"], size=3)
+        cams.append(Camera.look_at(eye, target, f=(f, f), c=c))
     return cams
 
 
 def random_camera(rng: np.random.Generator, joints_mm: np.ndarray, size: int) -> Camera:
     """A camera anywhere around the person, framing them at 45-85 % of the image height."""
+    rc = RANDOM_CAMERA
     centre = (joints_mm.max(0) + joints_mm.min(0)) / 2
-    extent = float(np.ptp(joints_mm, axis=0).max()) + 300.0
-    f = size * rng.uniform(0.9, 1.8)
-    fill = rng.uniform(0.45, 0.85)
+    extent = float(np.ptp(joints_mm, axis=0).max()) + rc["margin_mm"]
+    f = size * rng.uniform(*rc["focal"])
+    fill = rng.uniform(*rc["fill"])
     dist = f * extent / (fill * size)
     azimuth = rng.uniform(0, 2 * math.pi)
-    elevation = rng.uniform(math.radians(-5), math.radians(30))
+    elevation = rng.uniform(*(math.radians(a) for a in rc["elevation_deg"]))
     eye = centre + dist * np.array([math.cos(azimuth) * math.cos(elevation),
                                     math.sin(azimuth) * math.cos(elevation), math.sin(elevation)])  # fmt: skip
-    c = np.full(2, size / 2.0) + rng.uniform(-0.02, 0.02, size=2) * size
-    return Camera.look_at(eye, centre + rng.uniform(-100, 100, size=3), f=(f, f), c=c)
+    c = np.full(2, size / 2.0) + rng.uniform(-rc["centre_jitter"], rc["centre_jitter"], size=2) * size
+    target = centre + rng.uniform(-rc["target_jitter"], rc["target_jitter"], size=3)
+    return Camera.look_at(eye, target, f=(f, f), c=c)
 
 
 def _visibility(uv: np.ndarray, size: tuple[int, int]) -> np.ndarray:

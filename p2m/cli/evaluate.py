@@ -10,7 +10,7 @@ from p2m.cli.common import check_split, device_option, progress_option
 
 
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.argument("checkpoint", type=str)
 @click.option("--data", required=True, type=str, help="Shard folder (or its index.json).")
 @click.option("--split", default="test", show_default=True, help="Split of the shards to score.")
 @click.option("--input", "eval_input", type=click.Choice(["noisy", "gt"]), default="noisy", show_default=True,
@@ -20,15 +20,18 @@ from p2m.cli.common import check_split, device_option, progress_option
 @click.option("--max-samples", type=click.IntRange(min=1), default=None, help="Score only the first N samples.")
 @device_option()
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON file (default: RUN/eval_SPLIT.json, or beside the checkpoint).")
+              help="JSON file (default: RUN/eval_SPLIT.json, beside the checkpoint, or ./default_eval_SPLIT.json).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of torch's operators.")
 @progress_option
-def command(checkpoint: Path, data: str, split: str, eval_input: str, seed: int, batch_size: int,
+def command(checkpoint: str, data: str, split: str, eval_input: str, seed: int, batch_size: int,
             max_samples: int | None, device: str, out: Path | None, threads: int | None,
             progress: bool | None) -> None:  # fmt: skip
-    """Report MPJPE, PA-MPJPE (14 and 17 joints) and MPVPE in mm of CHECKPOINT (a .pt, a .safetensors or a run
-    folder) on a shard split, per action where actions exist, and write them as JSON."""
+    """Report MPJPE, PA-MPJPE (14 and 17 joints) and MPVPE in mm of CHECKPOINT (a .pt, a .safetensors, a run
+    folder, or `default`: the model shipped with p2m) on a shard split, per action where actions exist, and write
+    them as JSON."""
+    from p2m.errors import CheckpointError
     from p2m.paths import configure_third_party_caches
+    from p2m.pose2mesh.pretrained import resolve
 
     check_split(data, split)  # before the model loads
     configure_third_party_caches()
@@ -38,7 +41,15 @@ def command(checkpoint: Path, data: str, split: str, eval_input: str, seed: int,
         import torch
 
         torch.set_num_threads(threads)
-    result = evaluate_checkpoint(checkpoint, data, split=split, batch_size=batch_size, device=device,
+    try:
+        path = resolve(checkpoint)
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc), param_hint="CHECKPOINT") from exc
+    if not path.exists():
+        raise click.BadParameter(f"{path}: no such checkpoint file or run folder", param_hint="CHECKPOINT")
+    if out is None and path != Path(checkpoint):  # the shipped model: never write into the installed package
+        out = Path(f"{checkpoint}_eval_{split}.json")
+    result = evaluate_checkpoint(path, data, split=split, batch_size=batch_size, device=device,
                                  eval_input=eval_input, seed=seed, max_samples=max_samples, out=out,
                                  progress=progress)  # fmt: skip
     click.echo(format_result(result))

@@ -11,7 +11,7 @@ from p2m.cli.common import device_option
 
 
 @click.command("infer")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint", type=str)
 @click.option("--pose2d", "pose2d", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="2D pose: JSON or .npy, COCO-17 or H36M-17, (17, 2) or (17, 3) with visibility; a data.json "
                    "from `p2m annotate detect`, one annotation, or a plain list.")  # fmt: skip
@@ -44,15 +44,19 @@ from p2m.cli.common import device_option
 @click.option("--mesh", type=click.Choice(["network", "full"]), default="network", show_default=True,
               help="network: the predicted mesh; full: the refine fit's full-resolution anny mesh (13,718 "
                    "vertices) with MakeHuman's UV layout, so --texture writes a standard body UV map.")  # fmt: skip
-def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint_set: str, person: int | None,
+@click.option("--intrinsics", type=str, default=None, metavar="FX,FY,CX,CY",
+              help="The photo's camera (px): the root is then placed in the camera frame and joints3d.json gets "
+                   "camera-frame joints (a data.json with a camera file gives them already).")  # fmt: skip
+def command(checkpoint: str, pose2d: Path, out: Path, image: Path | None, joint_set: str, person: int | None,
             annotation_id: int | None, device: str, mesh_axes: str, full_image: bool, formats: tuple[str, ...],
-            refine: bool, refine_method: str, texture: bool, mesh: str) -> None:  # fmt: skip
+            refine: bool, refine_method: str, texture: bool, mesh: str, intrinsics: str | None) -> None:  # fmt: skip
     """Turn one person's 2D pose into a mesh, 3D joints and a picture.
 
-    CHECKPOINT is a run folder (its best.pt, else last.pt, else best.safetensors), a .pt checkpoint or a
-    best.safetensors file.
+    CHECKPOINT is a run folder (its best.pt, else last.pt, else best.safetensors), a .pt checkpoint, a
+    best.safetensors file, or `default`: the pretrained model shipped with p2m.
 
     \b
+    p2m infer default --pose2d pose.json --out out/
     p2m infer runs/p2m --pose2d pose.json --out out/
     p2m infer runs/p2m/best.safetensors --pose2d DS/annotations/photos_subject1_data.json --person 2 --out out/
     p2m infer runs/p2m --pose2d pose.json --image photo.jpg --format obj,glb --texture --out out/
@@ -63,8 +67,16 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
     allowed = ("obj", "ply", "glb")
     if bad := [f for f in fmts if f not in allowed]:
         raise click.BadParameter(f"{', '.join(bad)}: expected obj, ply or glb", param_hint="--format")
+    k = None
+    if intrinsics is not None:
+        try:
+            k = tuple(float(v) for v in intrinsics.split(","))
+        except ValueError:
+            k = ()
+        if len(k) != 4:
+            raise click.BadParameter(f"{intrinsics!r}: expected four numbers FX,FY,CX,CY", param_hint="--intrinsics")
     # checked here, before the model loads (the same words as the checks behind them)
-    if not checkpoint.exists():
+    if checkpoint != "default" and not Path(checkpoint).exists():
         raise click.ClickException(f"{checkpoint}: no such checkpoint file or run folder")
     if not pose2d.is_file():
         raise click.ClickException(f"{pose2d}: no such 2D pose file (expected a .json or .npy file)")
@@ -73,7 +85,7 @@ def command(checkpoint: Path, pose2d: Path, out: Path, image: Path | None, joint
     result = infer(checkpoint, pose2d, out, image=image, joint_set=joint_set, person=person,
                    annotation_id=annotation_id, device=device, mesh_axes=mesh_axes.replace("-", "_"),
                    crop=not full_image, formats=fmts or ("obj", "ply"), refine=refine, refine_method=refine_method,
-                   texture=texture, mesh=mesh)  # fmt: skip
+                   texture=texture, mesh=mesh, intrinsics=k)  # fmt: skip
     click.echo(f"camera: {json.dumps(result.camera.to_dict())}")
     if result.root_translation_mm is not None:
         click.echo(f"root in the photo's camera frame: {[round(float(v), 1) for v in result.root_translation_mm]} mm")

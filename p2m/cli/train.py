@@ -12,10 +12,12 @@ from p2m.cli.common import check_split, device_option, progress_option
 @click.command("train")
 @click.option("--config", "config_spec", metavar="CONFIG", default=None,
               help="YAML config file, or the name of a shipped one: tiny_pose2mesh, tiny_posenet, cpu_pose2mesh, "
-                   "posenet_h36m, pose2mesh_h36m. With --resume it defaults to RUN/config.yaml.")  # fmt: skip
+                   "posenet_h36m, pose2mesh_h36m, release_posenet, release_pose2mesh. With --resume it defaults "
+                   "to RUN/config.yaml.")  # fmt: skip
 @click.option("--data", default=None, type=str,
-              help="Shard folder (or its index.json) written by `p2m shard`. Not needed with --resume: the run's "
-                   "config.yaml records it.")  # fmt: skip
+              help="Shard folder (or its index.json) written by `p2m shard`: training and validation splits. "
+                   "Optional when every training batch is synthetic (synthetic.ratio: 1): then it serves "
+                   "validation only. Not needed with --resume: the run's config.yaml records it.")  # fmt: skip
 @click.option("--out", "run_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: config.yaml, metrics.jsonl, checkpoints/, best.safetensors.  [required]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt, exactly.")
@@ -23,8 +25,11 @@ from p2m.cli.common import check_split, device_option, progress_option
                "means cuda:LOCAL_RANK).")  # fmt: skip
 @click.option("--stage", type=click.Choice(["posenet", "pose2mesh"]), default=None,
               help="Override model.stage: PoseNet alone, or PoseNet + MeshNet.")
-@click.option("--init-posenet", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Start PoseNet from this run folder or checkpoint (a stage-1 run).")
+@click.option("--init-posenet", type=str, default=None,
+              help="Start PoseNet from this run folder or checkpoint (a stage-1 run), or `default` (the shipped model).")
+@click.option("--init", "init", type=str, default=None,
+              help="Start the whole model from this run folder or checkpoint, or `default` (the shipped model): "
+                   "fine-tuning; the config's model section must match it.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set train.lr=1e-4 --set train.accum_steps=4 (repeatable).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config (file + --set) as YAML and exit.")
@@ -41,8 +46,8 @@ from p2m.cli.common import check_split, device_option, progress_option
                    "written: it is the record --resume trusts.  [default: jsonl]")  # fmt: skip
 @progress_option
 def command(config_spec: str | None, data: str | None, run_dir: Path | None, resume: bool, device: str,
-            stage: str | None, init_posenet: Path | None, overrides: tuple[str, ...], print_config: bool,
-            keep_last: int, max_steps: int | None, threads: int | None, loggers: tuple[str, ...],
+            stage: str | None, init_posenet: str | None, init: str | None, overrides: tuple[str, ...],
+            print_config: bool, keep_last: int, max_steps: int | None, threads: int | None, loggers: tuple[str, ...],
             progress: bool | None) -> None:  # fmt: skip
     """Train Pose2Mesh from shards into a run folder; --resume continues a run exactly.
 
@@ -50,6 +55,7 @@ def command(config_spec: str | None, data: str | None, run_dir: Path | None, res
     p2m train --config pose2mesh_h36m --data SHARDS --out runs/p2m
     p2m train --config my.yaml --set train.lr=1e-4 --print-config
     p2m train --data SHARDS --out runs/p2m --resume
+    p2m train --config configs/release_pose2mesh.yaml --init default --data VAL_SHARDS --out runs/finetune
     torchrun --nproc_per_node=4 -m p2m train --config ... --data SHARDS --out runs/p2m
     """
     from p2m.errors import ConfigError
@@ -83,14 +89,16 @@ def command(config_spec: str | None, data: str | None, run_dir: Path | None, res
         if data is None:
             raise click.UsageError(f"--data is required: {run_dir}/config.yaml does not record the run's shards "
                                    "(a run of an older p2m)")  # fmt: skip
-    if data is None:
-        raise click.UsageError("Missing option '--data'.")
+    if data is None and cfg.synthetic.ratio < 1:
+        raise click.UsageError(f"Missing option '--data': synthetic.ratio {cfg.synthetic.ratio}: training shards are needed "
+                               "(only synthetic.ratio: 1 trains without shards).")  # fmt: skip
     try:
         sinks = parse_loggers(loggers)
     except ConfigError as exc:
         raise click.BadParameter(str(exc).removeprefix("--logger "), param_hint="--logger") from exc
     check_available(sinks)
-    check_split(data, cfg.train.train_split, "train.train_split")  # before the model loads (a missing val_split
+    if data is not None and cfg.synthetic.ratio < 1:
+        check_split(data, cfg.train.train_split, "train.train_split")  # before the model loads (a missing val_split
     # only means no validation)
     if threads is not None:
         import torch
@@ -98,8 +106,10 @@ def command(config_spec: str | None, data: str | None, run_dir: Path | None, res
         torch.set_num_threads(threads)
     from p2m.pose2mesh.train import train
 
+    if init and init_posenet:
+        raise click.UsageError("give --init or --init-posenet, not both")
     result = train(cfg, run_dir, data, resume=resume, device=device, init_posenet=init_posenet, keep_last=keep_last,
-                   max_steps=max_steps, progress=progress, loggers=sinks)  # fmt: skip
+                   max_steps=max_steps, progress=progress, loggers=sinks, init=init)  # fmt: skip
     if result["checkpoint_bytes"] is None:  # a non-zero rank under torchrun: rank 0 reports
         return
     best = result["best"]

@@ -18,9 +18,36 @@ WEB_SUBJECTS, TRAIN_SUBJECTS, TEST_SUBJECTS = (1,), (5, 6, 7, 8), (9, 10)
 TOPOLOGY = "notoes_collapse10pc"
 
 
+def shipped_config() -> dict[str, Any] | None:
+    """The config of the pretrained model shipped with p2m (``default``), or None when this installation has none."""
+    from p2m.errors import CheckpointError
+    from p2m.pose2mesh.checkpoint import load_weights
+    from p2m.pose2mesh.pretrained import shipped_path
+
+    try:
+        return load_weights(shipped_path())[1]
+    except CheckpointError as exc:
+        logger.warning("no shipped model (%s): the demo trains a tiny model from scratch", exc)
+        return None
+
+
 def train_config(ctx: DemoContext) -> dict[str, Any]:
-    """The demo's model and training settings: configs/tiny_pose2mesh.yaml, sized by the mode (a plain dict)."""
+    """The demo's model and training settings (a plain dict): fine-tuning of the shipped model (``default``) on the
+    demo's data, or without one configs/tiny_pose2mesh.yaml from scratch; sized by the mode."""
     s = ctx.sizes
+    shipped = shipped_config()
+    if shipped is not None:
+        # the shipped model's networks and input normalisation; a short, gentle fine-tune on the demo's shards
+        return {
+            "model": shipped["model"], "transform": shipped["transform"],
+            "loss": {**shipped["loss"], "edge_start_epoch": 0, "ramp_epochs": 0.0},
+            "train": {
+                "optimizer": "adam", "lr": 0.0002, "batch_size": 32, "epochs": s.epochs, "scheduler": "cosine",
+                "seed": 123 + ctx.seed, "num_workers": 0, "shuffle_buffer": 512, "log_every": 10,
+                "ckpt_every_steps": 0, "val_batch_size": 160, "val_max_samples": s.val_samples,
+                "train_split": "train", "val_split": "test", "val_input": "gt", "best_metric": "pa_mpjpe",
+            },
+        }  # fmt: skip
     return {
         "model": {
             "stage": "pose2mesh", "joint_set": "h36m",
@@ -228,9 +255,11 @@ def train_model(ctx: DemoContext) -> str:
     from p2m.pose2mesh.plot import plot_run
     from p2m.pose2mesh.train import train
 
-    cfg = from_dict(Config, train_config(ctx))
+    raw = train_config(ctx)
+    cfg = from_dict(Config, raw)
     run = ctx.work / "run"
-    result = train(cfg, run, ctx.facts["shards"], device=ctx.device, progress=None)
+    init = "default" if raw["train"].get("best_metric") == "pa_mpjpe" else None  # the shipped model's fine-tune
+    result = train(cfg, run, ctx.facts["shards"], device=ctx.device, progress=None, init=init)
     ctx.facts["run"] = run
     ctx.metric("train", "optimizer steps", int(result["step"]))
     ctx.metric("train", "epochs", int(result["epoch"]) + 1)
@@ -244,7 +273,8 @@ def train_model(ctx: DemoContext) -> str:
     for path in plots:
         ctx.picture(path, f"Training curves: {path.stem}", f"`p2m plot {run}`")
     best_text = f", best {best['metric']} {best['value']:.1f} mm" if best.get("value") is not None else ""
-    return (f"{result['step']} steps over {int(result['epoch']) + 1} epoch(s) of "
+    start = "fine-tuned the shipped model: " if init else ""
+    return (f"{start}{result['step']} steps over {int(result['epoch']) + 1} epoch(s) of "
             f"{ctx.facts['split_samples']['train']} samples{best_text} -> {run}")  # fmt: skip
 
 
@@ -258,6 +288,8 @@ def evaluate_model(ctx: DemoContext) -> str:
     ctx.metric("evaluate", "test samples", int(result.get("samples", 0)))
     for key in ("mpjpe", "pa_mpjpe", "mpvpe"):
         ctx.metric("evaluate", METRICS[key], result.get(key), "mm")
+    for key in ("edge_error", "normal_dev"):  # is the mesh smooth and untorn?
+        ctx.metric("evaluate", METRICS[key], result.get(key), "%")
     text = ", ".join(f"{METRICS[k].split(' (')[0]} {_mm(result.get(k))}" for k in ("mpjpe", "pa_mpjpe", "mpvpe"))
     text += f" on {result.get('samples')} held-out samples"
     if ctx.facts.get("fit_valid") and ctx.facts["split_samples"].get("web"):

@@ -34,9 +34,10 @@ from p2m.errors import ConfigError, P2MError
 from p2m.infer.extras import FORMATS, MESHES, check_options, full_resolution, refine_prediction, write_extras
 from p2m.infer.figure import Figure, draw_figure
 from p2m.infer.pose_input import Pose2DInput, read_pose2d, to_model_joints
-from p2m.infer.predictor import Prediction, Predictor, load_predictor, predict
+from p2m.infer.predictor import Prediction, Predictor, load_predictor, predict, root_index
 from p2m.infer.view import WeakPerspective
 from p2m.io import write_bytes, write_json, write_text
+from p2m.pose2mesh.metrics import root_from_projection
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ def write_outputs(
         "joints_lifted": _round(prediction.joints_lifted),
         "joints_2d_px": _round(prediction.camera.project(prediction.joints3d), 2),
     }  # fmt: skip
+    if record.get("root_translation_mm") is not None:  # the photo's intrinsics were known
+        joints["joints_camera_frame"] = _round(prediction.joints3d + np.asarray(record["root_translation_mm"]))
     if prediction.joints_h36m is not None and pred.joint_set != "h36m":
         joints["joints_h36m"] = {"names": list(J.H36M_JOINTS), "joints": _round(prediction.joints_h36m)}
     files["joints"] = out / "joints3d.json"
@@ -178,6 +181,7 @@ def infer(
     refine: bool = True,
     refine_method: str = "fit",
     texture: bool = False,
+    intrinsics: tuple[float, float, float, float] | None = None,
     mesh: str = "network",
 ) -> InferResult:
     """Predict the mesh of one person from a 2D pose file and write it with a picture (the entry of ``p2m infer``).
@@ -198,6 +202,9 @@ def infer(
         refine_method: "fit" (fit the body model to the whole mesh, ~1 s on a CPU) or "paste" (rigid template).
         texture: texture the mesh from the photo (needs one): the .obj becomes ``mesh.obj`` + ``mesh.mtl`` +
             ``mesh_texture.png``, and the .glb carries the texture.
+        intrinsics: ``(fx, fy, cx, cy)`` px of the photo's camera (default: a data.json's camera, if any). With
+            them the root is placed in the camera frame by least squares on the projection
+            (:func:`p2m.pose2mesh.metrics.root_from_projection`) and joints3d.json gets camera-frame joints.
         mesh: "network" (the predicted mesh) or "full": the refine fit's full-resolution anny mesh, with
             MakeHuman's UV layout (a standard body texture map) and the full mesh's skin weights in the .glb.
 
@@ -217,6 +224,11 @@ def infer(
     check_options(formats, refine_method, texture, has_photo=True)
     pred = checkpoint if isinstance(checkpoint, Predictor) else load_predictor(checkpoint, device)
     inp = read_pose2d(pose2d, joint_set, person=person, annotation_id=annotation_id, model_joint_set=pred.joint_set)
+    if intrinsics is not None:
+        fx, fy, cx, cy = (float(v) for v in intrinsics)
+        if fx <= 0 or fy <= 0:
+            raise ConfigError(f"intrinsics {list(intrinsics)}: expected positive focal lengths fx, fy (px)")
+        inp.focal, inp.principal = (fx, fy), (cx, cy)
     xy, known, conv_notes = to_model_joints(inp, pred.joint_set)
     img_path = Path(image) if image is not None else inp.image_path
     check_options(formats, refine_method, texture, has_photo=img_path is not None)
@@ -242,7 +254,12 @@ def infer(
                          joints3d_mm=prediction.joints3d, captions=captions, crop=crop)  # fmt: skip
     root_t = None
     if inp.focal is not None and inp.principal is not None:
-        root_t = cam.root_translation_mm(inp.focal, inp.principal)
+        rel = prediction.joints3d - prediction.joints3d[root_index(pred.joint_set)]
+        root_t = root_from_projection(prediction.joints2d[None], rel[None], np.array([[*inp.focal, *inp.principal]]),
+                                      prediction.known.astype(np.float64)[None])[0]  # fmt: skip
+        if not np.isfinite(root_t).all() or root_t[2] <= 0:  # joints that no pinhole explains (an untrained model)
+            logger.warning("the least-squares root is behind the camera; using the weak-perspective depth")
+            root_t = cam.root_translation_mm(inp.focal, inp.principal)
     notes = [*inp.notes, *conv_notes]
     record = {
         "checkpoint": str(pred.checkpoint), "epoch": pred.info.get("epoch"), "step": pred.info.get("step"),

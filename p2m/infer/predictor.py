@@ -31,6 +31,7 @@ from p2m.pose2mesh import checkpoint as ckpt
 from p2m.pose2mesh.config import Config, ModelConfig, from_dict, load_config, to_dict
 from p2m.pose2mesh.distributed import resolve_device
 from p2m.pose2mesh.model import build_model
+from p2m.pose2mesh.pretrained import resolve
 from p2m.pose2mesh.transforms import normalize_pose2d
 from p2m.pose2mesh.weights import load_weights
 
@@ -78,7 +79,7 @@ class Predictor:
     @property
     def root(self) -> int:
         """Index of the root joint (the origin of the root-relative prediction) in :attr:`joint_names`."""
-        return _root(self.joint_set)
+        return root_index(self.joint_set)
 
     @property
     def skeleton(self) -> tuple[tuple[int, int], ...]:
@@ -106,7 +107,7 @@ def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     Raises:
         CheckpointError: missing, unreadable or unrecognised file, naming it.
     """
-    p = Path(checkpoint)
+    p = resolve(checkpoint)  # "default": the shipped model
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint file or run folder")
     p = ckpt.resolve_checkpoint(p)
@@ -171,12 +172,12 @@ def load_predictor(checkpoint: str | os.PathLike, device: str = "cpu") -> Predic
     faces = body.faces.cpu().numpy().astype(np.int64) if mc.stage == "pose2mesh" else None
     template = _model_joints(mc.joint_set, rest.joints[0].double().numpy(), rest.keypoints[0].double().numpy())
     template = _anny_to_camera(template * 1000.0)
-    template -= template[_root(mc.joint_set)]
+    template -= template[root_index(mc.joint_set)]
     logger.info("loaded %s (%s, %s joints, step %s)", path, mc.stage, mc.joint_set, info.get("step"))
     return Predictor(model, cfg, body, faces, template, dev, path, info)
 
 
-def _root(joint_set: str) -> int:
+def root_index(joint_set: str) -> int:
     return J.H36M_ROOT if joint_set == "h36m" else J.COCO19_ROOT
 
 
@@ -223,10 +224,10 @@ class Prediction:
 
 def _forward(pred: Predictor, joints2d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     t = pred.config.transform
-    x = normalize_pose2d(joints2d, None, (t.crop_width, t.crop_height))
+    x = normalize_pose2d(joints2d, None, (t.crop_width, t.crop_height), t.standardize)
     with torch.inference_mode():
         out = pred.model(torch.from_numpy(x)[None].to(pred.device))
-    root = _root(pred.joint_set)
+    root = root_index(pred.joint_set)
     lifted = out.joints_lifted[0].double().cpu().numpy()
     lifted = lifted - lifted[root]
     if out.mesh is None:

@@ -362,9 +362,11 @@ def resolve_checkpoint(path: str | os.PathLike, prefer: tuple[str, ...] = ("best
 def load_model_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """``(state_dict, config dict, info)`` from a ``.pt`` checkpoint, a ``.safetensors`` file or a run folder.
 
-    ``info`` holds ``path``, ``epoch``, ``step`` and ``best`` where known.
+    ``info`` holds ``path``, ``epoch``, ``step`` and ``best`` where known. ``default`` is the shipped model.
     """
-    p = resolve_checkpoint(path)
+    from p2m.pose2mesh.pretrained import resolve
+
+    p = resolve_checkpoint(resolve(path))
     if p.suffix == ".safetensors":
         state, config, meta = load_weights(p)
         info = {"path": str(p), "epoch": _int_or_none(meta.get("epoch")), "step": _int_or_none(meta.get("step"))}
@@ -430,6 +432,19 @@ def check_resume_config(saved: dict[str, Any], cfg: Config, where: Path) -> None
         )
     for k, a, b in diff:
         logger.warning("resuming with %s changed: %r -> %r", k, a, b)
+
+
+def load_init(model: torch.nn.Module, source: str | Path) -> str:
+    """Start every weight of ``model`` from a run folder, ``.pt``, ``.safetensors`` or ``default`` (the shipped
+    model), for fine-tuning; the configs' networks must match (strict)."""
+    state, _, info = load_model_state(source)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{info['path']}: its weights do not fit the model of this config (--init needs the "
+                              f"same model section): {exc}") from exc  # fmt: skip
+    logger.info("model initialised from %s (step %s)", info["path"], info.get("step"))
+    return str(info["path"])
 
 
 def load_posenet(model: torch.nn.Module, source: str | Path) -> str:

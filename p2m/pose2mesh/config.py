@@ -24,6 +24,7 @@ T = TypeVar("T")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
 COORD_LOSS_FORMS = ("l1", "l2", "smooth_l1")
 #: Validation metrics that can decide the best checkpoint (see p2m.pose2mesh.evaluate).
+STANDARDIZE = ("per_axis", "one_scale")
 BEST_METRICS = ("mpjpe", "pa_mpjpe", "mpjpe_17", "pa_mpjpe_17", "mpvpe", "lifted_mpjpe")
 
 
@@ -160,6 +161,9 @@ class LossConfig:
     form: str = "l1"
     #: 0-based epoch from which the edge loss is added. The original's ``epoch > 7`` with 1-based epochs is 7 here.
     edge_start_epoch: int = 7
+    #: Epochs over which the edge loss (from ``edge_start_epoch``) and the normal loss (from epoch 0) grow linearly
+    #: from 0 to their full weight, counted in fractions of an epoch; 0 (the original) switches them on at once.
+    ramp_epochs: float = 0.0
     #: Per-term forms of the coordinate losses (added by the trainer); None: ``form``.
     vertex_form: str | None = None
     joint_form: str | None = None
@@ -174,6 +178,7 @@ class LossConfig:
                 _choice(getattr(self, name), COORD_LOSS_FORMS, name)
         if self.edge_start_epoch < 0:
             raise ConfigError(f"edge_start_epoch: {self.edge_start_epoch!r}, expected >= 0")
+        _positive(self.ramp_epochs, "ramp_epochs", allow_zero=True)
 
     def form_of(self, term: str) -> str:
         """The form of coordinate loss ``term`` ("vertex", "joint" or "lift"): its own, else ``form``."""
@@ -228,12 +233,16 @@ class TransformConfig:
     #: Probability of a horizontal flip at train time (the original: 0.5 for PoseNet, off for stage 2).
     flip_prob: float = 0.0
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    #: "per_axis": x and y standardised separately (the original; it discards the body's proportions);
+    #: "one_scale": one scale for both axes, the crop's pixels centred and divided by their RMS spread per axis.
+    standardize: str = "per_axis"
 
     def __post_init__(self) -> None:
         _positive(self.crop_width, "crop_width")
         _positive(self.crop_height, "crop_height")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ConfigError(f"flip_prob: {self.flip_prob!r}, expected a probability")
+        _choice(self.standardize, STANDARDIZE, "standardize")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,6 +336,33 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SyntheticConfig:
+    """Training batches drawn on the training device (:mod:`p2m.pose2mesh.synthetic`) instead of, or mixed with,
+    the shards' training split."""
+
+    #: Share of every training batch drawn by the synthetic source: 0 = shards only (the default), 1 = no training
+    #: shards needed (``--data`` then only serves validation).
+    ratio: float = 0.0
+    #: Batches per epoch when every batch is synthetic (with shards, the shards' epoch decides).
+    batches_per_epoch: int = 1000
+    #: Pose bank: "cmu-train" (never the held-out evaluation subjects) or a pose table / BVH folder.
+    poses: str = "cmu-train"
+    #: Probability that a pose is mirrored left/right.
+    mirror_prob: float = 0.5
+    #: Share of random cameras around the person; the others come from the Human3.6M-like rig.
+    random_camera_prob: float = 0.5
+    #: Side (px) of the random cameras' square images.
+    image_size: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("ratio", "mirror_prob", "random_camera_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}: {getattr(self, name)!r}, expected a number in [0, 1]")
+        _positive(self.batches_per_epoch, "batches_per_epoch")
+        _positive(self.image_size, "image_size")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a Pose2Mesh run needs; saved resolved as ``RUN/config.yaml``."""
 
@@ -334,6 +370,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------------

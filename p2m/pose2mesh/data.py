@@ -108,6 +108,12 @@ class BatchInputs:
     mesh_valid: torch.Tensor
     keys: list[str]
     meta: list[Any] | None
+    #: (B, J, 3) the ground-truth 2D joints in pixels (+ visibility), (B, 4) intrinsics [fx, fy, cx, cy] and
+    #: (B,) where they are known, (B, 3) the ground-truth root in the camera frame (mm): for MRPE.
+    j2d: torch.Tensor | None = None
+    cam: torch.Tensor | None = None
+    cam_valid: torch.Tensor | None = None
+    root: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -173,7 +179,10 @@ class BatchPreparer:
             pose2d = self.transform(j2d, vis, seeds=key_seeds(batch["key"], self.eval_seed, dev) if noisy else None).pose2d
             lifted = joints
         assert lifted is not None
-        return BatchInputs(pose2d, joints, joints_valid, lifted, mesh, mesh_valid, list(batch["key"]), batch.get("meta"))
+        cam_valid = batch["has_cam"].to(dev) & batch["has_j3d"].to(dev) if "has_cam" in batch else None
+        return BatchInputs(pose2d, joints, joints_valid, lifted, mesh, mesh_valid, list(batch["key"]), batch.get("meta"),
+                           j2d=j2d, cam=batch["cam"].to(dev) if "cam" in batch else None, cam_valid=cam_valid,
+                           root=j3d[:, 0])  # fmt: skip
 
     def _body_targets(self, batch: Mapping[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mesh (B, V, 3), joints (B, 17, 3), valid (B,)) from the body parameters, on the device."""
@@ -213,9 +222,45 @@ def make_train_loader(data: str | Path, cfg: Config, micro_batch: int, rank: int
     )  # fmt: skip
 
 
-def has_split(data: str | Path, split: str | None) -> bool:
-    """Whether the shard set's index lists ``split``."""
-    return split is not None and split in load_index(data)["splits"]
+def make_train_source(data: str | Path | None, cfg: Config, micro_batch: int, rank: int, world_size: int,
+                      body: torch.nn.Module | None, device: torch.device) -> Any:  # fmt: skip
+    """The training data source of ``cfg.synthetic.ratio``: the shard loader (0), the synthetic source drawing on
+    ``device`` (1, no shards needed), or shard batches with synthetic rows appended (in between).
+
+    Args:
+        data: the shard folder (None only when every batch is synthetic).
+        body: the body model on ``device`` (None for ``stage: posenet``: the source builds its own).
+    """
+    from p2m.pose2mesh.synthetic import MixedSource, SyntheticSource
+
+    syn, t = cfg.synthetic, cfg.train
+    k = round(syn.ratio * micro_batch)
+    if syn.ratio > 0 and k == 0:
+        raise ConfigError(f"synthetic.ratio {syn.ratio} of a micro-batch of {micro_batch} is no sample; raise it")
+    if k < micro_batch and data is None:
+        raise ConfigError(f"synthetic.ratio {syn.ratio}: training shards are needed for the rest (--data), or set "
+                          "synthetic.ratio: 1")  # fmt: skip
+    shards = None
+    if k < micro_batch:
+        assert data is not None
+        body_kwargs, _ = body_selection(data, t.train_split, cfg, body is not None)
+        shards = make_train_loader(data, cfg, micro_batch - k, rank, world_size, body_kwargs, device.type == "cuda")
+        if k == 0:
+            return shards
+    if body is None:
+        from p2m.body import create
+
+        b = cfg.model.body
+        body = create(b.model, topology=b.topology, rig=b.rig, device=device)
+    source = SyntheticSource(body, k, seed=t.seed * 1000 + rank, batches_per_epoch=syn.batches_per_epoch,
+                             poses=syn.poses, mirror_prob=syn.mirror_prob, random_camera_prob=syn.random_camera_prob,
+                             image_size=syn.image_size)  # fmt: skip
+    return source if shards is None else MixedSource(shards, source)
+
+
+def has_split(data: str | Path | None, split: str | None) -> bool:
+    """Whether the shard set's index lists ``split`` (False without shards)."""
+    return data is not None and split is not None and split in load_index(data)["splits"]
 
 
 def iter_eval_batches(

@@ -1,4 +1,5 @@
-"""`p2m eval`: MPJPE / PA-MPJPE (the original's 14 joints and all 17) and MPVPE of a model on a shard split, in mm.
+"""`p2m eval`: MPJPE / PA-MPJPE (the original's 14 joints and all 17), MPVPE, MRPE and mesh quality of a model on a
+shard split.
 
 Protocol (Pose2Mesh's ``evaluate``; digest section 4): the 17 H36M joints are regressed from the predicted mesh
 (PoseNet's lifted joints for a ``stage: posenet`` model), both poses are aligned at the pelvis, and errors are
@@ -8,6 +9,12 @@ its own regressed pelvis, over samples that have a mesh target. ``lifted_mpjpe``
 Ground truth: the shards' 3D joints (``j3d``), else the body model's regressed joints. Every sample of the split
 is scored once (the last batch is not dropped), and the per-epoch validation of ``p2m train`` uses this code (not
 the original's mean of per-batch means).
+
+Beyond the original: ``mrpe`` (mm), the root position recovered in the camera frame by least squares from the
+ground-truth 2D joints, the predicted root-relative joints and the known intrinsics, against the true root
+(samples with a camera); ``edge_error`` (%), the mean relative edge-length error of the predicted mesh against the
+ground-truth one; ``normal_dev`` (%), the share of faces whose normal deviates more than 60 degrees from the
+ground truth's. The last two say whether a mesh is smooth and untorn, which MPVPE alone does not.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from p2m.pose2mesh.model import Pose2MeshOutput
 
 logger = logging.getLogger(__name__)
 
-#: Metric names (mm) in reporting order, with their table labels.
+#: Metric names in reporting order, with their table labels (mm unless :data:`PERCENT`).
 METRICS: dict[str, str] = {
     "mpjpe": "MPJPE (14 joints)",
     "pa_mpjpe": "PA-MPJPE (14 joints)",
@@ -39,15 +46,24 @@ METRICS: dict[str, str] = {
     "pa_mpjpe_17": "PA-MPJPE (17 joints)",
     "mpvpe": "MPVPE",
     "lifted_mpjpe": "PoseNet MPJPE (14 joints)",
+    "mrpe": "MRPE (root, camera frame)",
+    "edge_error": "edge-length error vs GT mesh",
+    "normal_dev": "faces > 60 deg off GT normal",
 }
+#: Metrics in percent: mesh quality (relative edge-length error, share of faces whose normal deviates > 60 deg).
+PERCENT = ("edge_error", "normal_dev")
+#: Metrics that need a predicted mesh.
+MESH_METRICS = ("mpvpe", "lifted_mpjpe", "edge_error", "normal_dev")
 
 
 class MetricAccumulator:
     """Per-sample errors of a split; mergeable across ranks (its :meth:`state` is plain numpy/lists)."""
 
-    def __init__(self) -> None:
+    def __init__(self, faces: Any = None) -> None:
         self.errors: dict[str, list[np.ndarray]] = {k: [] for k in METRICS}
         self.actions: list[str] = []
+        self.faces = None if faces is None else np.asarray(faces.detach().cpu().numpy() if hasattr(faces, "detach")
+                                                           else faces)  # fmt: skip
 
     def add(self, out: Pose2MeshOutput, inp: BatchInputs) -> None:
         """Score one batch (rows without a GT pose are skipped; MPVPE is NaN where there is no GT mesh)."""
@@ -63,14 +79,29 @@ class MetricAccumulator:
         e["mpjpe_17"].append(M.mpjpe(pred, gt, root=0, reduce=False))
         e["pa_mpjpe_17"].append(M.pa_mpjpe(pred, gt, reduce=False))
         e["lifted_mpjpe"].append(M.mpjpe(lifted, gt, H36M_EVAL_14, root=0, reduce=False))
-        vpe = np.full(int(rows.sum()), np.nan)
+        n = int(rows.sum())
+        vpe, edge, normal, mrpe = (np.full(n, np.nan) for _ in range(4))
         if out.mesh is not None and inp.mesh is not None:
             has_mesh = inp.mesh_valid.cpu().numpy().astype(bool)[rows]
             if has_mesh.any():
                 sel = torch.from_numpy(np.flatnonzero(rows)[has_mesh]).to(out.mesh.device)
-                vpe[has_mesh] = M.mpvpe(out.mesh[sel].float(), inp.mesh[sel].float(),
-                                        root_pred=out.joints_from_mesh[sel, 0].float(), reduce=False)  # fmt: skip
+                pm, gm = out.mesh[sel].float(), inp.mesh[sel].float()
+                vpe[has_mesh] = M.mpvpe(pm, gm, root_pred=out.joints_from_mesh[sel, 0].float(), reduce=False)
+                if self.faces is not None:
+                    edge[has_mesh] = 100.0 * M.edge_length_error(pm, gm, self.faces, reduce=False)
+                    normal[has_mesh] = 100.0 * M.normal_deviation_share(pm, gm, self.faces, reduce=False)
+        if inp.cam is not None and inp.cam_valid is not None and inp.j2d is not None and inp.root is not None:
+            ok = inp.cam_valid.cpu().numpy().astype(bool)[rows]
+            if ok.any():
+                idx = np.flatnonzero(rows)[ok]
+                j2d = inp.j2d.float().cpu().numpy()[idx]
+                root = M.root_from_projection(j2d, pred[ok] - pred[ok][:, :1], inp.cam.float().cpu().numpy()[idx],
+                                              weights=(j2d[..., 2] > 0).astype(np.float64))  # fmt: skip
+                mrpe[ok] = M.mrpe(root, inp.root.float().cpu().numpy()[idx], reduce=False)
         e["mpvpe"].append(vpe)
+        e["edge_error"].append(edge)
+        e["normal_dev"].append(normal)
+        e["mrpe"].append(mrpe)
         self.actions += [action_label(k) for k, r in zip(inp.keys, rows, strict=True) if r]
 
     def state(self) -> dict[str, Any]:
@@ -82,8 +113,8 @@ class MetricAccumulator:
         errors = {k: _cat([s["errors"][k] for s in states]) for k in METRICS}
         actions = np.array([a for s in states for a in s["actions"]], dtype=object)
         if not with_mesh:
-            errors.pop("mpvpe")
-            errors.pop("lifted_mpjpe")
+            for k in MESH_METRICS:
+                errors.pop(k)
         out: dict[str, Any] = {"samples": int(len(actions))}
         if with_mesh:
             out["mesh_samples"] = int(np.isfinite(errors["mpvpe"]).sum())
@@ -120,7 +151,7 @@ def evaluate_model(
     """Run ``model`` over ``batches`` under ``torch.inference_mode()`` and accumulate the errors of this rank."""
     from tqdm import tqdm
 
-    acc = MetricAccumulator()
+    acc = MetricAccumulator(faces=None if preparer.body is None else preparer.body.faces)
     was_training = model.training
     model.eval()
     bar = tqdm(total=total, desc=desc, unit=" samples", disable=(not progress) if progress is not None else None,
@@ -197,7 +228,7 @@ def evaluate_checkpoint(
         "checkpoint": str(path), "epoch": info.get("epoch"), "step": info.get("step"), "data": str(data),
         "split": split, "stage": cfg.model.stage,
         "input": "gt" if eval_input == "gt" else f"noisy ({cfg.transform.noise.kind} error model, seed {seed})",
-        "unit": "mm",
+        "unit": "mm (edge_error, normal_dev: %)",
     }  # fmt: skip
     result.update(MetricAccumulator.summarize([acc.state()], with_mesh=body is not None))
     result["seconds"] = round(time.perf_counter() - t0, 2)
@@ -234,8 +265,8 @@ def format_result(result: Mapping[str, Any]) -> str:
             f"{result.get('split')!r}: {result.get('samples')} samples, input {result.get('input')}")  # fmt: skip
     keys = [k for k in METRICS if result.get(k) is not None]
     width = max(len(METRICS[k]) for k in keys) if keys else 10
-    lines = [head, f"{'metric'.ljust(width)}  mm", f"{'-' * width}  ------"]
-    lines += [f"{METRICS[k].ljust(width)}  {result[k]:6.1f}" for k in keys]
+    lines = [head, f"{'metric'.ljust(width)}  value", f"{'-' * width}  --------"]
+    lines += [f"{METRICS[k].ljust(width)}  {result[k]:6.1f} {'%' if k in PERCENT else 'mm'}" for k in keys]
     per = result.get("per_action")
     if per:
         cols = [k for k in ("mpjpe", "pa_mpjpe", "mpvpe") if k in keys]

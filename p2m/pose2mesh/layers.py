@@ -49,7 +49,11 @@ def graph_mm(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """
     v_in, b, f = x.shape
     flat = x.reshape(v_in, b * f).to(matrix.dtype)
-    out = torch.sparse.mm(matrix, flat) if matrix.layout != torch.strided else matrix @ flat
+    if matrix.layout == torch.strided:
+        return (matrix @ flat).reshape(matrix.shape[0], b, f)
+    # sparse products stay in the operator's dtype under autocast (MKL's CPU kernel has no bfloat16)
+    with torch.autocast(flat.device.type, enabled=False):
+        out = torch.sparse.mm(matrix, flat)
     return out.reshape(matrix.shape[0], b, f)
 
 

@@ -145,7 +145,7 @@ class Pose2MeshLoss(nn.Module):
         mesh_valid: torch.Tensor | None = None,
         joints_valid: torch.Tensor | None = None,
         lift_valid: torch.Tensor | None = None,
-        epoch: int = 0,
+        epoch: float = 0,
     ) -> dict[str, torch.Tensor]:
         """Compute the weighted losses.
 
@@ -155,7 +155,8 @@ class Pose2MeshLoss(nn.Module):
             joints: (B, 17, 3) root-relative GT H36M joints for the mesh->joint loss, mm.
             lifted: (B, J, 3) root-relative GT joints of the input set for the lifting loss, mm.
             mesh_valid, joints_valid, lift_valid: masks (B,) or (B, N), or None for all valid.
-            epoch: 0-based epoch (the edge loss counts from ``cfg.edge_start_epoch``).
+            epoch: 0-based epoch, fractional within it (the edge loss counts from ``cfg.edge_start_epoch``; the
+                normal and edge losses ramp in over ``cfg.ramp_epochs``).
 
         Returns:
             ``{"vertex", "normal", "edge", "joint", "lift"}``: the unweighted terms that ran (detached
@@ -166,12 +167,13 @@ class Pose2MeshLoss(nn.Module):
         total = output.joints_lifted.new_zeros(())
         beta_m, beta_mm = 0.01, 10.0
         has_mesh = output.mesh is not None and mesh is not None
+        ramp = self.ramp  # weights of the normal and edge losses while they enter (1 = full)
         if has_mesh and c.vertex > 0:
             out["vertex"] = coord_loss(output.mesh / _MM_PER_M, mesh / _MM_PER_M, mesh_valid, c.form_of("vertex"), beta_m)
             total = total + c.vertex * out["vertex"]
         if has_mesh and c.normal > 0:
             out["normal"] = normal_loss(output.mesh, mesh, self._need(self.faces), mesh_valid)
-            total = total + c.normal * out["normal"]
+            total = total + c.normal * ramp(epoch, 0) * out["normal"]
         if has_mesh and c.edge > 0:
             active = epoch >= c.edge_start_epoch
             with torch.set_grad_enabled(active and torch.is_grad_enabled()):
@@ -179,7 +181,7 @@ class Pose2MeshLoss(nn.Module):
                     output.mesh / _MM_PER_M, mesh / _MM_PER_M, self._need(self.edges), mesh_valid
                 )
             if active:
-                total = total + c.edge * out["edge"]
+                total = total + c.edge * ramp(epoch, c.edge_start_epoch) * out["edge"]
         if output.joints_from_mesh is not None and joints is not None and c.joint > 0:
             out["joint"] = coord_loss(output.joints_from_mesh, joints, joints_valid, c.form_of("joint"), beta_mm)
             total = total + c.joint * out["joint"]
@@ -188,6 +190,13 @@ class Pose2MeshLoss(nn.Module):
             total = total + c.lift * out["lift"]
         out["total"] = total
         return out
+
+    def ramp(self, epoch: float, start: float) -> float:
+        """Weight factor of a loss term that enters at ``start``: grows linearly from 0 to 1 over
+        ``cfg.ramp_epochs`` (1 at once when that is 0, the original); ``epoch`` may be fractional."""
+        if self.cfg.ramp_epochs <= 0:
+            return 1.0 if epoch >= start else 0.0
+        return float(min(1.0, max(0.0, (epoch - start) / self.cfg.ramp_epochs)))
 
     @staticmethod
     def _need(t: torch.Tensor | None) -> torch.Tensor:

@@ -42,7 +42,7 @@ from p2m.pose2mesh.data import (
     check_supported,
     has_split,
     iter_eval_batches,
-    make_train_loader,
+    make_train_source,
     split_size,
 )
 from p2m.pose2mesh.distributed import DistInfo, autocast_context
@@ -105,6 +105,7 @@ def train_one_epoch(
     while remaining > 0 and not stopped:
         group = min(accum, remaining)
         t0, data_s = time.perf_counter(), 0.0
+        progress_epoch = epoch + (len(loader) - remaining) / len(loader)  # fractional: loss ramps
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor] = {}
         for m in range(group):
@@ -117,7 +118,7 @@ def train_one_epoch(
                     out = model(inp.pose2d)
                 losses = criterion(_float(out), mesh=inp.mesh, joints=inp.joints, lifted=inp.lifted,
                                    mesh_valid=inp.mesh_valid, joints_valid=inp.joints_valid,
-                                   lift_valid=inp.joints_valid, epoch=epoch)  # fmt: skip
+                                   lift_valid=inp.joints_valid, epoch=progress_epoch)  # fmt: skip
                 scaler.scale(losses["total"] / group).backward()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach()
@@ -239,9 +240,9 @@ class _RunState:
 
 
 def train(
-    cfg: Config, run_dir: str | Path, data: str | Path, *, resume: bool = False, device: str = "auto",
+    cfg: Config, run_dir: str | Path, data: str | Path | None, *, resume: bool = False, device: str = "auto",
     init_posenet: str | Path | None = None, keep_last: int = 0, max_steps: int | None = None,
-    progress: bool | None = None, loggers: Sequence[str] = (),
+    progress: bool | None = None, loggers: Sequence[str] = (), init: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train a Pose2Mesh (or PoseNet) run from shards; the entry of ``p2m train``.
 
@@ -250,12 +251,15 @@ def train(
     Args:
         cfg: the resolved config (saved as ``RUN/config.yaml``).
         run_dir: the run folder (Contract 3).
-        data: the shard folder (or its index.json) with ``train.train_split`` (and ``train.val_split``).
+        data: the shard folder (or its index.json) with ``train.train_split`` (and ``train.val_split``); None when
+            every training batch is synthetic (``synthetic.ratio: 1``; then there is no validation).
         resume: continue from ``RUN/checkpoints/last.pt`` (refused when ``cfg`` differs from the run's config,
             except :data:`p2m.pose2mesh.checkpoint.RESUME_MAY_CHANGE`); without a checkpoint the run starts from
             the beginning.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         init_posenet: a PoseNet run folder or checkpoint whose weights start ``model.posenet`` (fresh runs only).
+        init: a run folder, checkpoint or ``default`` (the shipped model) whose weights start the whole model
+            (fine-tuning; fresh runs only).
         keep_last: also keep the K newest ``checkpoints/step-*.pt`` snapshots.
         max_steps: stop (after a checkpoint) once the global step reaches this; ``--resume`` continues.
         progress: show progress bars (None: on a terminal).
@@ -278,15 +282,15 @@ def train(
     if keep_last < 0:
         raise ConfigError(f"--keep-last {keep_last}: expected >= 0")
     check_available(loggers)
-    data = data_location(data)
-    if cfg.train.data != data:  # the run's config records its shards: --resume needs no --data
+    data = None if data is None else data_location(data)
+    if data is not None and cfg.train.data != data:  # the run's config records its shards: --resume needs no --data
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=data))
     dist = D.init_distributed(device)
     filt = D.quiet_non_main(dist)
     try:
-        return _train(cfg, Path(run_dir), data, dist, resume=resume, init_posenet=init_posenet,
-                      keep_last=keep_last, max_steps=max_steps, progress=progress, t_start=t_start,
-                      loggers=loggers)  # fmt: skip
+        return _train(cfg, Path(run_dir), None if data is None else str(data), dist, resume=resume, init=init,
+                      init_posenet=init_posenet, keep_last=keep_last, max_steps=max_steps, progress=progress,
+                      t_start=t_start, loggers=loggers)  # fmt: skip
     finally:
         D.remove_filter(filt)
         D.cleanup(dist)
@@ -298,9 +302,9 @@ def data_location(data: str | Path) -> str:
     return text if "://" in text or text.startswith("pipe:") else str(Path(text).resolve())
 
 
-def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, init_posenet: str | Path | None,
-           keep_last: int, max_steps: int | None, progress: bool | None, t_start: float,
-           loggers: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: bool, init: str | Path | None,
+           init_posenet: str | Path | None, keep_last: int, max_steps: int | None, progress: bool | None,
+           t_start: float, loggers: Sequence[str]) -> dict[str, Any]:  # fmt: skip
     t, dev = cfg.train, dist.device
     micro = _micro_batch(t, dist.world_size)
     paths = ckpt.run_paths(run)
@@ -323,14 +327,15 @@ def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, i
     model = build_model(cfg, body=body)
     state = _RunState(best={"metric": t.best_metric, "value": None, "epoch": None, "step": None})
     state.init_posenet = ckpt.load_posenet(model, init_posenet) if init_posenet and saved is None else ""
+    if init and saved is None:
+        state.init_posenet = ckpt.load_init(model, init)
     model.to(dev)
     body = None if body is None else body.to(dev)
     criterion = Pose2MeshLoss(cfg.loss, faces=None if body is None else body.faces).to(dev)
     optimizer = build_optimizer(model.parameters(), t)
     scheduler = build_scheduler(optimizer, t)
     scaler = torch.amp.GradScaler(dev.type, enabled=t.amp == "fp16" and dev.type == "cuda")
-    train_body, _ = body_selection(data, t.train_split, cfg, body is not None)
-    loader = make_train_loader(data, cfg, micro, dist.rank, dist.world_size, train_body, dev.type == "cuda")
+    loader = make_train_source(data, cfg, micro, dist.rank, dist.world_size, body, dev)
     validate = has_split(data, t.val_split)
     if t.val_split and not validate:
         logger.warning("the shards have no split %r: no validation, so no best.pt", t.val_split)
@@ -346,6 +351,9 @@ def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, i
         resumed = saved is not None
         metrics.sinks = open_sinks(loggers, run, read_metrics(metrics.path) if resumed else None,
                                    state.step if resumed else None)  # fmt: skip
+    # A checkpoint taken after an epoch's last step but before its end (--max-steps there): only the end is left.
+    # The data source's position has already moved to the next epoch, so it must not train that epoch again.
+    end_only = saved is not None and not saved["epoch_done"] and int(saved["data"].get("batch", 0)) >= len(loader)
     torch.manual_seed(t.seed + dist.rank)  # dropout differs between ranks (replaced by the saved state on resume)
     forward = model
     if dist.distributed:
@@ -402,9 +410,12 @@ def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, i
     try:
         for epoch in range(start_epoch, t.epochs):  # noqa: B007 - after_step reads it
             t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-            res = train_one_epoch(forward, criterion, optimizer, loader, dev, epoch, prepare=prepare, scaler=scaler,
-                                  cfg=t, step=state.step, rank=dist.rank, meters=meters, after_step=after_step,
-                                  progress=progress if dist.is_main else False)  # fmt: skip
+            if end_only:
+                res, end_only = EpochResult(state.step, _meter_averages(meters, t), False), False
+            else:
+                res = train_one_epoch(forward, criterion, optimizer, loader, dev, epoch, prepare=prepare,
+                                      scaler=scaler, cfg=t, step=state.step, rank=dist.rank, meters=meters,
+                                      after_step=after_step, progress=progress if dist.is_main else False)  # fmt: skip
             state.step, meters = res.step, None
             if res.stopped:
                 stopped = True
@@ -428,6 +439,15 @@ def _train(cfg: Config, run: Path, data: str, dist: DistInfo, *, resume: bool, i
         "val": summary, "first_step_s": state.first_step_s, "seconds": round(time.perf_counter() - t_start, 2),
         "checkpoint_bytes": ckpt.disk_usage(run) if dist.is_main else None, "table": epoch_table(state.epoch_rows),
     }  # fmt: skip
+
+
+def _meter_averages(meters: Mapping[str, Any] | None, t: TrainConfig) -> dict[str, float]:
+    """The epoch's average losses from the meters saved with a part-done epoch (empty without them)."""
+    if not meters:
+        return {}
+    mlog = MetricLogger(1, t.batch_size)
+    mlog.load_state_dict(meters)
+    return {k: v for k, v in mlog.averages().items() if k != "lr"}
 
 
 def _end_epoch(epoch: int, res: EpochResult, val: dict[str, Any] | None, lr: float, seconds: float, state: _RunState,

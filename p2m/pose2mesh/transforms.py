@@ -23,8 +23,9 @@ float32 on the input's device):
    the 3D target gets ``X -> -X`` and the same swap. Meshes are not flipped here (that needs a vertex symmetry
    map): keep ``flip_prob: 0`` for stage-2 training, as the original did;
 5. divide by the crop size and standardise **each axis separately** over the joints: ``(p - mean) / std``
-   (the original; it does not preserve the aspect ratio, a documented quirk that we keep because the lifter is
-   trained and used with the same normalisation).
+   (the original, ``standardize: per_axis``; it does not preserve the aspect ratio, so the body's proportions and
+   with them its size are lost), or with ``standardize: one_scale`` centre the crop pixels and divide both axes by
+   one scale (their RMS spread per axis), which keeps them.
 
 Randomness is counter-based (:class:`CounterRNG`): every number is a hash of a per-sample seed, the draw and the
 element, so a sample's noise depends on its seed only, not on the batch it is in, the device or the batch size.
@@ -189,11 +190,24 @@ def to_crop(joints2d: torch.Tensor, bbox: torch.Tensor, crop_size: tuple[int, in
     return (joints2d[..., :2] - b[..., :2]) / b[..., 2:] * size
 
 
-def standardize(joints2d: torch.Tensor) -> torch.Tensor:
-    """Per-axis z-score over the joint axis: ``(p - mean_J(p)) / std_J(p)`` for x and y separately."""
+def standardize(joints2d: torch.Tensor, one_scale: bool = False) -> torch.Tensor:
+    """Z-score over the joint axis: ``(p - mean_J(p)) / std_J(p)`` for x and y separately (the original), or with
+    ``one_scale`` one scale for both axes, ``s = sqrt(mean_J |p - mean_J(p)|^2 / 2)``, which keeps the pose's
+    proportions (call it on crop pixels, not on coordinates divided by the crop's width and height)."""
     mean = joints2d.mean(dim=-2, keepdim=True)
+    if one_scale:
+        s = ((joints2d - mean) ** 2).sum(dim=-1).mean(dim=-1).div(2.0).sqrt()[..., None, None].clamp_min(1e-6)
+        return (joints2d - mean) / s
     std = joints2d.std(dim=-2, correction=0, keepdim=True).clamp_min(1e-6)
     return (joints2d - mean) / std
+
+
+def normalize_crop(crop: torch.Tensor, crop_size: tuple[int, int], mode: str = "per_axis") -> torch.Tensor:
+    """Step 5: crop pixels -> network input, per ``transform.standardize`` ("per_axis" or "one_scale")."""
+    if mode == "one_scale":
+        return standardize(crop, one_scale=True)
+    size = torch.tensor(crop_size, dtype=crop.dtype, device=crop.device)
+    return standardize(crop / size)
 
 
 def crop_joints(joints2d: torch.Tensor, vis: torch.Tensor | None, crop_size: tuple[int, int]) -> torch.Tensor:
@@ -202,13 +216,15 @@ def crop_joints(joints2d: torch.Tensor, vis: torch.Tensor | None, crop_size: tup
     return to_crop(joints2d, bbox, crop_size)
 
 
-def normalize_pose2d(joints2d: Any, vis: Any = None, crop_size: tuple[int, int] = (288, 384)) -> Any:
-    """The network input for clean (test-time) 2D joints: bbox -> aspect -> crop -> per-axis standardisation.
+def normalize_pose2d(joints2d: Any, vis: Any = None, crop_size: tuple[int, int] = (288, 384),
+                     mode: str = "per_axis") -> Any:  # fmt: skip
+    """The network input for clean (test-time) 2D joints: bbox -> aspect -> crop -> standardisation.
 
     Args:
         joints2d: (..., J, 2+) pixel joints (extra channels ignored): a tensor, or an array / list.
         vis: (..., J) visibility for the bbox (None: all joints).
         crop_size: (W, H) of the crop.
+        mode: ``transform.standardize`` of the model's config ("per_axis" or "one_scale").
 
     Returns:
         (..., J, 2) float32: a tensor for a tensor input, else a numpy array.
@@ -216,8 +232,7 @@ def normalize_pose2d(joints2d: Any, vis: Any = None, crop_size: tuple[int, int] 
     as_numpy = not isinstance(joints2d, torch.Tensor)
     p = torch.as_tensor(np.asarray(joints2d, dtype=np.float32) if as_numpy else joints2d).float()[..., :2]
     v = None if vis is None else torch.as_tensor(np.asarray(vis) if as_numpy else vis, device=p.device)
-    size = torch.tensor(crop_size, dtype=torch.float32, device=p.device)
-    out = standardize(crop_joints(p, v, crop_size) / size)
+    out = normalize_crop(crop_joints(p, v, crop_size), crop_size, mode)
     return out.numpy() if as_numpy else out
 
 
@@ -377,5 +392,4 @@ class Pose2DTransform:
                 crop = torch.where(flipped[:, None, None], flip_crop_joints(crop, self.crop_size[0], info.flip_perm), crop)
                 if q is not None:
                     q = torch.where(flipped[:, None, None], flip_joints3d(q, info.flip_perm), q)
-        size = torch.tensor(self.crop_size, dtype=torch.float32, device=p.device)
-        return TransformOutput(standardize(crop / size), q, flipped, kind)
+        return TransformOutput(normalize_crop(crop, self.crop_size, self.cfg.standardize), q, flipped, kind)

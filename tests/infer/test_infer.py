@@ -263,7 +263,8 @@ def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predi
             lm = np.zeros((J.MEDIAPIPE_NUM_LANDMARKS, 3))
             kp = _coco(ann)
             lm[:, :2] = kp[:, :2].mean(axis=0)
-            lm[list(J.MEDIAPIPE_TO_COCO), :2] = kp[:, :2] - [200, 250]
+            # shifted so that the ankles fall 60 px below the photo (whatever the synthetic person's size)
+            lm[list(J.MEDIAPIPE_TO_COCO), :2] = kp[:, :2] - [kp[:, 0].mean() - w / 2, kp[:, 1].max() - (h + 60)]
             lm[:, 2] = 0.95
             record, _, _ = person_annotation(lm, w, h)  # exactly what `p2m annotate detect` writes
             Image.fromarray(np.full((h, w, 3), 90 + 40 * k, np.uint8)).save(ds / "images" / f"p{k}.png")
@@ -273,7 +274,7 @@ def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predi
                                  "subaction_idx": 1, "cam_idx": k + 1, "frame_idx": k}, [record])  # fmt: skip
     data_json = ds / "annotations" / "photos_subject1_data.json"
     ids = [a["id"] for a in json.loads(data_json.read_text())["annotations"]]
-    res = infer(predictor, data_json, tmp_path / "out", person=1)
+    res = infer(predictor, data_json, tmp_path / "out", person=1, crop=False)  # the whole photo in the picture
     assert res.input.joint_set == "coco" and res.input.annotation_id == ids[1]
     assert res.input.image_path == ds / "images" / "p1.png"  # the photo the data.json names
     assert res.panels["mesh"][2:] == (731, 480)  # a photo under 480 px tall is enlarged to 480
@@ -285,8 +286,20 @@ def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predi
     assert np.array_equal(known, res.prediction.known) and filled.any() and np.isfinite(res.prediction.joints2d).all()
     assert np.array_equal(res.prediction.joints2d[known], xy[known])  # known joints kept as given
     assert res.root_translation_mm is not None and res.root_translation_mm[2] > 0
-    z = 800.0 / res.camera.scale  # depth of the root for that focal length
-    assert res.root_translation_mm[2] == pytest.approx(z)
+    # the root that makes the predicted joints project onto the known input joints through that camera (least
+    # squares on the perspective projection, p2m.pose2mesh.metrics.root_from_projection)
+    from p2m.pose2mesh.metrics import root_from_projection
+
+    rel = res.prediction.joints3d - res.prediction.joints3d[0]
+    expected = root_from_projection(res.prediction.joints2d[None], rel[None], np.array([[800.0, 800.0, 320.0, 210.0]]),
+                                    known[None].astype(float))[0]  # fmt: skip
+    if expected[2] > 0:
+        assert np.allclose(res.root_translation_mm, expected, rtol=1e-6, atol=1e-6)
+    else:  # no pinhole explains this (barely trained) prediction: the weak-perspective depth instead
+        weak = res.camera.root_translation_mm((800.0, 800.0), (320.0, 210.0))
+        assert np.allclose(res.root_translation_mm, weak, rtol=1e-6, atol=1e-6)
+    joints = json.loads((tmp_path / "out" / "joints3d.json").read_text())
+    assert np.allclose(joints["joints_camera_frame"], res.prediction.joints3d + res.root_translation_mm, atol=0.06)
     by_id = infer(predictor, data_json, tmp_path / "out2", annotation_id=ids[1])
     assert np.allclose(by_id.prediction.vertices, res.prediction.vertices)
     record = json.loads((tmp_path / "out" / "infer.json").read_text())

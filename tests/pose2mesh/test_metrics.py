@@ -92,3 +92,94 @@ def test_mpvpe_and_mrpe():
     assert mrpe(roots + [[3.0, 4.0, 0.0], [0.0, 0.0, -10.0]], roots) == pytest.approx(7.5)
     with pytest.raises(ValueError):
         mrpe(roots[None], roots[None])
+
+
+# ------------------------------------------------------------------------------------------------ mesh quality
+
+_TETRA = np.array([[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [0.0, 100.0, 0.0], [0.0, 0.0, 100.0]])
+_TETRA_FACES = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+
+
+def test_edge_length_error_is_relative_and_rigid_invariant():
+    from p2m.pose2mesh.metrics import edge_length_error, mesh_edges
+
+    gt = _TETRA[None]
+    assert len(mesh_edges(_TETRA_FACES)) == 6
+    assert edge_length_error(gt, gt, _TETRA_FACES) == 0.0
+    assert edge_length_error(gt * 1.1, gt, _TETRA_FACES) == pytest.approx(0.1)
+    rot = Rotation.from_rotvec([0.3, -1.0, 0.5]).as_matrix()
+    moved = gt @ rot.T + [5.0, -7.0, 300.0]
+    assert edge_length_error(moved, gt, _TETRA_FACES) == pytest.approx(0.0, abs=1e-12)
+    spiky = gt.copy()
+    spiky[0, 3, 2] = 200.0  # apex twice as high: edges 0-3 +100 %, 1-3 and 2-3 from 141.4 to 223.6 mm
+    expected = (1.0 + 2 * (np.sqrt(200**2 + 100**2) / np.sqrt(2 * 100**2) - 1)) / 6
+    assert edge_length_error(spiky, gt, _TETRA_FACES) == pytest.approx(expected)
+    per = edge_length_error(np.concatenate([gt, spiky]), np.concatenate([gt, gt]), _TETRA_FACES, reduce=False)
+    assert per.shape == (2,) and per[0] == 0.0 and per[1] == pytest.approx(expected)
+
+
+def test_normal_deviation_share_counts_faces_beyond_the_angle():
+    from p2m.pose2mesh.metrics import normal_deviation_share
+
+    tri = np.array([[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [0.0, 100.0, 0.0]])
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    gt = np.concatenate([tri, tri + [0.0, 0.0, 50.0]])[None]
+    assert normal_deviation_share(gt, gt, faces) == 0.0
+
+    def tilted(deg: float) -> np.ndarray:
+        pred = gt.copy()
+        pred[0, 3:] = (tri @ Rotation.from_rotvec([np.radians(deg), 0.0, 0.0]).as_matrix().T) + [0.0, 0.0, 50.0]
+        return pred
+
+    assert normal_deviation_share(tilted(50.0), gt, faces) == 0.0
+    assert normal_deviation_share(tilted(70.0), gt, faces) == pytest.approx(0.5)
+    assert normal_deviation_share(tilted(70.0), gt, faces, threshold_deg=80.0) == 0.0
+    flipped = gt.copy()
+    flipped[0, :3] = tri[[0, 2, 1]]  # an inside-out face: 180 degrees
+    degenerate = gt.copy()
+    degenerate[0, 3:] = 0.0  # a face collapsed to a point has no normal: it counts
+    assert normal_deviation_share(flipped, gt, faces) == pytest.approx(0.5)
+    assert normal_deviation_share(degenerate, gt, faces) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="expected equal shapes"):
+        normal_deviation_share(gt[:, :5], gt, faces)
+
+
+# ------------------------------------------------------------------------------------------------ MRPE
+
+
+def _scene(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rel = rng.normal(0.0, 250.0, (n, 17, 3))
+    rel -= rel[:, :1]
+    root = np.stack([rng.uniform(-800, 800, n), rng.uniform(-500, 500, n), rng.uniform(3000, 7000, n)], -1)
+    cam = np.stack([rng.uniform(900, 1500, n), rng.uniform(900, 1500, n), rng.uniform(400, 600, n),
+                    rng.uniform(400, 600, n)], -1)  # fmt: skip
+    xyz = rel + root[:, None]
+    uv = xyz[..., :2] / xyz[..., 2:] * cam[:, None, :2] + cam[:, None, 2:]
+    return rel, root, cam, uv, rng
+
+
+def test_root_from_projection_recovers_the_root():
+    from p2m.pose2mesh.metrics import root_from_projection
+
+    rel, root, cam, uv, rng = _scene(64)
+    exact = root_from_projection(uv, rel, cam)
+    assert mrpe(exact, root) < 1e-6  # mm
+    assert np.abs(root_from_projection(torch.tensor(uv), torch.tensor(rel), torch.tensor(cam)) - exact).max() < 1e-6
+    # 2 px of detector-like noise at 3-7 m: tens of mm, mostly in depth
+    noisy = root_from_projection(uv + rng.normal(0.0, 2.0, uv.shape), rel, cam)
+    err = noisy - root
+    assert 1.0 < mrpe(noisy, root) < 60.0
+    assert np.abs(err[:, 2]).mean() > np.abs(err[:, :2]).mean()
+    # a joint that is far off but weighted 0 does not matter; weighted 1 it does
+    bad = uv.copy()
+    bad[:, 5] += 200.0
+    weights = np.ones(uv.shape[:2])
+    weights[:, 5] = 0.0
+    assert mrpe(root_from_projection(bad, rel, cam, weights), root) < 1e-6
+    assert mrpe(root_from_projection(bad, rel, cam), root) > 50.0
+    # a prediction 10 % too large puts the person about 10 % too far
+    far = root_from_projection(uv, rel * 1.1, cam)
+    assert np.median(far[:, 2] / root[:, 2]) == pytest.approx(1.1, abs=0.02)
+    with pytest.raises(ValueError, match="expected"):
+        root_from_projection(uv, rel[:, :16], cam)
