@@ -136,14 +136,19 @@ def loads_json(text: str | bytes, where: str) -> Any:
     except RecursionError:
         depth, pos = _deepest(text)
         what = f"more than {MAX_JSON_DEPTH}" if depth > MAX_JSON_DEPTH else f"{depth}"
-        raise P2MError(f"{where}: invalid JSON at {_line_col(text, pos)}: arrays/objects nested {what} levels "
-                       "deep") from None  # fmt: skip
-    except ValueError as exc:  # the only other ValueError of json: int() refusing a number of over 4300 digits
+        raise P2MError(
+            f"{where}: invalid JSON at {_line_col(text, pos)}: arrays/objects nested {what} levels deep"
+        ) from None
+    except (
+        ValueError
+    ) as exc:  # the only other ValueError of json: int() refusing a number of over 4300 digits
         pos = _long_int(text)
         if pos is None:
             raise P2MError(f"{where}: invalid JSON: {exc}") from None
-        raise P2MError(f"{where}: invalid JSON at {_line_col(text, pos)}: an integer of more than "
-                       f"{_MAX_INT_DIGITS} digits") from None  # fmt: skip
+        raise P2MError(
+            f"{where}: invalid JSON at {_line_col(text, pos)}: an integer of more than "
+            f"{_MAX_INT_DIGITS} digits"
+        ) from None
 
 
 #: Deepest nesting of arrays and objects that :func:`loads_json` promises to read (Python's limit is higher, but
@@ -153,7 +158,9 @@ _MAX_INT_DIGITS = 4300
 # A JSON token: a string (skipped whole, so brackets and digits inside strings do not count), a bracket, or a
 # number whose integer part is longer than Python's int() accepts.
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-_LONG_INT = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])(-?\d{' + str(_MAX_INT_DIGITS + 1) + r',})(?![\d.eE])')
+_LONG_INT = re.compile(
+    r'"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])(-?\d{' + str(_MAX_INT_DIGITS + 1) + r",})(?![\d.eE])"
+)
 
 
 def _deepest(text: str) -> tuple[int, int]:

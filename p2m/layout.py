@@ -256,7 +256,9 @@ class Dataset:
     def _read_data(path: Path) -> dict[str, Any]:
         data = _read(path)
         if not isinstance(data, dict):
-            raise LayoutError(f"{path}: expected a JSON object with images/annotations, got {type(data).__name__}")
+            raise LayoutError(
+                f"{path}: expected a JSON object with images/annotations, got {type(data).__name__}"
+            )
         for key in ("images", "annotations"):
             if not isinstance(data.get(key), list):
                 raise LayoutError(f"{path}: field {key!r} must be a list, got {_type(data.get(key))}")
@@ -291,12 +293,16 @@ def _samples_of(root: Path, content: SubjectContent) -> Iterator[Sample]:
         if not isinstance(img, dict) or "id" not in img:
             raise LayoutError(f"{files.data}: images[] record {short_repr(img)} has no 'id'")
         if not is_int(img["id"]):
-            raise LayoutError(f"{files.data}: images[{i}]: field 'id' = {short_repr(img['id'])}, expected an integer")
+            raise LayoutError(
+                f"{files.data}: images[{i}]: field 'id' = {short_repr(img['id'])}, expected an integer"
+            )
         images[img["id"]] = img
     legacy = files.body_param is None and files.smpl_param is not None
     images_dir = root / IMAGES_DIR
     cache: dict[Any, tuple[Camera | None, np.ndarray | None, np.ndarray | None, dict | None]] = {}
-    frames: dict[tuple[str, str, str], tuple[np.ndarray | None, dict | None]] = {}  # shared by a frame's cameras
+    frames: dict[
+        tuple[str, str, str], tuple[np.ndarray | None, dict | None]
+    ] = {}  # shared by a frame's cameras
     persons: dict[Any, int] = {}
     for ann in content.data["annotations"]:
         if not isinstance(ann, dict):
@@ -447,9 +453,6 @@ def _type(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
-
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------------------------
@@ -480,7 +483,9 @@ def validate_body_param(record: Any, where: str = "body_param") -> dict[str, Any
         LayoutError: naming ``where``, the field and what was expected.
     """
     if not isinstance(record, Mapping):
-        raise LayoutError(f"{where}: expected an object with model, pose, shape, trans, got {short_repr(record)}")
+        raise LayoutError(
+            f"{where}: expected an object with model, pose, shape, trans, got {short_repr(record)}"
+        )
     out = dict(record)
     if not isinstance(record.get("model"), str) or not record.get("model"):
         raise LayoutError(
@@ -528,11 +533,15 @@ def check_param_sizes(record: Mapping[str, Any], where: str = "body_param") -> N
         elif key == "pose" and isinstance(rig, str):
             want = f"{sizes[key][0]} for anny rig {rig!r} ({ANNY_RIG_BONES[rig]} bones x 3 axis-angle)"
         elif key == "pose":
-            want = "3 x the bones of an anny rig (" + ", ".join(
-                f"{r} {3 * n}" for r, n in ANNY_RIG_BONES.items()) + ")"
+            want = (
+                "3 x the bones of an anny rig ("
+                + ", ".join(f"{r} {3 * n}" for r, n in ANNY_RIG_BONES.items())
+                + ")"
+            )
         else:
-            want = f"{sizes[key][0]} for anny" + (" (phenotypes " + ", ".join(ANNY_SHAPE_NAMES) + ")"
-                                                  if key == "shape" else "")  # fmt: skip
+            want = f"{sizes[key][0]} for anny" + (
+                " (phenotypes " + ", ".join(ANNY_SHAPE_NAMES) + ")" if key == "shape" else ""
+            )
         shown = f"{got} number{'' if got == 1 else 's'}" if got is not None else short_repr(value)
         raise LayoutError(f"{where}: field {key!r} has {shown}, expected {want}")
 
@@ -598,8 +607,12 @@ class DatasetWriter:
         if exc_type is None:
             self.close()
         else:
-            logger.warning("%s: not written (%d images discarded) because of %s", self.root, self.images_added,
-                           exc_type.__name__)  # fmt: skip
+            logger.warning(
+                "%s: not written (%d images discarded) because of %s",
+                self.root,
+                self.images_added,
+                exc_type.__name__,
+            )
             self._closed = True
 
     def _subject(self, subject: int) -> _SubjectBuffer:
@@ -615,12 +628,16 @@ class DatasetWriter:
                 path = subject_file(self.root, self.name, subject, kind)
                 loaded[kind] = _read(path) if path.exists() else {}
                 if not isinstance(loaded[kind], dict):
-                    raise LayoutError(f"{path}: expected a JSON object, got {_type(loaded[kind])}; cannot extend it")
+                    raise LayoutError(
+                        f"{path}: expected a JSON object, got {_type(loaded[kind])}; cannot extend it"
+                    )
             for key in DATA_KEYS:
                 loaded["data"].setdefault(key, [PERSON_CATEGORY] if key == "categories" else [])
                 if not isinstance(loaded["data"][key], list):
-                    raise LayoutError(f"{subject_file(self.root, self.name, subject, 'data')}: top-level {key!r} "
-                                      "is not a list; cannot extend it")  # fmt: skip
+                    raise LayoutError(
+                        f"{subject_file(self.root, self.name, subject, 'data')}: top-level {key!r} "
+                        "is not a list; cannot extend it"
+                    )
             buf = _SubjectBuffer(loaded["data"], loaded["camera"], loaded["joint_3d"], loaded["body_param"])
             self._subjects[subject] = buf
         return buf
@@ -675,8 +692,10 @@ class DatasetWriter:
             img[k] = int(img[k])
         anns = [self._annotation(a, f"{where} annotation {i}") for i, a in enumerate(annotations)]
         if (joints_3d_world is not None or body_param is not None) and len(anns) != 1:
-            raise LayoutError(f"{where}: joint_3d and body_param hold one person per frame, but the frame has "
-                              f"{len(anns)} annotations")  # fmt: skip
+            raise LayoutError(
+                f"{where}: joint_3d and body_param hold one person per frame, but the frame has "
+                f"{len(anns)} annotations"
+            )
         key = frame_key(img)
         if joints_3d_world is not None:
             j3d = np.asarray(joints_3d_world, dtype=np.float64)
@@ -754,8 +773,13 @@ class DatasetWriter:
         if merged != info or not path.exists():
             write_json(path, merged, indent=1)
         self._closed = True
-        logger.info("%s: wrote %d images, %d annotations of %r", self.root, self.images_added,
-                    self.annotations_added, self.name)  # fmt: skip
+        logger.info(
+            "%s: wrote %d images, %d annotations of %r",
+            self.root,
+            self.images_added,
+            self.annotations_added,
+            self.name,
+        )
 
 
 def _put(nested: dict[str, Any], key: tuple[str, str, str], value: Any, where: str, what: str, same) -> None:

@@ -53,4 +53,6 @@ def find_config(spec: str | os.PathLike) -> Path:
         return CONFIGS_DIR / f"{name}.yaml"
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    raise ConfigError(f"{spec}: no such config file, nor a shipped config (shipped: {', '.join(names)}){hint}")
+    raise ConfigError(
+        f"{spec}: no such config file, nor a shipped config (shipped: {', '.join(names)}){hint}"
+    )

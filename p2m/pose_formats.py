@@ -55,15 +55,18 @@ class Person2D:
 
 
 def sniff_format(data: Any) -> str | None:
-    """"openpose", "mmpose" or None for a parsed JSON value."""
+    """ "openpose", "mmpose" or None for a parsed JSON value."""
     if isinstance(data, dict) and isinstance(data.get("people"), list):
         return "openpose"
     if isinstance(data, dict) and isinstance(data.get("instance_info"), list):
         return "mmpose"
     if (
-        isinstance(data, list) and data and all(isinstance(d, dict) for d in data)
-        and "keypoint_scores" in data[0] and "keypoints" in data[0]
-    ):  # fmt: skip
+        isinstance(data, list)
+        and data
+        and all(isinstance(d, dict) for d in data)
+        and "keypoint_scores" in data[0]
+        and "keypoints" in data[0]
+    ):
         return "mmpose"
     return None
 
@@ -112,8 +115,10 @@ def _openpose(data: dict[str, Any], where: str) -> list[Person2D]:
         elif arr.size == 54:
             table = OPENPOSE18_TO_COCO
         else:
-            raise P2MError(f"{at}: field 'pose_keypoints_2d' has {arr.size} numbers, expected 75 (BODY_25) "
-                           f"or 54 (COCO-18): x, y, confidence per joint")  # fmt: skip
+            raise P2MError(
+                f"{at}: field 'pose_keypoints_2d' has {arr.size} numbers, expected 75 (BODY_25) "
+                f"or 54 (COCO-18): x, y, confidence per joint"
+            )
         joints = arr.reshape(-1, 3)[list(table)]
         scores = joints[:, 2].copy()
         out.append(Person2D(coco_from_scores(joints[:, :2], scores), scores, None, float(scores.mean()), at))
@@ -124,9 +129,13 @@ def _mmpose(data: Any, where: str) -> list[Person2D]:
     instances: list[tuple[str, Any]] = []
     if isinstance(data, dict):
         for i, item in enumerate(data["instance_info"]):
-            if isinstance(item, dict) and isinstance(item.get("instances"), list):  # a video: one entry per frame
+            if isinstance(item, dict) and isinstance(
+                item.get("instances"), list
+            ):  # a video: one entry per frame
                 frame = item.get("frame_id", i)
-                instances += [(f"frame_id {frame} instances[{k}]", x) for k, x in enumerate(item["instances"])]
+                instances += [
+                    (f"frame_id {frame} instances[{k}]", x) for k, x in enumerate(item["instances"])
+                ]
             else:
                 instances.append((f"instance_info[{i}]", item))
     else:
@@ -139,8 +148,10 @@ def _mmpose(data: Any, where: str) -> list[Person2D]:
         kp = _numbers(inst.get("keypoints"), at, "keypoints")
         n = kp.size // 2 if kp.ndim != 2 else kp.shape[0]
         if kp.size != 2 * n or n not in MMPOSE_COCO_PREFIXED:
-            raise P2MError(f"{at}: field 'keypoints' has shape {kp.shape}, expected (K, 2) with K in "
-                           f"{list(MMPOSE_COCO_PREFIXED)} (COCO-17 first)")  # fmt: skip
+            raise P2MError(
+                f"{at}: field 'keypoints' has shape {kp.shape}, expected (K, 2) with K in "
+                f"{list(MMPOSE_COCO_PREFIXED)} (COCO-17 first)"
+            )
         xy = kp.reshape(n, 2)[:17]
         scores = _numbers(inst.get("keypoint_scores"), at, "keypoint_scores").reshape(-1)
         if scores.size != n:
@@ -148,7 +159,11 @@ def _mmpose(data: Any, where: str) -> list[Person2D]:
         scores = scores[:17]
         bbox = _bbox(inst.get("bbox"), at)
         score = inst.get("bbox_score")
-        score = float(np.asarray(score, dtype=np.float64).reshape(-1)[0]) if score is not None else float(scores.mean())
+        score = (
+            float(np.asarray(score, dtype=np.float64).reshape(-1)[0])
+            if score is not None
+            else float(scores.mean())
+        )
         out.append(Person2D(coco_from_scores(xy, scores), scores, bbox, score, at))
     return out
 
@@ -165,8 +180,10 @@ def _bbox(value: Any, at: str) -> list[float] | None:
 
 def _numbers(value: Any, at: str, field: str) -> np.ndarray:
     if not isinstance(value, list):
-        raise P2MError(f"{at}: field {field!r} is {'missing' if value is None else type(value).__name__}, "
-                       f"expected a list of numbers")  # fmt: skip
+        raise P2MError(
+            f"{at}: field {field!r} is {'missing' if value is None else type(value).__name__}, "
+            f"expected a list of numbers"
+        )
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -174,5 +191,12 @@ def _numbers(value: Any, at: str, field: str) -> np.ndarray:
     return arr
 
 
-__all__ = ["BODY25_TO_COCO", "FORMATS", "OPENPOSE18_TO_COCO", "Person2D", "coco_from_scores", "read_people",
-           "sniff_format"]  # fmt: skip
+__all__ = [
+    "BODY25_TO_COCO",
+    "FORMATS",
+    "OPENPOSE18_TO_COCO",
+    "Person2D",
+    "coco_from_scores",
+    "read_people",
+    "sniff_format",
+]

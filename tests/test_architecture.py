@@ -28,8 +28,26 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "pose2mesh": (*CORE, "shards"),  # the trainer streams through the shard reader; no infer, export, render
     "infer": (*CORE, "pose2mesh", "export", "render"),
     "scale": (*CORE, "crawler", "annotate", "shards"),  # --ray: runs a stage's own functions on a cluster
-    "demo": (*CORE, "render", "crawler", "annotate", "shards", "pose2mesh", "infer", "scale"),  # runs every stage
-    "cli": (*CORE, "crawler", "annotate", "shards", "pose2mesh", "infer", "scale", "demo"),  # no stage imports cli
+    "demo": (
+        *CORE,
+        "render",
+        "crawler",
+        "annotate",
+        "shards",
+        "pose2mesh",
+        "infer",
+        "scale",
+    ),  # runs every stage
+    "cli": (
+        *CORE,
+        "crawler",
+        "annotate",
+        "shards",
+        "pose2mesh",
+        "infer",
+        "scale",
+        "demo",
+    ),  # no stage imports cli
     "__main__": ("cli",),
 }
 #: Modules that must load without torch (the crawler path and ``p2m --help``), checked in a fresh interpreter.
@@ -76,13 +94,17 @@ def violations() -> list[str]:
     for path in sorted(PACKAGE.rglob("*.py")):
         unit = unit_of_file(path)
         if unit not in ALLOWED:
-            found.append(f"{path.relative_to(PACKAGE.parent)}: unit {unit!r} is not in the table of allowed imports")
+            found.append(
+                f"{path.relative_to(PACKAGE.parent)}: unit {unit!r} is not in the table of allowed imports"
+            )
             continue
         for line, name in p2m_imports(path):
             target = target_unit(name)
             if target != unit and target not in ALLOWED[unit]:
-                found.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}: {unit} may import only "
-                             f"{', '.join(ALLOWED[unit])}")  # fmt: skip
+                found.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}: {unit} may import only "
+                    f"{', '.join(ALLOWED[unit])}"
+                )
     return found
 
 
@@ -96,12 +118,15 @@ def test_every_package_folder_and_module_is_classified():
     assert units <= set(ALLOWED), sorted(units - set(ALLOWED))
 
 
-@pytest.mark.parametrize(("source", "rule"), [
-    ("from p2m.render import render_mesh\n", "pose2mesh"),
-    ("def f():\n    from p2m.infer import infer\n", "pose2mesh"),
-    ("from p2m.cli import main\n", "shards"),
-    ("from ..pose2mesh import model\n", "shards"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("source", "rule"),
+    [
+        ("from p2m.render import render_mesh\n", "pose2mesh"),
+        ("def f():\n    from p2m.infer import infer\n", "pose2mesh"),
+        ("from p2m.cli import main\n", "shards"),
+        ("from ..pose2mesh import model\n", "shards"),
+    ],
+)
 def test_the_checker_sees_imports_against_the_rules(tmp_path, source, rule, monkeypatch):
     """A planted module that breaks a rule is reported (top-level, in a function, relative)."""
     fake = tmp_path / "p2m"
@@ -109,17 +134,21 @@ def test_the_checker_sees_imports_against_the_rules(tmp_path, source, rule, monk
     (fake / rule / "planted.py").write_text(source)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     bad = violations()
-    assert len(bad) == 1 and bad[0].startswith(f"p2m/{rule}/planted.py:") and f"{rule} may import only" in bad[0]
+    assert (
+        len(bad) == 1 and bad[0].startswith(f"p2m/{rule}/planted.py:") and f"{rule} may import only" in bad[0]
+    )
 
 
 def test_the_crawler_path_and_the_cli_load_without_torch():
-    code = ("import importlib, pkgutil, sys\n"
-            "import p2m.crawler\n"
-            "for m in pkgutil.walk_packages(p2m.crawler.__path__, 'p2m.crawler.'):\n"
-            "    importlib.import_module(m.name)\n"
-            f"for name in {TORCH_FREE!r}:\n"
-            "    importlib.import_module(name)\n"
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")  # fmt: skip
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import p2m.crawler\n"
+        "for m in pkgutil.walk_packages(p2m.crawler.__path__, 'p2m.crawler.'):\n"
+        "    importlib.import_module(m.name)\n"
+        f"for name in {TORCH_FREE!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", f"torch loaded on the crawler path: {proc.stdout.strip()[:300]}"

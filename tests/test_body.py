@@ -81,7 +81,11 @@ def test_prune_intermediates_keeps_compact_files(tmp_path):
 
     folder = tmp_path / "v14"
     folder.mkdir()
-    names = ["load_data_a.safetensors", "build_model_data_b.safetensors", "build_compact_model_data_c.safetensors"]
+    names = [
+        "load_data_a.safetensors",
+        "build_model_data_b.safetensors",
+        "build_compact_model_data_c.safetensors",
+    ]
     for i, name in enumerate(names):
         (folder / name).write_bytes(b"x" * (10 + i))
     deleted, freed = prune_intermediates(tmp_path)
@@ -194,7 +198,11 @@ def test_batched_forward_shapes_dtype_and_broadcast(bodies):
     pose, shape = _random_inputs(5)
     out = body(pose.double(), shape, torch.zeros(5, 3))
     assert isinstance(out, BodyOutput)
-    assert out.vertices.shape == (5, 1229, 3) and out.joints.shape == (5, 17, 3) and out.keypoints.shape == (5, 17, 3)
+    assert (
+        out.vertices.shape == (5, 1229, 3)
+        and out.joints.shape == (5, 17, 3)
+        and out.keypoints.shape == (5, 17, 3)
+    )
     assert out.bone_heads.shape == (5, 31, 3)
     assert {t.dtype for t in (out.vertices, out.joints, out.keypoints)} == {torch.float32}
     torch.testing.assert_close(out.joints, regress_joints(out.vertices, body.h36m_regressor))
@@ -280,7 +288,9 @@ def test_shape_changes_height(bodies):
     heights = v[..., 2].amax(1) - v[..., 2].amin(1)
     assert float(heights[0]) < 1.3 and float(heights[1]) > 1.9
     # rest_bone_heads(shape) is what a zero pose gives, for retargeting onto a given body shape
-    torch.testing.assert_close(body.rest_bone_heads(shape), body(torch.zeros(2, 31, 3), shape).bone_heads, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        body.rest_bone_heads(shape), body(torch.zeros(2, 31, 3), shape).bone_heads, atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.body
@@ -293,13 +303,22 @@ def test_coarse_topology_joints_follow_the_full_mesh(bodies):
     pose, shape = _random_inputs(16, seed=1)
     with torch.no_grad():
         full = bodies["full"](pose, shape)
-        bounds = {"notoes": (1.0, 5.0), "notoes_collapse10pc": (6.0, 30.0), "notoes_collapse5pc": (6.0, 30.0),
-                  "notoes_collapse3pc": (10.0, 45.0)}  # fmt: skip
+        bounds = {
+            "notoes": (1.0, 5.0),
+            "notoes_collapse10pc": (6.0, 30.0),
+            "notoes_collapse5pc": (6.0, 30.0),
+            "notoes_collapse3pc": (10.0, 45.0),
+        }
         for name, (mean_mm, max_mm) in bounds.items():
             out = bodies[name](pose, shape)
             for field in ("joints", "keypoints"):
                 err = (getattr(out, field) - getattr(full, field)).norm(dim=-1) * 1000
-                assert float(err.mean()) < mean_mm and float(err.max()) < max_mm, (name, field, err.mean(), err.max())
+                assert float(err.mean()) < mean_mm and float(err.max()) < max_mm, (
+                    name,
+                    field,
+                    err.mean(),
+                    err.max(),
+                )
             torch.testing.assert_close(out.bone_heads, full.bone_heads, atol=1e-5, rtol=0)
 
 
@@ -319,7 +338,6 @@ def test_torch_and_warp_skinning_agree(bodies):
 @pytest.mark.body
 def test_caches_exist_and_are_reused(bodies, monkeypatch):
     import anny.models.model_data as model_data
-
 
     for name in TOPOLOGIES:
         assert anny_cache_file("cmu_mb", name).is_file()
@@ -351,9 +369,15 @@ def test_regressor_cache_round_trip_is_deterministic(tmp_path, monkeypatch):
         calls.append(1)
         return regressors.build_anny_regressors(full, coarse)
 
-    first = regressors.load_or_build_regressors("cmu_mb", "notoes_collapse3pc", build, 369, root=tmp_path / "a")
-    again = regressors.load_or_build_regressors("cmu_mb", "notoes_collapse3pc", build, 369, root=tmp_path / "a")
-    other = regressors.load_or_build_regressors("cmu_mb", "notoes_collapse3pc", build, 369, root=tmp_path / "b")
+    first = regressors.load_or_build_regressors(
+        "cmu_mb", "notoes_collapse3pc", build, 369, root=tmp_path / "a"
+    )
+    again = regressors.load_or_build_regressors(
+        "cmu_mb", "notoes_collapse3pc", build, 369, root=tmp_path / "a"
+    )
+    other = regressors.load_or_build_regressors(
+        "cmu_mb", "notoes_collapse3pc", build, 369, root=tmp_path / "b"
+    )
     assert len(calls) == 2  # built for "a" and "b", read back the second time
     files = [regressors.regressor_cache_path("cmu_mb", "notoes_collapse3pc", tmp_path / d) for d in "ab"]
     assert files[0].read_bytes() == files[1].read_bytes()
@@ -366,7 +390,9 @@ def test_regressor_cache_round_trip_is_deterministic(tmp_path, monkeypatch):
 
 @pytest.mark.body
 def test_missing_cache_announces_the_build(monkeypatch, caplog):
-    monkeypatch.setattr(anny_model, "anny_cache_file", lambda rig, topology: Path("/nonexistent/cache.safetensors"))
+    monkeypatch.setattr(
+        anny_model, "anny_cache_file", lambda rig, topology: Path("/nonexistent/cache.safetensors")
+    )
     with caplog.at_level(logging.WARNING, logger="p2m.body.anny_model"):
         anny_model.load_anny("cmu_mb", "369")  # anny itself still finds its real cache
     assert anny_model.BUILD_MESSAGE in caplog.text

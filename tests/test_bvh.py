@@ -81,8 +81,19 @@ def test_cmu_walk_header(walk) -> None:
         ["LeftToeBase", "RightToeBase", "Head", "LeftHandIndex1", "LThumb", "RightHandIndex1", "RThumb"]
     )
     zero = {n for n, o in zip(sk.names, sk.offsets) if not np.any(o)}
-    assert zero == {"Hips", "LHipJoint", "RHipJoint", "LowerBack", "Neck", "LeftShoulder", "RightShoulder",
-                    "LeftFingerBase", "RightFingerBase", "LThumb", "RThumb"}  # fmt: skip
+    assert zero == {
+        "Hips",
+        "LHipJoint",
+        "RHipJoint",
+        "LowerBack",
+        "Neck",
+        "LeftShoulder",
+        "RightShoulder",
+        "LeftFingerBase",
+        "RightFingerBase",
+        "LThumb",
+        "RThumb",
+    }
     np.testing.assert_allclose(sk.offsets[sk.index("LeftUpLeg")], [1.65674, -1.80282, 0.62477])
     assert [sk.names[p] for p in sk.parents[1:4]] == ["Hips", "LHipJoint", "LeftUpLeg"]
     # cgspeed's synthetic T-pose frame 0.
@@ -151,18 +162,41 @@ def test_fixture_in_metres() -> None:
     ("edit", "pattern"),
     [
         # a truncated motion line
-        (lambda t: t.replace("1 2 3 90 0 0 30 40 50", "1 2 3 90 0 0 30 40"), r"line 20: motion frame 1 has 8 values, expected 9"),
+        (
+            lambda t: t.replace("1 2 3 90 0 0 30 40 50", "1 2 3 90 0 0 30 40"),
+            r"line 20: motion frame 1 has 8 values, expected 9",
+        ),
         # a CHANNELS line that lists fewer names than it declares
-        (lambda t: t.replace("CHANNELS 3 Zrotation Yrotation Xrotation", "CHANNELS 3 Zrotation Yrotation"), r"line 9: joint 'Arm': CHANNELS declares 3 channels but lists 2"),
-        (lambda t: t.replace("Frames: 2", "Frames: 3"), r"line 20: the file has 2 motion lines but its header \(line 17\) says Frames: 3"),
+        (
+            lambda t: t.replace("CHANNELS 3 Zrotation Yrotation Xrotation", "CHANNELS 3 Zrotation Yrotation"),
+            r"line 9: joint 'Arm': CHANNELS declares 3 channels but lists 2",
+        ),
+        (
+            lambda t: t.replace("Frames: 2", "Frames: 3"),
+            r"line 20: the file has 2 motion lines but its header \(line 17\) says Frames: 3",
+        ),
         (lambda t: t.replace("30 40 50", "30 x 50"), r"line 20: value 8 \('x'\) is not a number"),
-        (lambda t: t.replace("Zrotation Yrotation Xrotation\n    End", "Zrotation Yrotation Wrotation\n    End"), r"line 9: joint 'Arm': unknown channel 'Wrotation'"),
+        (
+            lambda t: t.replace(
+                "Zrotation Yrotation Xrotation\n    End", "Zrotation Yrotation Wrotation\n    End"
+            ),
+            r"line 9: joint 'Arm': unknown channel 'Wrotation'",
+        ),
         (lambda t: t.split("MOTION")[0], r"no 'MOTION' section"),
-        (lambda t: t.replace("OFFSET 1 0 0", "OFFSET 1 zero 0"), r"line 8: expected a number \(OFFSET y of Arm\), found 'zero'"),
-        (lambda t: t.replace("Frame Time: 0.5", "Frame Time: soon"), r"line 18: expected a number of seconds"),
-        (lambda t: t.replace("  }\n}\nMOTION", "  }\nMOTION"), r"line 14: unexpected end of HIERARCHY, expected 'JOINT', 'End Site' or '}'"),
+        (
+            lambda t: t.replace("OFFSET 1 0 0", "OFFSET 1 zero 0"),
+            r"line 8: expected a number \(OFFSET y of Arm\), found 'zero'",
+        ),
+        (
+            lambda t: t.replace("Frame Time: 0.5", "Frame Time: soon"),
+            r"line 18: expected a number of seconds",
+        ),
+        (
+            lambda t: t.replace("  }\n}\nMOTION", "  }\nMOTION"),
+            r"line 14: unexpected end of HIERARCHY, expected 'JOINT', 'End Site' or '}'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_files_name_file_and_line(tmp_path: Path, edit, pattern: str) -> None:
     path = _write(tmp_path, edit(TINY), "bad.bvh")
     with pytest.raises(BVHError, match=pattern) as info:

@@ -82,9 +82,14 @@ def test_device_and_batch_size_agree_everywhere():
             assert "--batch" not in (p.get_help_record(click.Context(cmd)) or ("",))[0].split(", "), path
     assert devices >= 5  # fit, train, eval, infer, demo
     fit = _commands()[("annotate", "fit")]
-    assert fit.make_context("fit", [str(REPO), "--batch", "8", "--device", "cuda:1"]).params["batch_size"] == 8
+    assert (
+        fit.make_context("fit", [str(REPO), "--batch", "8", "--device", "cuda:1"]).params["batch_size"] == 8
+    )
     code, lines = _run("annotate", "fit", str(REPO), "--device", "gpu")
-    assert code == 2 and lines[-1] == "Error: Invalid value for '--device': 'gpu': expected auto, cpu, cuda or cuda:N"
+    assert (
+        code == 2
+        and lines[-1] == "Error: Invalid value for '--device': 'gpu': expected auto, cpu, cuda or cuda:N"
+    )
 
 
 def test_help_texts_point_at_what_users_have():
@@ -100,8 +105,10 @@ def test_help_texts_point_at_what_users_have():
 # ------------------------------------------------------------------------------------------------ shard
 def test_shard_with_images_on_a_pose_only_dataset_is_an_error(toy, tmp_path):
     code, lines = _run("shard", str(toy), "--out", str(tmp_path / "s"), "--with-images")
-    assert code == 1 and lines == [f"Error: {toy}: no images/ folder (a pose-only dataset), so --with-images would "
-                                   "write nothing; leave it out for pose-only shards"]  # fmt: skip
+    assert code == 1 and lines == [
+        f"Error: {toy}: no images/ folder (a pose-only dataset), so --with-images would "
+        "write nothing; leave it out for pose-only shards"
+    ]
     assert not (tmp_path / "s").exists()
 
 
@@ -123,12 +130,16 @@ def test_shard_refuses_what_validate_rejects(toy, tmp_path, fault):
         expect = f"id {data['images'][0]['id']}: width: value None, expected an integer"
     else:
         data["annotations"][1]["id"] = data["annotations"][0]["id"]
-        expect = (f"id {data['annotations'][0]['id']}: id: duplicate annotation id, also in "
-                  "annotations/toy_subject2_data.json (ids are unique across all subject files)")  # fmt: skip
+        expect = (
+            f"id {data['annotations'][0]['id']}: id: duplicate annotation id, also in "
+            "annotations/toy_subject2_data.json (ids are unique across all subject files)"
+        )
     path.write_text(json.dumps(data))
     code, lines = _run("shard", str(ds), "--out", str(tmp_path / "s"))
-    assert code == 1 and lines == [f"Error: {ds}: not a valid dataset, nothing written: "
-                                   f"annotations/toy_subject2_data.json: {expect}; see `p2m annotate validate {ds}`"]
+    assert code == 1 and lines == [
+        f"Error: {ds}: not a valid dataset, nothing written: "
+        f"annotations/toy_subject2_data.json: {expect}; see `p2m annotate validate {ds}`"
+    ]
     assert not (tmp_path / "s").exists()
     assert _run("shard", str(ds), "--out", str(tmp_path / "s"), "--no-validate")[0] == 0  # the user's choice
 
@@ -136,16 +147,19 @@ def test_shard_refuses_what_validate_rejects(toy, tmp_path, fault):
 def test_annotate_detect_on_an_empty_folder_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     code, lines = _run("annotate", "detect", str(tmp_path / "empty"), "--out", str(tmp_path / "ds"))
-    assert code == 1 and lines == [f"Error: {tmp_path / 'empty'}: no images found; expected a crawl output "
-                                   "(manifest.parquet with status ok rows) or a folder of .jpg/.png/.webp images"]
+    assert code == 1 and lines == [
+        f"Error: {tmp_path / 'empty'}: no images found; expected a crawl output "
+        "(manifest.parquet with status ok rows) or a folder of .jpg/.png/.webp images"
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ train, eval
 def test_eval_on_a_split_the_shards_lack_names_the_splits_they_have(toy_shards, tmp_path):
     for split in ("test", "val"):  # shards made without --split hold only "train"
         code, lines = _run("eval", str(tmp_path), "--data", str(toy_shards), "--split", split)
-        assert code == 1 and lines == [f"Error: {toy_shards}: no split {split!r} (--split); the shards have: "
-                                       "train (12 samples)"]  # fmt: skip
+        assert code == 1 and lines == [
+            f"Error: {toy_shards}: no split {split!r} (--split); the shards have: train (12 samples)"
+        ]
 
 
 def test_evaluate_checkpoint_checks_the_split_before_the_checkpoint(toy_shards, tmp_path):
@@ -159,18 +173,31 @@ def test_evaluate_checkpoint_checks_the_split_before_the_checkpoint(toy_shards, 
 
 def _python_cli(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh interpreter; prints whether torch was imported (no model can load without it)."""
-    code = ("import sys\nfrom p2m.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    print('model loaded:', 'torch' in sys.modules)\n"
-            "    raise\n")  # fmt: skip
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    code = (
+        "import sys\nfrom p2m.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    print('model loaded:', 'torch' in sys.modules)\n"
+        "    raise\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 def test_inputs_are_checked_before_the_model_loads(tmp_path):
-    proc = _python_cli("train", "--config", "tiny_pose2mesh", "--data", str(tmp_path / "nope"), "--out",
-                       str(tmp_path / "run"))  # fmt: skip
+    proc = _python_cli(
+        "train",
+        "--config",
+        "tiny_pose2mesh",
+        "--data",
+        str(tmp_path / "nope"),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"Error: {tmp_path / 'nope' / 'index.json'}: no shard index "
-                                                "(expected the index.json that `p2m shard` writes)"]  # fmt: skip
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'nope' / 'index.json'}: no shard index "
+        "(expected the index.json that `p2m shard` writes)"
+    ]
     assert proc.stdout.strip() == "model loaded: False"
     proc = _python_cli("infer", str(tmp_path), "--pose2d", "nope.json", "--out", str(tmp_path / "o"))
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
@@ -180,17 +207,30 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path):
 
 
 def test_an_unknown_logger_is_a_bad_option(toy_shards, tmp_path):
-    code, lines = _run("train", "--config", "tiny_posenet", "--data", str(toy_shards), "--out", str(tmp_path / "r"),
-                       "--logger", "csv,wandb")  # fmt: skip
-    assert code == 2 and lines[-1] == ("Error: Invalid value for --logger: wandb: expected jsonl, csv, tensorboard "
-                                       "(repeat or comma-separate)")  # fmt: skip
+    code, lines = _run(
+        "train",
+        "--config",
+        "tiny_posenet",
+        "--data",
+        str(toy_shards),
+        "--out",
+        str(tmp_path / "r"),
+        "--logger",
+        "csv,wandb",
+    )
+    assert code == 2 and lines[-1] == (
+        "Error: Invalid value for --logger: wandb: expected jsonl, csv, tensorboard "
+        "(repeat or comma-separate)"
+    )
     assert not (tmp_path / "r").exists()
 
 
 def test_resume_on_a_folder_without_a_run_says_so(tmp_path):
     code, lines = _run("train", "--resume", "--out", str(tmp_path))
-    assert code == 1 and lines == [f"Error: {tmp_path}: no run to resume (no config.yaml); start one with "
-                                   f"--config CONFIG --data SHARDS --out {tmp_path}"]  # fmt: skip
+    assert code == 1 and lines == [
+        f"Error: {tmp_path}: no run to resume (no config.yaml); start one with "
+        f"--config CONFIG --data SHARDS --out {tmp_path}"
+    ]
 
 
 def test_shipped_config_by_name_and_print_config():
@@ -203,29 +243,46 @@ def test_shipped_config_by_name_and_print_config():
     assert printed["train"]["lr"] == 0.25
     code, lines = _run("train", "--config", "tiny_pos2mesh", "--print-config")
     shipped = ", ".join(sorted(p.stem for p in (REPO / "configs").glob("*.yaml")))
-    assert code == 1 and lines == [f"Error: tiny_pos2mesh: no such config file, nor a shipped config (shipped: "
-                                   f"{shipped}); did you mean tiny_pose2mesh?"]  # fmt: skip
+    assert code == 1 and lines == [
+        f"Error: tiny_pos2mesh: no such config file, nor a shipped config (shipped: {shipped}); "
+        "did you mean tiny_pose2mesh?"
+    ]
 
 
 def test_config_errors_name_dotted_keys_and_suggest_the_closest():
     from p2m.paths import find_config
 
     prefix = f"Error: Invalid value for --config/--set: {find_config('tiny_pose2mesh')}: "
-    code, lines = _run("train", "--config", "tiny_pose2mesh", "--print-config", "--set", "model.posenet.activation=rleu")
-    assert code == 2 and lines[-1:] == [prefix + "model.posenet.activation: 'rleu' is not one of ['relu', 'leaky_relu', "
-                                   "'elu', 'gelu', 'silu', 'tanh']; did you mean relu?"]  # fmt: skip
-    code, lines = _run("train", "--config", "tiny_pose2mesh", "--print-config", "--set", "model.posnet.hidden=8")
-    assert code == 2 and lines[-1:] == [prefix + "unknown config key model.posnet; did you mean model.posenet? (expected "
-                                   "one of ['model.stage', 'model.joint_set', 'model.body', 'model.posenet', "
-                                   "'model.meshnet'])"]  # fmt: skip
+    code, lines = _run(
+        "train", "--config", "tiny_pose2mesh", "--print-config", "--set", "model.posenet.activation=rleu"
+    )
+    assert code == 2 and lines[-1:] == [
+        prefix + "model.posenet.activation: 'rleu' is not one of ['relu', 'leaky_relu', "
+        "'elu', 'gelu', 'silu', 'tanh']; did you mean relu?"
+    ]
+    code, lines = _run(
+        "train", "--config", "tiny_pose2mesh", "--print-config", "--set", "model.posnet.hidden=8"
+    )
+    assert code == 2 and lines[-1:] == [
+        prefix + "unknown config key model.posnet; did you mean model.posenet? (expected "
+        "one of ['model.stage', 'model.joint_set', 'model.body', 'model.posenet', "
+        "'model.meshnet'])"
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ plot, logs
 def test_plot_without_matplotlib_says_how_to_install_it(tmp_path):
-    code = ("import sys\nsys.modules['matplotlib'] = None  # as if it were not installed\n"
-            "from p2m.cli import main\nmain(sys.argv[1:])\n")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code, "plot", str(tmp_path)], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)  # fmt: skip
+    code = (
+        "import sys\nsys.modules['matplotlib'] = None  # as if it were not installed\n"
+        "from p2m.cli import main\nmain(sys.argv[1:])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "plot", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "Error: p2m plot needs matplotlib, which is not installed: pip install 'p2m[plot]'"
@@ -235,14 +292,31 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path):
 @pytest.mark.slow
 @pytest.mark.body
 def test_default_log_level_shows_only_the_summary_line(tmp_path, body_369):
-    args = [sys.executable, "-m", "p2m", "synth", "--out", str(tmp_path / "s"), "--num", "8", "--poses", "sampler",
-            "--topology", "notoes_collapse3pc"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "p2m",
+        "synth",
+        "--out",
+        str(tmp_path / "s"),
+        "--num",
+        "8",
+        "--poses",
+        "sampler",
+        "--topology",
+        "notoes_collapse3pc",
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no INFO from anny, no stats dict, no progress bar off a terminal
     assert len(proc.stdout.splitlines()) == 1 and proc.stdout.startswith("synth: 8 images, 2 frames")
-    proc = subprocess.run([*args[:5], str(tmp_path / "v"), *args[6:], "-v"], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [*args[:5], str(tmp_path / "v"), *args[6:], "-v"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "INFO p2m." in proc.stderr
 
 
@@ -252,8 +326,13 @@ def test_detect_keeps_mediapipe_native_lines_out_of_stderr(tmp_path):
     photos = REPO.parent / "shared" / "external-fixtures" / "public-domain-people-images"
     if not photos.is_dir():
         pytest.skip(f"{photos} absent (shared fixtures)")
-    proc = subprocess.run([sys.executable, "-m", "p2m", "annotate", "detect", str(photos), "--out", str(tmp_path / "d")],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "p2m", "annotate", "detect", str(photos), "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no TFLite / absl / inference_feedback_manager.cc lines
     assert proc.stdout.startswith(f"{tmp_path / 'd'}: 2 images with a person")

@@ -92,8 +92,17 @@ def test_crawl_of_the_site_stores_each_picture_once_and_obeys_robots(tmp_path):
     pictures = _jpegs(tmp_path / "img", 7)
     site = build_site(pictures)
     with site:
-        result = crawl([site.url("www", "/")], tmp_path / "crawl", allow_private=True, depth=3, delay=0.0,
-                       retries=0, follow_robots_sitemaps=True, progress=False, manifest_every_s=0)  # fmt: skip
+        result = crawl(
+            [site.url("www", "/")],
+            tmp_path / "crawl",
+            allow_private=True,
+            depth=3,
+            delay=0.0,
+            retries=0,
+            follow_robots_sitemaps=True,
+            progress=False,
+            manifest_every_s=0,
+        )
         bad = site.disallowed_requests()
     counters = result.stats["counters"]
     assert result.images_stored == len(pictures)  # copies, the logo, no-AI and private pictures add none
@@ -106,7 +115,9 @@ def test_crawl_of_the_site_stores_each_picture_once_and_obeys_robots(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- runner, report
 def _ctx(tmp_path: Path) -> DemoContext:
-    return DemoContext(out=tmp_path, work=tmp_path / "work", figures=tmp_path / "figures", quick=True, sizes=QUICK)
+    return DemoContext(
+        out=tmp_path, work=tmp_path / "work", figures=tmp_path / "figures", quick=True, sizes=QUICK
+    )
 
 
 def test_steps_skip_missing_stages_and_their_dependents(tmp_path):
@@ -120,11 +131,13 @@ def test_steps_skip_missing_stages_and_their_dependents(tmp_path):
 
         return run
 
-    steps = (Step("a", "first", step("a")),
-             Step("b", "needs a stage not built", step("b"), requires=("p2m.no_such_stage_yet",)),
-             Step("c", "needs b", step("c"), needs=("b",)),
-             Step("d", "needs a", step("d"), needs=("a",)),
-             Step("e", "needs a package", step("e"), requires=("no_such_package_p2m",), hint="pip install x"))  # fmt: skip
+    steps = (
+        Step("a", "first", step("a")),
+        Step("b", "needs a stage not built", step("b"), requires=("p2m.no_such_stage_yet",)),
+        Step("c", "needs b", step("c"), needs=("b",)),
+        Step("d", "needs a", step("d"), needs=("a",)),
+        Step("e", "needs a package", step("e"), requires=("no_such_package_p2m",), hint="pip install x"),
+    )
     records = run_steps(steps, _ctx(tmp_path), lines.append, lambda recs: None)
     assert ran == ["a", "d"]
     assert [r.status for r in records] == ["ok", "skipped", "skipped", "ok", "skipped"]
@@ -152,7 +165,7 @@ def test_failing_step_names_itself_and_writes_a_partial_report(tmp_path):
     md = md_path.read_text()
     assert "| 2 | broken | failed |" in md and "failed at step 'broken'" in md
     assert _metrics_rows(md) == [("ok", "value", "1.50", "mm")]
-    assert "<table id=\"metrics\">" in html_path.read_text()
+    assert '<table id="metrics">' in html_path.read_text()
     assert json.loads((tmp_path / "report.json").read_text())["steps"][1]["status"] == "failed"
 
 
@@ -260,8 +273,10 @@ def test_demo_without_fit_still_validates_and_shards(tmp_path):
     from p2m.demo.steps import STEPS
 
     by_name = {s.name: s for s in STEPS}
-    steps = tuple(replace(by_name[n], requires=("p2m.annotate.fit_not_built",)) if n == "fit" else by_name[n]
-                  for n in ("people", "site", "crawl", "detect", "fit", "validate", "synth", "shard"))  # fmt: skip
+    steps = tuple(
+        replace(by_name[n], requires=("p2m.annotate.fit_not_built",)) if n == "fit" else by_name[n]
+        for n in ("people", "site", "crawl", "detect", "fit", "validate", "synth", "shard")
+    )
     lines: list[str] = []
     result = run_demo(tmp_path / "out", quick=True, device="cpu", steps=steps, echo=lines.append)
     status = {r.name: r.status for r in result.steps}

@@ -62,8 +62,15 @@ def test_append_keeps_data_and_continues_ids(tmp_path):
     write_toy_dataset(tmp_path, subjects=(1, 2), frames=2)  # ids 1..8
     rng = np.random.default_rng(9)
     X = toy_pose(rng)
-    image = {"file_name": "new.jpg", "width": 1000, "height": 1000, "action_idx": 3, "subaction_idx": 1,
-             "cam_idx": 1, "frame_idx": 0}  # fmt: skip
+    image = {
+        "file_name": "new.jpg",
+        "width": 1000,
+        "height": 1000,
+        "action_idx": 3,
+        "subaction_idx": 1,
+        "cam_idx": 1,
+        "frame_idx": 0,
+    }
     with DatasetWriter(tmp_path, "toy") as w:
         img_id, ann_ids = w.add_frame(1, image, [annotation_for(H36M_CAMS[1], X)] * 2)
         img_id2, _ = w.add_frame(7, {**image, "file_name": "s7.jpg"}, [annotation_for(H36M_CAMS[1], X)])
@@ -89,8 +96,15 @@ def test_writer_rejects_bad_input_and_writes_nothing_on_error(tmp_path):
     rng = np.random.default_rng(1)
     X = toy_pose(rng)
     ann = annotation_for(H36M_CAMS[1], X)
-    image = {"file_name": "a.jpg", "width": 1000, "height": 1000, "action_idx": 2, "subaction_idx": 1,
-             "cam_idx": 1, "frame_idx": 0}  # fmt: skip
+    image = {
+        "file_name": "a.jpg",
+        "width": 1000,
+        "height": 1000,
+        "action_idx": 2,
+        "subaction_idx": 1,
+        "cam_idx": 1,
+        "frame_idx": 0,
+    }
     with pytest.raises(LayoutError, match=r"missing field\(s\) \['frame_idx'\]"):
         with DatasetWriter(tmp_path, "toy") as w:
             w.add_frame(1, {k: v for k, v in image.items() if k != "frame_idx"}, [ann])
@@ -117,7 +131,9 @@ def test_writer_rejects_bad_input_and_writes_nothing_on_error(tmp_path):
 
 
 def test_body_param_validation():
-    ok = validate_body_param({"model": "anny", "pose": np.zeros(93), "shape": [1] * 6, "trans": [0, 0, 1], "x": 1})
+    ok = validate_body_param(
+        {"model": "anny", "pose": np.zeros(93), "shape": [1] * 6, "trans": [0, 0, 1], "x": 1}
+    )
     assert ok["pose"] == [0.0] * 93 and ok["x"] == 1
     for bad, msg in [
         ({"pose": [0], "shape": [0], "trans": [0, 0, 0]}, "'model'"),

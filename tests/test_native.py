@@ -24,8 +24,10 @@ def test_routine_lines_are_logged_and_others_pass_through(capfd, caplog):
 def test_live_filter_passes_partial_lines_at_once_and_drops_mediapipe_noise(capfd, caplog):
     from p2m.native import is_mediapipe_routine
 
-    noise = (b"I0000 00:00:1733472000.123456   4242 inference_feedback_manager.cc:114] Feedback manager requires\n"
-             b"W0000 00:00:1733472000.2   4242 landmark_projection_calculator.cc:186] Using NORM_RECT without\n")
+    noise = (
+        b"I0000 00:00:1733472000.123456   4242 inference_feedback_manager.cc:114] Feedback manager requires\n"
+        b"W0000 00:00:1733472000.2   4242 landmark_projection_calculator.cc:186] Using NORM_RECT without\n"
+    )
     log = logging.getLogger("p2m.test.native")
     with caplog.at_level(logging.DEBUG, logger=log.name):
         with native_stderr_filtered(is_mediapipe_routine, log, live=True):

@@ -50,8 +50,15 @@ def _openpose_json(people: list[np.ndarray], conf: float = 0.8) -> dict:
         for joint, (a, b) in (("Neck", (5, 6)), ("MidHip", (11, 12))):
             if kp[a, 2] > 0 and kp[b, 2] > 0:
                 body[BODY_25.index(joint)] = (*(kp[a, :2] + kp[b, :2]) / 2, conf)
-        out.append({"person_id": [-1], "pose_keypoints_2d": body.reshape(-1).round(3).tolist(),
-                    "face_keypoints_2d": [], "hand_left_keypoints_2d": [], "hand_right_keypoints_2d": []})  # fmt: skip
+        out.append(
+            {
+                "person_id": [-1],
+                "pose_keypoints_2d": body.reshape(-1).round(3).tolist(),
+                "face_keypoints_2d": [],
+                "hand_left_keypoints_2d": [],
+                "hand_right_keypoints_2d": [],
+            }
+        )
     return {"version": 1.3, "people": out}
 
 
@@ -64,15 +71,24 @@ def _mmpose_instances(people: list[np.ndarray], k: int = 17) -> list[dict]:
         scores = np.full(k, 0.9)
         scores[:17] = np.where(kp[:, 2] > 0, 0.9, 0.05)
         lo, hi = kp[kp[:, 2] > 0, :2].min(0), kp[kp[:, 2] > 0, :2].max(0)
-        out.append({"keypoints": xy.tolist(), "keypoint_scores": scores.tolist(),
-                    "bbox": [[*lo.tolist(), *hi.tolist()]], "bbox_score": 0.97})  # fmt: skip
+        out.append(
+            {
+                "keypoints": xy.tolist(),
+                "keypoint_scores": scores.tolist(),
+                "bbox": [[*lo.tolist(), *hi.tolist()]],
+                "bbox_score": 0.97,
+            }
+        )
     return out
 
 
 def _same_visible(found: np.ndarray, truth: np.ndarray) -> bool:
     vis = truth[:, 2] > 0
-    return bool((found[vis, 2] == 2).all() and (found[~vis, 2] == 0).all()
-                and np.allclose(found[vis, :2], truth[vis, :2], atol=1e-3))  # fmt: skip
+    return bool(
+        (found[vis, 2] == 2).all()
+        and (found[~vis, 2] == 0).all()
+        and np.allclose(found[vis, :2], truth[vis, :2], atol=1e-3)
+    )
 
 
 def test_openpose_body25_maps_to_coco17_by_joint_name() -> None:
@@ -88,13 +104,35 @@ def test_openpose_body25_maps_to_coco17_by_joint_name() -> None:
 
 def test_openpose_coco18_and_low_confidence_joints() -> None:
     kp = _gt_people()[0]
-    names18 = ("Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "RHip", "RKnee",
-               "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar")  # fmt: skip
+    names18 = (
+        "Nose",
+        "Neck",
+        "RShoulder",
+        "RElbow",
+        "RWrist",
+        "LShoulder",
+        "LElbow",
+        "LWrist",
+        "RHip",
+        "RKnee",
+        "RAnkle",
+        "LHip",
+        "LKnee",
+        "LAnkle",
+        "REye",
+        "LEye",
+        "REar",
+        "LEar",
+    )
     body = np.zeros((18, 3))
     for k, name in enumerate(COCO_JOINTS):
         body[names18.index(_op_name(name))] = (kp[k, 0], kp[k, 1], 0.3 if k == 9 else 0.1 if k == 10 else 0.9)
     (person,) = read_people({"people": [{"pose_keypoints_2d": body.reshape(-1).tolist()}]}, "op18.json")
-    assert person.keypoints[9, 2] == 1 and person.keypoints[10].tolist() == [0, 0, 0]  # 0.3: labelled; 0.1: no
+    assert person.keypoints[9, 2] == 1 and person.keypoints[10].tolist() == [
+        0,
+        0,
+        0,
+    ]  # 0.3: labelled; 0.1: no
     assert person.scores[10] == pytest.approx(0.1) and person.keypoints[0, 2] == 2
 
 
@@ -103,12 +141,16 @@ def test_mmpose_list_instance_info_and_video_forms() -> None:
     plain = _mmpose_instances(truth)
     wholebody = _mmpose_instances(truth, k=133)
     image = {"meta_info": {"dataset_name": "coco"}, "instance_info": plain}
-    video = {"meta_info": {}, "instance_info": [{"frame_id": 1, "instances": plain[:2]},
-                                                 {"frame_id": 2, "instances": plain[2:]}]}  # fmt: skip
+    video = {
+        "meta_info": {},
+        "instance_info": [{"frame_id": 1, "instances": plain[:2]}, {"frame_id": 2, "instances": plain[2:]}],
+    }
     for data in (plain, wholebody, image, video):
         assert sniff_format(data) == "mmpose"
         people = read_people(data, "mm.json")
-        assert len(people) == 5 and all(_same_visible(p.keypoints, t) for p, t in zip(people, truth, strict=True))
+        assert len(people) == 5 and all(
+            _same_visible(p.keypoints, t) for p, t in zip(people, truth, strict=True)
+        )
         box = people[0].bbox
         lo = truth[0][truth[0][:, 2] > 0, :2].min(0)
         assert box is not None and np.allclose(box[:2], lo) and box[2] > 0 and people[0].score == 0.97
@@ -117,7 +159,9 @@ def test_mmpose_list_instance_info_and_video_forms() -> None:
 
 def test_bad_records_name_file_record_and_field() -> None:
     with pytest.raises(P2MError, match=r"op\.json: people\[1\]: field 'pose_keypoints_2d' has 30 numbers"):
-        read_people({"people": [{"pose_keypoints_2d": [0.0] * 75}, {"pose_keypoints_2d": [1.0] * 30}]}, "op.json")
+        read_people(
+            {"people": [{"pose_keypoints_2d": [0.0] * 75}, {"pose_keypoints_2d": [1.0] * 30}]}, "op.json"
+        )
     with pytest.raises(P2MError, match=r"op\.json: people\[0\]: field 'pose_keypoints_2d' is missing"):
         read_people({"people": [{"face_keypoints_2d": []}]}, "op.json")
     bad = _mmpose_instances(_gt_people()[:1])

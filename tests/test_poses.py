@@ -130,7 +130,7 @@ def test_sampler_is_seeded_and_within_its_ranges() -> None:
     for bone in (*RIGID, "LHipJoint", "RHipJoint"):
         assert not a[:, B[bone]].any()
     # single-axis knees: exactly about +X, inside the range, and both sides used across the range
-    (_, lo, hi), = DEFAULT_RANGES["LeftLeg"]  # fmt: skip
+    ((_, lo, hi),) = DEFAULT_RANGES["LeftLeg"]
     for knee in (a[:, B["LeftLeg"]], a[:, B["RightLeg"]]):
         np.testing.assert_allclose(knee[:, 1:], 0.0, atol=1e-6)
         assert lo - 1e-5 <= knee[:, 0].min() and knee[:, 0].max() <= hi + 1e-5

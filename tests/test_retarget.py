@@ -129,8 +129,18 @@ def test_tpose_frame_and_anatomical_signs(walk) -> None:
     pose = rt.pose.astype(np.float64)
     assert np.abs(pose[0, 0]).max() < 1e-6  # root: anny's rest orientation, facing -Y
     # rigid hands and CMU's constant joints: no rotation at all
-    for bone in ("LThumb", "LeftFingerBase", "LeftHandFinger1", "RThumb", "RightFingerBase", "RightHandFinger1",
-                 "LHipJoint", "RHipJoint", "LeftShoulder", "RightShoulder"):  # fmt: skip
+    for bone in (
+        "LThumb",
+        "LeftFingerBase",
+        "LeftHandFinger1",
+        "RThumb",
+        "RightFingerBase",
+        "RightHandFinger1",
+        "LHipJoint",
+        "RHipJoint",
+        "LeftShoulder",
+        "RightShoulder",
+    ):
         assert np.abs(pose[:, ANNY_CMU_MB_BONES.index(bone)]).max() < 1e-6, bone
     # knees bend about +X the anatomical way (local-ref: positive = shin backwards), never much the other way
     knee = pose[1:, ANNY_CMU_MB_BONES.index("LeftLeg")]

@@ -85,8 +85,11 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, pose_only):
 
 def test_rendered_images_show_a_shaded_person(tmp_path):
     out = tmp_path / "img"
-    synth(out, SynthOptions(num=3, poses="sampler", cameras="random", images=True, image_size=256, seed=1),
-          progress=False)  # fmt: skip
+    synth(
+        out,
+        SynthOptions(num=3, poses="sampler", cameras="random", images=True, image_size=256, seed=1),
+        progress=False,
+    )
     assert validate(out).ok
     for s in read_dataset(out).iter_samples():
         img = np.asarray(Image.open(s.image_path).convert("RGB"), dtype=np.float64)
@@ -116,7 +119,8 @@ def test_cli_rejects_bad_options(tmp_path):
     runner = CliRunner()
     bad = runner.invoke(main, ["synth", "--out", str(tmp_path / "x"), "--cameras", "fisheye"])
     assert bad.exit_code == 2 and "fisheye" in bad.output
-    too_many = runner.invoke(main, ["synth", "--out", str(tmp_path / "y"), "--num", "2", "--subjects", "3",
-                                    "--poses", "sampler"])  # fmt: skip
+    too_many = runner.invoke(
+        main, ["synth", "--out", str(tmp_path / "y"), "--num", "2", "--subjects", "3", "--poses", "sampler"]
+    )
     assert too_many.exit_code == 1 and "--subjects 3" in too_many.output
     assert not (tmp_path / "y").exists()

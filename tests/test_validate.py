@@ -143,8 +143,10 @@ def test_cli_lists_every_problem_and_exits_1(dataset):
     assert bad.exit_code == 1
     errors = [line for line in bad.output.splitlines() if line.startswith("ERROR")]
     assert "ERROR annotations/toy_subject1_data.json: id 0: id: image id 0" in errors[0]
-    assert any(line.startswith("ERROR annotations/toy_subject2_data.json: id 1: id: duplicate annotation id")
-               for line in errors)  # fmt: skip
+    assert any(
+        line.startswith("ERROR annotations/toy_subject2_data.json: id 1: id: duplicate annotation id")
+        for line in errors
+    )
     assert "problem(s)" in bad.output.splitlines()[-1]
     missing = runner.invoke(main, ["annotate", "validate", str(dataset / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output

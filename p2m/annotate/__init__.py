@@ -26,8 +26,20 @@ _LAZY = {
     "synth": "p2m.annotate.synth",
 }
 
-__all__ = ["Problem", "ValidationReport", "detect", "export_coco", "fit_bodies", "import_coco", "import_h36m",
-           "import_keypoints", "merge_coco", "review", "synth", "validate"]  # fmt: skip
+__all__ = [
+    "Problem",
+    "ValidationReport",
+    "detect",
+    "export_coco",
+    "fit_bodies",
+    "import_coco",
+    "import_h36m",
+    "import_keypoints",
+    "merge_coco",
+    "review",
+    "synth",
+    "validate",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -63,8 +63,15 @@ def export_coco(dataset: str | Path, out: str | Path, name: str | None = None) -
         photo_of: dict[Any, dict[str, Any]] = {}
         for img in data.get("images", []):
             key = (files.subject, str(img.get("file_name")))
-            photo = images.setdefault(key, {"id": img["id"], "file_name": img["file_name"], "width": img["width"],
-                                            "height": img["height"]})  # fmt: skip
+            photo = images.setdefault(
+                key,
+                {
+                    "id": img["id"],
+                    "file_name": img["file_name"],
+                    "width": img["width"],
+                    "height": img["height"],
+                },
+            )
             for extra in ("license", "source_url", "flickr_url", "coco_url"):
                 if extra in img and extra not in photo:
                     photo[extra] = img[extra]
@@ -72,7 +79,9 @@ def export_coco(dataset: str | Path, out: str | Path, name: str | None = None) -
         for ann in data.get("annotations", []):
             rec = {k: ann[k] for k in _COCO_ANN_FIELDS if k in ann}
             rec["image_id"] = photo_of[ann["image_id"]]["id"]
-            rec["keypoints"] = [round(float(v), 2) if i % 3 != 2 else int(v) for i, v in enumerate(ann["keypoints"])]
+            rec["keypoints"] = [
+                round(float(v), 2) if i % 3 != 2 else int(v) for i, v in enumerate(ann["keypoints"])
+            ]
             rec.setdefault("category_id", 1)
             rec.setdefault("iscrowd", 0)
             rec.setdefault("area", float(rec["bbox"][2] * rec["bbox"][3]))
@@ -112,15 +121,21 @@ def merge_coco(
     src, ds = Path(src), Dataset(dataset)
     name = _name_of(ds, name)
     coco = read_json(src)
-    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations")):
+    if not isinstance(coco, dict) or not all(
+        isinstance(coco.get(k), list) for k in ("images", "annotations")
+    ):
         raise LayoutError(f"{src}: expected a COCO object with lists 'images' and 'annotations'")
     photo_name = {img.get("id"): str(img.get("file_name")) for img in coco["images"] if isinstance(img, dict)}
     incoming = []
     for i, ann in enumerate(coco["annotations"]):
-        where = f"{src}: annotation id {ann.get('id')}" if isinstance(ann, dict) else f"{src}: annotations[{i}]"
+        where = (
+            f"{src}: annotation id {ann.get('id')}" if isinstance(ann, dict) else f"{src}: annotations[{i}]"
+        )
         kp = _keypoints(ann, where)
         if ann.get("image_id") not in photo_name:
-            raise LayoutError(f"{where}: field 'image_id' = {ann.get('image_id')!r} names no image of the file")
+            raise LayoutError(
+                f"{where}: field 'image_id' = {ann.get('image_id')!r} names no image of the file"
+            )
         incoming.append((ann, kp, photo_name[ann["image_id"]], where))
 
     stats: Counter = Counter()
@@ -142,14 +157,17 @@ def merge_coco(
         target = _match(ann, [a for a in on_photo.get(fname, []) if a["id"] not in claimed], stats)
         if target is None:
             stats["annotations/unmatched"] += 1
-            logger.warning("%s: matches no person of %s (a person added in the review tool?); not merged", where,
-                           fname)  # fmt: skip
+            logger.warning(
+                "%s: matches no person of %s (a person added in the review tool?); not merged", where, fname
+            )
             continue
         claimed.add(target)
         plan.setdefault(where_is[target].data, []).append((target, ann, kp, where))
     if incoming and not plan:
-        raise LayoutError(f"{src}: none of its {len(incoming)} people matches a person of {ds.root} ({name}) by "
-                          f"annotation id or by photo and box; is it an export of this dataset?")  # fmt: skip
+        raise LayoutError(
+            f"{src}: none of its {len(incoming)} people matches a person of {ds.root} ({name}) by "
+            f"annotation id or by photo and box; is it an export of this dataset?"
+        )
 
     for files in subjects:
         if files.data not in plan:
@@ -193,8 +211,9 @@ def merge_coco(
         from p2m.annotate.fit import fit_bodies
 
         kwargs = {"topology": topologies.pop()} if len(topologies) == 1 else {}
-        result["fit"] = fit_bodies(ds.root, device=device, names=[name], ann_ids=refit_ids, progress=progress,
-                                   **kwargs)
+        result["fit"] = fit_bodies(
+            ds.root, device=device, names=[name], ann_ids=refit_ids, progress=progress, **kwargs
+        )
     result["seconds"] = round(time.monotonic() - t0, 3)
     return result
 
@@ -207,7 +226,9 @@ def _keypoints(ann: Any, where: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise LayoutError(f"{where}: field 'keypoints' is not 17 x (x, y, v) = 51 numbers") from exc
     if not np.isin(kp[:, 2], (0, 1, 2)).all() or not np.isfinite(kp).all():
-        raise LayoutError(f"{where}: field 'keypoints' has visibilities {kp[:, 2].tolist()}, expected 0, 1 or 2")
+        raise LayoutError(
+            f"{where}: field 'keypoints' has visibilities {kp[:, 2].tolist()}, expected 0, 1 or 2"
+        )
     return kp
 
 

@@ -164,7 +164,9 @@ def landmarks_to_coco(landmarks: np.ndarray, width: int, height: int) -> tuple[n
         raise ValueError(f"landmarks shape {lm.shape}, expected ({MEDIAPIPE_NUM_LANDMARKS}, 3)")
     coco = mediapipe_to_coco(lm)
     scores = coco[:, 2].copy()
-    inside = (coco[:, 0] >= -0.5) & (coco[:, 0] < width - 0.5) & (coco[:, 1] >= -0.5) & (coco[:, 1] < height - 0.5)
+    inside = (
+        (coco[:, 0] >= -0.5) & (coco[:, 0] < width - 0.5) & (coco[:, 1] >= -0.5) & (coco[:, 1] < height - 0.5)
+    )
     v = np.where(scores >= VISIBLE_SCORE, 2, np.where(scores >= LABELLED_SCORE, 1, 0)) * inside
     kp = np.zeros((17, 3))
     kp[:, :2] = coco[:, :2] * (v > 0)[:, None]
@@ -186,7 +188,9 @@ def person_annotation(landmarks: np.ndarray, width: int, height: int) -> tuple[d
     inside = (lm[:, 0] >= -0.5) & (lm[:, 0] < width - 0.5) & (lm[:, 1] >= -0.5) & (lm[:, 1] < height - 0.5)
     use = inside & (lm[:, 2] >= LABELLED_SCORE)
     points = lm[use, :2] if use.any() else kp[kp[:, 2] > 0, :2]
-    bbox = bbox_from_joints(points, margin=BBOX_MARGIN, image_size=(width, height)) if len(points) else [0.0] * 4
+    bbox = (
+        bbox_from_joints(points, margin=BBOX_MARGIN, image_size=(width, height)) if len(points) else [0.0] * 4
+    )
     score = float(scores.mean())
     ann = {
         "bbox": [round(b, 2) for b in bbox],
@@ -207,7 +211,9 @@ def list_source(src: Path, stats: Counter, exclude: Path | None = None) -> list[
     ``exclude``: a folder whose files are never listed (the output dataset, when it lies inside ``src``).
     """
     if not src.is_dir():
-        raise P2MError(f"{src}: not a folder; expected a crawl output (with manifest.parquet) or a folder of images")
+        raise P2MError(
+            f"{src}: not a folder; expected a crawl output (with manifest.parquet) or a folder of images"
+        )
     manifest = src / "manifest.parquet"
     if manifest.is_file():
         return _list_manifest(src, manifest, stats)
@@ -364,9 +370,12 @@ def detect(
     if max_people < 1:
         raise ValueError(f"max_people {max_people}, expected >= 1")
     batches = [todo[i : i + batch] for i in range(0, len(todo), batch)]
-    with (nullcontext() if map_batches else make_detector(max_people, grid, model_complexity)) as detector, tqdm(
-        total=len(todo), desc="detect", unit="img", disable=None if progress is None else not progress
-    ) as bar:
+    with (
+        nullcontext() if map_batches else make_detector(max_people, grid, model_complexity) as detector,
+        tqdm(
+            total=len(todo), desc="detect", unit="img", disable=None if progress is None else not progress
+        ) as bar,
+    ):
         if map_batches:
             described, executor = map_batches
             results = executor(batches)
@@ -381,7 +390,11 @@ def detect(
                 if isinstance(result, str):
                     unreadable.append(result)
                     continue
-                for cam, image, anns in result:  # numbered from 0 by the worker: cam_idx per image, frame per person
+                for (
+                    cam,
+                    image,
+                    anns,
+                ) in result:  # numbered from 0 by the worker: cam_idx per image, frame per person
                     image["frame_idx"] += next_idx
                     image["cam_idx"] = next_idx
                     frames.append((cam, image, anns))
@@ -399,8 +412,13 @@ def detect(
     result["unreadable"] = info.get("detect", {}).get("unreadable", [])
     result["seconds"] = round(time.monotonic() - t0, 3)
     write_json(out / "detect_stats.json", result, indent=1)
-    logger.info("detect: %d images, %d with a person, %d without, %d unreadable", len(todo),
-                stats["images/person"], stats["images/no_person"], stats["images/unreadable"])  # fmt: skip
+    logger.info(
+        "detect: %d images, %d with a person, %d without, %d unreadable",
+        len(todo),
+        stats["images/person"],
+        stats["images/no_person"],
+        stats["images/unreadable"],
+    )
     return result
 
 
@@ -415,7 +433,13 @@ def make_detector(max_people: int, grid: int, model_complexity: int) -> Any:
 
 
 def _frames(
-    item: SourceImage, photo: Photo, detector: Any, images_dir: Path, idx: int, min_score: float, stats: Counter
+    item: SourceImage,
+    photo: Photo,
+    detector: Any,
+    images_dir: Path,
+    idx: int,
+    min_score: float,
+    stats: Counter,
 ) -> list[tuple[Any, dict[str, Any], list[dict[str, Any]]]]:
     """Place one decoded image in the dataset and detect its people: (camera, image record, annotations) per
     person (one frame each, frame_idx = idx, idx + 1...), or one record without annotation when none is found."""
@@ -435,10 +459,16 @@ def _frames(
     stats["images/person" if anns else "images/no_person"] += 1
     stats["people"] += len(anns)
     image = {
-        "file_name": rel, "width": photo.width, "height": photo.height, "action_idx": ACTION_IDX,
-        "subaction_idx": SUBACTION_IDX, "cam_idx": idx, "frame_idx": idx, "focal_source": cam_source,
+        "file_name": rel,
+        "width": photo.width,
+        "height": photo.height,
+        "action_idx": ACTION_IDX,
+        "subaction_idx": SUBACTION_IDX,
+        "cam_idx": idx,
+        "frame_idx": idx,
+        "focal_source": cam_source,
         **item.extra,
-    }  # fmt: skip
+    }
     if item.rel != rel:
         image["source_file"] = item.rel
     if len(anns) <= 1:
@@ -457,8 +487,13 @@ def _already_recorded(out: Path, name: str) -> tuple[set[str], int]:
     data = read_json(path)
     images = data.get("images", []) if isinstance(data, dict) else []
     names = {str(img.get("source_file", img.get("file_name"))) for img in images if isinstance(img, dict)}
-    used = [int(img[k]) for img in images if isinstance(img, dict) for k in ("cam_idx", "frame_idx")
-            if isinstance(img.get(k), int)]  # fmt: skip
+    used = [
+        int(img[k])
+        for img in images
+        if isinstance(img, dict)
+        for k in ("cam_idx", "frame_idx")
+        if isinstance(img.get(k), int)
+    ]
     return names, max(used, default=0) + 1
 
 

@@ -82,7 +82,9 @@ def resolve_device(name: str = "auto"):
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise P2MError(f"--device {name!r}: not a torch device ({exc}); expected auto, cpu or cuda[:N]") from exc
+        raise P2MError(
+            f"--device {name!r}: not a torch device ({exc}); expected auto, cpu or cuda[:N]"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise P2MError(f"--device {name}: torch sees no CUDA device here; use --device cpu or auto")
     return device
@@ -102,9 +104,13 @@ class _Subject:
     joint_3d: dict[str, Any]
     body_param: dict[str, Any]
     new_cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
-    changed: dict[int, dict[str, Any]] = field(default_factory=dict)  # ann id -> fields to set (None = delete)
+    changed: dict[int, dict[str, Any]] = field(
+        default_factory=dict
+    )  # ann id -> fields to set (None = delete)
     inputs: dict[int, Any] = field(default_factory=dict)  # ann id -> the 2D the fit used (for merge checks)
-    frames_3d: dict[tuple[str, str, str], Any] = field(default_factory=dict)  # key -> (joints, params) or None
+    frames_3d: dict[tuple[str, str, str], Any] = field(
+        default_factory=dict
+    )  # key -> (joints, params) or None
     pending: int = 0
 
     def path(self, kind: str) -> Path:
@@ -148,7 +154,9 @@ def _array(value: Any, where: str, field_name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64).reshape(17, 3)
     except (TypeError, ValueError) as exc:
-        raise LayoutError(f"{where}: field {field_name!r}: expected 17x3 numbers, got {str(value)[:60]}") from exc
+        raise LayoutError(
+            f"{where}: field {field_name!r}: expected 17x3 numbers, got {str(value)[:60]}"
+        ) from exc
     if not np.all(np.isfinite(arr)):
         raise LayoutError(f"{where}: field {field_name!r}: has non-finite numbers")
     return arr
@@ -191,8 +199,10 @@ def target_2d(ann: dict[str, Any], where: str) -> tuple[str, np.ndarray, np.ndar
 
 def _load_subject(ds: Dataset, files: SubjectFiles) -> _Subject:
     if files.data is None:
-        raise LayoutError(f"{ds.root}: {files.name}_subject{files.subject}_data.json is missing but other files "
-                          f"of that subject exist")  # fmt: skip
+        raise LayoutError(
+            f"{ds.root}: {files.name}_subject{files.subject}_data.json is missing but other files "
+            f"of that subject exist"
+        )
 
     def read(path: Path | None, what: str) -> dict[str, Any]:
         if path is None:
@@ -206,9 +216,14 @@ def _load_subject(ds: Dataset, files: SubjectFiles) -> _Subject:
     for key in ("images", "annotations"):
         if not isinstance(data.get(key), list):
             raise LayoutError(f"{files.data}: field {key!r} must be a list")
-    return _Subject(files=files, root=ds.root, data=data,
-                    cameras_raw=read(files.camera, "cam_idx -> camera") if files.camera else None,
-                    joint_3d=read(files.joint_3d, "3D joints"), body_param=read(files.body_param, "body parameters"))  # fmt: skip
+    return _Subject(
+        files=files,
+        root=ds.root,
+        data=data,
+        cameras_raw=read(files.camera, "cam_idx -> camera") if files.camera else None,
+        joint_3d=read(files.joint_3d, "3D joints"),
+        body_param=read(files.body_param, "body parameters"),
+    )
 
 
 def _camera_of(sub: _Subject, img: dict[str, Any], parsed: dict[str, Camera], stats: Counter) -> Camera:
@@ -220,22 +235,28 @@ def _camera_of(sub: _Subject, img: dict[str, Any], parsed: dict[str, Camera], st
         return parsed[key]
     if sub.cameras_raw is not None:
         if key not in sub.cameras_raw:
-            raise LayoutError(f"{where}: field 'cam_idx' = {img.get('cam_idx')!r} has no camera in "
-                              f"{sub.files.camera.name} (has {sorted(sub.cameras_raw)[:10]}); fit needs the camera "
-                              "of every image")  # fmt: skip
+            raise LayoutError(
+                f"{where}: field 'cam_idx' = {img.get('cam_idx')!r} has no camera in "
+                f"{sub.files.camera.name} (has {sorted(sub.cameras_raw)[:10]}); fit needs the camera "
+                "of every image"
+            )
         parsed[key] = Camera.from_dict(sub.cameras_raw[key], where=f"{sub.files.camera}: cam_idx {key}")
         return parsed[key]
     try:
         width, height = int(img["width"]), int(img["height"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise LayoutError(f"{where}: no camera file {sub.path('camera').name} and no integer width/height to make "
-                          "a single-photo camera from") from exc  # fmt: skip
+        raise LayoutError(
+            f"{where}: no camera file {sub.path('camera').name} and no integer width/height to make "
+            "a single-photo camera from"
+        ) from exc
     cam, _ = single_photo_camera(width, height, None)
     record = cam.to_dict()
     old = sub.new_cameras.get(key)
     if old is not None and old != record:
-        raise LayoutError(f"{where}: cam_idx {key} is shared by images of different sizes; without "
-                          f"{sub.path('camera').name} fit cannot give them one camera")  # fmt: skip
+        raise LayoutError(
+            f"{where}: cam_idx {key} is shared by images of different sizes; without "
+            f"{sub.path('camera').name} fit cannot give them one camera"
+        )
     sub.new_cameras[key] = record
     stats["cameras/default"] += 1
     parsed[key] = cam
@@ -254,8 +275,10 @@ def _plan_subject(
         stats["annotations/total"] += 1
         img = images.get(ann.get("image_id"))
         if img is None:
-            raise LayoutError(f"{sub.files.data}: annotation id {ann.get('id')}: field 'image_id' = "
-                              f"{ann.get('image_id')!r} names no image")  # fmt: skip
+            raise LayoutError(
+                f"{sub.files.data}: annotation id {ann.get('id')}: field 'image_id' = "
+                f"{ann.get('image_id')!r} names no image"
+            )
         if ann_ids is not None and ann.get("id") not in ann_ids:
             stats["annotations/skipped/not_selected"] += 1
             continue
@@ -268,11 +291,15 @@ def _plan_subject(
         try:
             key = frame_key(img)
         except (KeyError, TypeError, ValueError) as exc:
-            raise LayoutError(f"{sub.files.data}: image id {img.get('id')}: needs integer action_idx, "
-                              f"subaction_idx and frame_idx ({exc!r})") from exc  # fmt: skip
+            raise LayoutError(
+                f"{sub.files.data}: image id {img.get('id')}: needs integer action_idx, "
+                f"subaction_idx and frame_idx ({exc!r})"
+            ) from exc
         frames[key].setdefault(img["id"], []).append(ann)
     parsed: dict[str, Camera] = {}
-    if sub.cameras_raw is None:  # no camera file: every image gets its single-photo camera (validate needs all)
+    if (
+        sub.cameras_raw is None
+    ):  # no camera file: every image gets its single-photo camera (validate needs all)
         for img in images.values():
             _camera_of(sub, img, parsed, stats)
     jobs = []
@@ -331,7 +358,10 @@ def _apply(job: _Job, result, topology: str, rig: str, max_error_px: float, stat
         err = np.linalg.norm(pred - ob.view.points, axis=1)[ob.visible]
         errors.append(float(err.mean()) if err.size and np.all(np.isfinite(err)) else float("inf"))
     valid = all(e <= max_error_px for e in errors)
-    for ann, camera in job.others:  # views that could not be fitted still get 2D consistent with the frame's 3D
+    for (
+        ann,
+        camera,
+    ) in job.others:  # views that could not be fitted still get 2D consistent with the frame's 3D
         if valid:
             sub.changed[ann["id"]]["joints_2d_h36m"] = _projected(ann, camera, joints)
         elif job.had_fit_3d:
@@ -349,13 +379,21 @@ def _apply(job: _Job, result, topology: str, rig: str, max_error_px: float, stat
         if _needs_refit(ann):
             fields["review"] = {k: v for k, v in ann["review"].items() if k != "needs_refit"}
         sub.changed[ann["id"]] = fields
-        sub.inputs[ann["id"]] = (ann.get("keypoints"), ann.get("joints_2d_h36m_input", ann.get("joints_2d_h36m")))
+        sub.inputs[ann["id"]] = (
+            ann.get("keypoints"),
+            ann.get("joints_2d_h36m_input", ann.get("joints_2d_h36m")),
+        )
         stats["annotations/fitted"] += 1
         stats["annotations/" + ("valid" if valid else "invalid")] += 1
     if valid:
-        params = {"model": "anny", "rig": rig, "topology": topology,
-                  "pose": np.round(result.pose.reshape(-1), 6).tolist(), "shape": np.round(result.shape, 6).tolist(),
-                  "trans": np.round(result.trans, 6).tolist()}  # fmt: skip
+        params = {
+            "model": "anny",
+            "rig": rig,
+            "topology": topology,
+            "pose": np.round(result.pose.reshape(-1), 6).tolist(),
+            "shape": np.round(result.shape, 6).tolist(),
+            "trans": np.round(result.trans, 6).tolist(),
+        }
         sub.frames_3d[job.key] = (joints.tolist(), params)
     elif job.had_fit_3d:
         sub.frames_3d[job.key] = None
@@ -435,16 +473,25 @@ _FITTER: list[tuple[tuple, Any]] = []  # the last fitter built, reused by the ne
 
 
 def _fitter(device, topology: str, options: SolverOptions):
-    key = (str(device), topology, FIT_TOPOLOGY, options.prior_source, options.candidates)  # what __init__ uses
+    key = (
+        str(device),
+        topology,
+        FIT_TOPOLOGY,
+        options.prior_source,
+        options.candidates,
+    )  # what __init__ uses
     if not _FITTER or _FITTER[0][0] != key:
-        _FITTER[:] = [(key, BodyFitter(device, topology=topology, fit_topology=FIT_TOPOLOGY, options=options))]
+        _FITTER[:] = [
+            (key, BodyFitter(device, topology=topology, fit_topology=FIT_TOPOLOGY, options=options))
+        ]
     fitter = _FITTER[0][1]
     fitter.options = options
     return fitter
 
 
-def fit_people(people: Sequence[Sequence[View]], device: str, topology: str,
-               options: SolverOptions) -> tuple[list[Any], str, str]:  # fmt: skip
+def fit_people(
+    people: Sequence[Sequence[View]], device: str, topology: str, options: SolverOptions
+) -> tuple[list[Any], str, str]:
     """Fit one chunk of people (a list of views each): the unit a local run and ``fit --ray`` workers share.
 
     Returns:
@@ -535,7 +582,9 @@ def fit_bodies(
         args = [([[ob.view for ob in job.obs] for job in chunk], str(dev), topo, solver) for chunk in chunks]
         fitted = map_chunks(fit_people, args) if map_chunks is not None else (fit_people(*a) for a in args)
         people = sum(len(j.obs) for j in jobs)
-        with tqdm(total=people, desc="fit", unit="person", disable=None if progress is None else not progress) as bar:
+        with tqdm(
+            total=people, desc="fit", unit="person", disable=None if progress is None else not progress
+        ) as bar:
             for chunk, (results, out_topology, rig) in zip(chunks, fitted):
                 for job, result in zip(chunk, results):
                     errors += _apply(job, result, out_topology, rig, max_error_px, stats)

@@ -166,8 +166,22 @@ class _Views:
                 size = max(float(np.hypot(*ext)), 1.0)
                 k = v.camera.k if v.camera.k is not None else np.zeros(3)
                 pp = v.camera.p if v.camera.p is not None else np.zeros(2)
-                rows.append((p, rel_r, rel_t / 1000.0, v.camera.f, v.camera.c, k, pp, pts, w, KINDS.index(v.kind),
-                             max(height, 1.0), size))  # fmt: skip
+                rows.append(
+                    (
+                        p,
+                        rel_r,
+                        rel_t / 1000.0,
+                        v.camera.f,
+                        v.camera.c,
+                        k,
+                        pp,
+                        pts,
+                        w,
+                        KINDS.index(v.kind),
+                        max(height, 1.0),
+                        size,
+                    )
+                )
 
         def t(i, dtype=torch.float32):
             return torch.as_tensor(np.array([r[i] for r in rows]), dtype=dtype, device=device)
@@ -177,7 +191,9 @@ class _Views:
         self.points, self.weights, self.kind = t(7), t(8), t(9, torch.long)
         self.height_px = t(10)
         self.scale = NORM_PX / t(11)  # normalised px per image px
-        self.is_ref = torch.as_tensor([i == 0 or rows[i][0] != rows[i - 1][0] for i in range(len(rows))], device=device)
+        self.is_ref = torch.as_tensor(
+            [i == 0 or rows[i][0] != rows[i - 1][0] for i in range(len(rows))], device=device
+        )
 
     def project(self, pts_ref: torch.Tensor) -> torch.Tensor:
         """(N, 17, 3) points (metres, reference camera frame of each view's person) -> (N, 17, 2) px."""
@@ -201,7 +217,9 @@ class _Views:
 
     def per_person(self, values: torch.Tensor, num_people: int) -> torch.Tensor:
         """Sum (N,) view values into (P,) person values."""
-        return torch.zeros(num_people, device=values.device, dtype=values.dtype).index_add_(0, self.person, values)
+        return torch.zeros(num_people, device=values.device, dtype=values.dtype).index_add_(
+            0, self.person, values
+        )
 
 
 class BodyFitter:
@@ -214,8 +232,13 @@ class BodyFitter:
         options: :class:`SolverOptions`.
     """
 
-    def __init__(self, device: torch.device | str, topology: str = "full",
-                 fit_topology: str = "notoes_collapse10pc", options: SolverOptions | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        device: torch.device | str,
+        topology: str = "full",
+        fit_topology: str = "notoes_collapse10pc",
+        options: SolverOptions | None = None,
+    ) -> None:
         from p2m.body import create, resolve_topology
 
         self.device = torch.device(device)
@@ -225,7 +248,9 @@ class BodyFitter:
             self.out_body = self.body
         else:
             self.out_body = create("anny", topology=topology).to(self.device)
-        self.prior = PosePrior(load_pose_stats(self.options.prior_source), self.body.bone_names).to(self.device)
+        self.prior = PosePrior(load_pose_stats(self.options.prior_source), self.body.bone_names).to(
+            self.device
+        )
         self.shape_prior = ShapePrior().to(self.device)
         self._candidate_pose, self._candidates = self._make_candidates(self.options.candidates)
         wts = torch.ones(2, 17, device=self.device)
@@ -299,7 +324,9 @@ class BodyFitter:
         return self._results(people, {k: v[pick] for k, v in result.items()})
 
     # ------------------------------------------------------------------------------------------------------
-    def _initial_translation(self, views: _Views, rot: torch.Tensor, pts3d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _initial_translation(
+        self, views: _Views, rot: torch.Tensor, pts3d: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
         """(a, b, log Z) per person (rotations ``rot`` (P, 3, 3)) from its reference view: similar triangles for Z,
         the weighted centroid of the points for a, b."""
         ref = views.is_ref.nonzero()[:, 0]
@@ -354,8 +381,9 @@ class BodyFitter:
         cand = torch.arange(c, device=self.device).repeat_interleave(rows)
         pts3d = self._candidates[cand[views.person], views.kind]
         w = views.weights * self._rigid_weights[views.kind]
-        rot, abz, energy = self._rigid(views, rot_h.repeat(c, 1, 1), abz_h.repeat(c, 1), pts3d, w,
-                                       max(opts.rigid_iters // 3, 1))  # fmt: skip
+        rot, abz, energy = self._rigid(
+            views, rot_h.repeat(c, 1, 1), abz_h.repeat(c, 1), pts3d, w, max(opts.rigid_iters // 3, 1)
+        )
         energy = energy.reshape(c * nh, num)  # row = candidate * nh + heading
         rot, abz = rot.reshape(c * nh, num, 3, 3), abz.reshape(c * nh, num, 3)
         order = energy.argsort(0)  # (c*nh, P)
@@ -375,8 +403,15 @@ class BodyFitter:
         cand = torch.cat([p // nh for p in picks])
         return rot, abz, cand
 
-    def _rigid(self, views: _Views, rot0: torch.Tensor, abz0: torch.Tensor, pts3d: torch.Tensor, w: torch.Tensor,
-               iters: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _rigid(
+        self,
+        views: _Views,
+        rot0: torch.Tensor,
+        abz0: torch.Tensor,
+        pts3d: torch.Tensor,
+        w: torch.Tensor,
+        iters: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Adam on a rotation delta and (a, b, log Z) of each hypothesis; returns rotations, abz and energies."""
         num = rot0.shape[0]
         delta = torch.zeros(num, 3, device=self.device, requires_grad=True)
@@ -392,12 +427,16 @@ class BodyFitter:
 
     def _rigid_energy(self, views: _Views, delta, rot0, abz, pts3d, w, num) -> torch.Tensor:
         rot = _rodrigues(delta) @ rot0
-        pts = torch.einsum("nij,nkj->nki", rot[views.person], pts3d) + self._translation(abz)[views.person][:, None]
+        pts = (
+            torch.einsum("nij,nkj->nki", rot[views.person], pts3d)
+            + self._translation(abz)[views.person][:, None]
+        )
         return views.per_person(views.data_energy(pts, w), num)
 
     # ------------------------------------------------------------------------------------------------------
-    def _refine(self, views: _Views, rot0: torch.Tensor, abz0: torch.Tensor,
-                init: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    def _refine(
+        self, views: _Views, rot0: torch.Tensor, abz0: torch.Tensor, init: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Stage 2: everything by Adam with decreasing prior weights."""
         opts = self.options
         num = rot0.shape[0]
@@ -407,10 +446,14 @@ class BodyFitter:
             init = torch.zeros(num, self.prior.num_free, device=self.device)
         free = init.clone().requires_grad_(True)
         shape = torch.tensor([SHAPE_MEAN], device=self.device).repeat(num, 1).requires_grad_(True)
-        optim = torch.optim.Adam([
-            {"params": [delta], "lr": opts.lr}, {"params": [abz], "lr": opts.lr * 0.5},
-            {"params": [free], "lr": opts.lr}, {"params": [shape], "lr": opts.lr * 0.5},
-        ])  # fmt: skip
+        optim = torch.optim.Adam(
+            [
+                {"params": [delta], "lr": opts.lr},
+                {"params": [abz], "lr": opts.lr * 0.5},
+                {"params": [free], "lr": opts.lr},
+                {"params": [shape], "lr": opts.lr * 0.5},
+            ]
+        )
         iters = max(opts.iters, 3)
         phases = len(opts.prior_weights)
         base = [g["lr"] for g in optim.param_groups]
@@ -435,7 +478,9 @@ class BodyFitter:
             out["shape"] = shape.detach().clone()
         return out
 
-    def _energy(self, views: _Views, delta, rot0, abz, free, shape, prior_weight: float) -> dict[str, torch.Tensor]:
+    def _energy(
+        self, views: _Views, delta, rot0, abz, free, shape, prior_weight: float
+    ) -> dict[str, torch.Tensor]:
         num = rot0.shape[0]
         body_pose = self.prior.compose(free)
         pose = torch.cat([torch.zeros_like(body_pose[:, :1]), body_pose], 1)
@@ -464,8 +509,9 @@ class BodyFitter:
             roots.append(Rotation.from_matrix(root).as_rotvec())
             transes.append(ref.R.T @ (trans_cam[i] - ref.t / 1000.0))
         body_pose = best["body_pose"]
-        pose = torch.cat([torch.as_tensor(np.array(roots), dtype=torch.float32, device=self.device)[:, None],
-                          body_pose], 1)  # fmt: skip
+        pose = torch.cat(
+            [torch.as_tensor(np.array(roots), dtype=torch.float32, device=self.device)[:, None], body_pose], 1
+        )
         trans = torch.as_tensor(np.array(transes), dtype=torch.float32, device=self.device)
         with torch.no_grad():
             out = self.out_body(pose, best["shape"])
@@ -474,9 +520,15 @@ class BodyFitter:
         kps = out.keypoints.double().cpu().numpy() + np.array(transes)[:, None]
         pose_np = pose.double().cpu().numpy()
         for i in range(len(people)):
-            results.append(FitResult(
-                pose=pose_np[i], shape=best["shape"][i].double().cpu().numpy(), trans=np.array(transes[i]),
-                joints_mm=joints[i] * 1000.0, keypoints_mm=kps[i] * 1000.0, energy=float(best["energy"][i]),
-            ))  # fmt: skip
+            results.append(
+                FitResult(
+                    pose=pose_np[i],
+                    shape=best["shape"][i].double().cpu().numpy(),
+                    trans=np.array(transes[i]),
+                    joints_mm=joints[i] * 1000.0,
+                    keypoints_mm=kps[i] * 1000.0,
+                    energy=float(best["energy"][i]),
+                )
+            )
         del trans
         return results

@@ -73,7 +73,9 @@ def import_coco(
     for key in ("images", "annotations", "categories", "licenses"):
         if not isinstance(coco.get(key), list) and (key in coco or key != "licenses"):
             raise LayoutError(f"{src}: field {key!r} must be a list, got {_type(coco.get(key))}")
-    person_ids = {cid for cid, c in _records_by_id(src, "categories", coco["categories"]) if c.get("name") == "person"}
+    person_ids = {
+        cid for cid, c in _records_by_id(src, "categories", coco["categories"]) if c.get("name") == "person"
+    }
     if not person_ids:
         raise LayoutError(f"{src}: field 'categories' has no category named 'person'")
     licenses = dict(_records_by_id(src, "licenses", coco.get("licenses", [])))
@@ -96,7 +98,9 @@ def import_coco(
 
     focal: dict[Any, float | None] = {}
     if with_images:
-        for rec in tqdm(records, desc="check images", unit="img", disable=None if progress is None else not progress):
+        for rec in tqdm(
+            records, desc="check images", unit="img", disable=None if progress is None else not progress
+        ):
             where = f"{src}: image id {rec['source_id']}"
             focal[rec["source_id"]] = check_image_file(
                 image_root / rec["file_name"], rec["width"], rec["height"], where
@@ -110,7 +114,9 @@ def import_coco(
             sid = rec["source_id"]
             image = dict(rec)
             if with_images:
-                image["file_name"] = place_image(image_root / rec["file_name"], out / IMAGES_DIR, rec["file_name"])
+                image["file_name"] = place_image(
+                    image_root / rec["file_name"], out / IMAGES_DIR, rec["file_name"]
+                )
                 stats["images/copied"] += 1
             cam, cam_source = single_photo_camera(rec["width"], rec["height"], focal.get(sid))
             stats[f"camera/{cam_source}"] += 1
@@ -138,13 +144,17 @@ def _image_record(src: Path, i: int, img: Any, licenses: dict[Any, dict]) -> dic
         raise LayoutError(f"{where}: field 'file_name' = {short_repr(fn, 60)}, expected a relative path")
     for key in ("width", "height"):
         if not is_int(img.get(key)) or not 0 < img[key] <= MAX_IMAGE_SIDE:
-            raise LayoutError(f"{where}: field {key!r} = {short_repr(img.get(key), 60)}, expected a positive integer "
-                              f"(at most {MAX_IMAGE_SIDE} px)")  # fmt: skip
+            raise LayoutError(
+                f"{where}: field {key!r} = {short_repr(img.get(key), 60)}, expected a positive integer "
+                f"(at most {MAX_IMAGE_SIDE} px)"
+            )
     rec = {k: v for k, v in img.items() if k not in _SKIP_IMAGE_KEYS}
     rec["source_id"] = rid
     lic_id = img.get("license")
     if lic_id is not None and not is_int(lic_id) and not isinstance(lic_id, str):
-        raise LayoutError(f"{where}: field 'license' = {short_repr(lic_id, 60)}, expected a license id (integer) or name")
+        raise LayoutError(
+            f"{where}: field 'license' = {short_repr(lic_id, 60)}, expected a license id (integer) or name"
+        )
     lic = licenses.get(lic_id) if is_int(lic_id) else None
     if lic is not None:
         rec["license_id"] = lic_id
@@ -168,7 +178,9 @@ def _annotation_record(
     where = f"{src}: annotation id {short_repr(rid, 60)}" if rid is not None else f"{src}: annotations[{i}]"
     for key in ("category_id", "image_id"):
         if not is_int(ann.get(key)):
-            raise LayoutError(f"{where}: field {key!r} = {short_repr(ann.get(key), 60)}, expected an integer id")
+            raise LayoutError(
+                f"{where}: field {key!r} = {short_repr(ann.get(key), 60)}, expected an integer id"
+            )
     if ann["category_id"] not in person_ids:
         return None
     if not is_int(rid):
@@ -187,12 +199,16 @@ def _annotation_record(
         raise LayoutError(f"{where}: field 'bbox' = {bbox.tolist()}, expected w, h >= 0")
     nk = ann.get("num_keypoints")
     if nk is not None and nk != int((vis > 0).sum()):
-        raise LayoutError(f"{where}: field 'num_keypoints' = {short_repr(nk, 60)}, but {int((vis > 0).sum())} keypoints "
-                          "have v > 0")  # fmt: skip
+        raise LayoutError(
+            f"{where}: field 'num_keypoints' = {short_repr(nk, 60)}, but {int((vis > 0).sum())} keypoints "
+            "have v > 0"
+        )
     if ann.get("iscrowd", 0) not in (0, 1):
         raise LayoutError(f"{where}: field 'iscrowd' = {short_repr(ann.get('iscrowd'), 60)}, expected 0 or 1")
     if "area" in ann and not (is_finite_number(ann["area"]) and ann["area"] >= 0):
-        raise LayoutError(f"{where}: field 'area' = {short_repr(ann['area'], 60)}, expected a finite number >= 0")
+        raise LayoutError(
+            f"{where}: field 'area' = {short_repr(ann['area'], 60)}, expected a finite number >= 0"
+        )
     rec = {k: v for k, v in ann.items() if k not in ("id", "image_id")}
     rec["source_id"] = rid
     rec["keypoints"] = ann["keypoints"]
@@ -206,7 +222,9 @@ def _numbers(value: Any, n: int, where: str, field: str, what: str) -> np.ndarra
         raise LayoutError(f"{where}: field {field!r} has {got}, expected {what}")
     bad = [v for v in value if not is_finite_number(v)]
     if bad:
-        raise LayoutError(f"{where}: field {field!r} holds {short_repr(bad[0], 60)}, expected {what} (finite)")
+        raise LayoutError(
+            f"{where}: field {field!r} holds {short_repr(bad[0], 60)}, expected {what} (finite)"
+        )
     return np.asarray(value, dtype=np.float64)
 
 
@@ -217,15 +235,12 @@ def _records_by_id(src: Path, key: str, records: list[Any]) -> list[tuple[int, d
         if not isinstance(rec, dict):
             continue
         if not is_int(rec.get("id")):
-            raise LayoutError(f"{src}: {key}[{i}]: field 'id' = {short_repr(rec.get('id'), 60)}, expected an integer")
+            raise LayoutError(
+                f"{src}: {key}[{i}]: field 'id' = {short_repr(rec.get('id'), 60)}, expected an integer"
+            )
         out.append((rec["id"], rec))
     return out
 
 
-
-
 def _type(value: Any) -> str:
     return "nothing (null)" if value is None else type(value).__name__
-
-
-

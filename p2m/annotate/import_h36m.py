@@ -41,10 +41,25 @@ from p2m.layout import ANNOTATIONS_DIR, IMAGES_DIR, DatasetWriter, frame_key
 
 logger = logging.getLogger(__name__)
 
-_FILE_RE = re.compile(r"^(?P<prefix>.+?)_subject(?P<subject>\d+)_(?P<kind>data|camera|joint_3d|smpl_param)\.json$")
+_FILE_RE = re.compile(
+    r"^(?P<prefix>.+?)_subject(?P<subject>\d+)_(?P<kind>data|camera|joint_3d|smpl_param)\.json$"
+)
 #: COCO-17 index -> H36M-17 index for the 12 body joints both sets have (shoulders, elbows, wrists, hips, knees,
 #: ankles); COCO's face points (0-4) have no H36M counterpart.
-COCO_FROM_H36M: dict[int, int] = {5: 11, 6: 14, 7: 12, 8: 15, 9: 13, 10: 16, 11: 4, 12: 1, 13: 5, 14: 2, 15: 6, 16: 3}
+COCO_FROM_H36M: dict[int, int] = {
+    5: 11,
+    6: 14,
+    7: 12,
+    8: 15,
+    9: 13,
+    10: 16,
+    11: 4,
+    12: 1,
+    13: 5,
+    14: 2,
+    15: 6,
+    16: 3,
+}
 _IMAGE_INTS = ("width", "height", "action_idx", "subaction_idx", "cam_idx", "frame_idx")
 
 
@@ -89,28 +104,47 @@ def import_h36m(
     t0 = time.monotonic()
     src, out = Path(src), Path(out)
     ann_dir = src / ANNOTATIONS_DIR if (src / ANNOTATIONS_DIR).is_dir() else src
-    image_root = Path(images) if images is not None else (src / IMAGES_DIR if (src / IMAGES_DIR).is_dir() else None)
+    image_root = (
+        Path(images) if images is not None else (src / IMAGES_DIR if (src / IMAGES_DIR).is_dir() else None)
+    )
     subjects = _find_subjects(ann_dir)
     stats: Counter = Counter()
     for sub in subjects:
         _parse_subject(sub, stats)
     if image_root is not None:
         todo = [(sub, img) for sub in subjects for img, *_ in sub.frames]
-        for sub, img in tqdm(todo, desc="check images", unit="img", disable=None if progress is None else not progress):
-            check_image_file(image_root / img["file_name"], img["width"], img["height"],
-                             f"{sub.files['data']}: image id {img['source_id']}")  # fmt: skip
+        for sub, img in tqdm(
+            todo, desc="check images", unit="img", disable=None if progress is None else not progress
+        ):
+            check_image_file(
+                image_root / img["file_name"],
+                img["width"],
+                img["height"],
+                f"{sub.files['data']}: image id {img['source_id']}",
+            )
 
     # Everything is checked: write.
-    info = {"import": {"h36m": {"source": str(ann_dir), "smpl": "Pose2Mesh's SMPL fits (pose 72, shape 10, "
-                                "trans m); SMPL itself is licensed separately"}}}  # fmt: skip
+    info = {
+        "import": {
+            "h36m": {
+                "source": str(ann_dir),
+                "smpl": "Pose2Mesh's SMPL fits (pose 72, shape 10, "
+                "trans m); SMPL itself is licensed separately",
+            }
+        }
+    }
     with DatasetWriter(out, name, info=info) as writer:
         for sub in subjects:
             for cam_idx, cam in sub.cameras.items():
                 writer.add_camera(sub.subject, int(cam_idx), cam)
             for img, anns, j3d, params in sub.frames:
                 if image_root is not None:
-                    img = {**img, "file_name": place_image(image_root / img["file_name"], out / IMAGES_DIR,
-                                                           img["file_name"])}  # fmt: skip
+                    img = {
+                        **img,
+                        "file_name": place_image(
+                            image_root / img["file_name"], out / IMAGES_DIR, img["file_name"]
+                        ),
+                    }
                     stats["images/copied"] += 1
                 writer.add_frame(sub.subject, img, anns, joints_3d_world=j3d, body_param=params)
         stats["images"] = writer.images_added
@@ -132,7 +166,9 @@ def _find_subjects(ann_dir: Path) -> list[_Subject]:
             found.setdefault((m["prefix"], int(m["subject"])), {})[m["kind"]] = path
     prefixes = sorted({p for p, _ in found})
     if not found:
-        raise P2MError(f"{ann_dir}: no {{prefix}}_subject{{S}}_data.json files (Pose2Mesh's Human3.6M layout)")
+        raise P2MError(
+            f"{ann_dir}: no {{prefix}}_subject{{S}}_data.json files (Pose2Mesh's Human3.6M layout)"
+        )
     if len(prefixes) > 1:
         raise P2MError(f"{ann_dir}: files of several datasets {prefixes}; import one folder per dataset")
     out = []
@@ -147,7 +183,9 @@ def _find_subjects(ann_dir: Path) -> list[_Subject]:
 def _parse_subject(sub: _Subject, stats: Counter) -> None:
     data_path, cam_path = sub.files["data"], sub.files["camera"]
     data = read_json(data_path)
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations")
+    ):
         raise LayoutError(f"{data_path}: expected an object with 'images' and 'annotations' lists")
     cams = read_json(cam_path)
     if not isinstance(cams, dict):
@@ -164,12 +202,18 @@ def _parse_subject(sub: _Subject, stats: Counter) -> None:
         if not isinstance(ann, dict):
             raise LayoutError(f"{data_path}: annotations[{i}] is a {type(ann).__name__}, expected an object")
         if not is_int(ann.get("image_id")):
-            raise LayoutError(f"{data_path}: annotation id {short_repr(ann.get('id'), 60)}: field 'image_id' = "
-                              f"{short_repr(ann.get('image_id'), 60)}, expected an integer id")  # fmt: skip
+            raise LayoutError(
+                f"{data_path}: annotation id {short_repr(ann.get('id'), 60)}: field 'image_id' = "
+                f"{short_repr(ann.get('image_id'), 60)}, expected an integer id"
+            )
         anns_of.setdefault(ann["image_id"], []).append(ann)
     seen_frames: set[tuple[str, str, str]] = set()
     for i, img in enumerate(data["images"]):
-        where = f"{data_path}: image id {short_repr(img.get('id'), 60)}" if isinstance(img, dict) else f"{data_path}: images[{i}]"
+        where = (
+            f"{data_path}: image id {short_repr(img.get('id'), 60)}"
+            if isinstance(img, dict)
+            else f"{data_path}: images[{i}]"
+        )
         rec = _image(img, sub.subject, where)
         cam = sub.cameras.get(str(rec["cam_idx"]))
         if cam is None:
@@ -177,8 +221,10 @@ def _parse_subject(sub: _Subject, stats: Counter) -> None:
         key = frame_key(rec)
         j3d = _joints(joints, key, sub.files["joint_3d"], where)
         params = _smpl(smpl, key, sub.files.get("smpl_param"))
-        anns = [_annotation(a, rec, cam, j3d, f"{data_path}: annotation id {a.get('id')}", stats)
-                for a in anns_of.pop(img.get("id"), [])]  # fmt: skip
+        anns = [
+            _annotation(a, rec, cam, j3d, f"{data_path}: annotation id {a.get('id')}", stats)
+            for a in anns_of.pop(img.get("id"), [])
+        ]
         if key not in seen_frames:
             seen_frames.add(key)
             stats["joint_3d_frames"] += j3d is not None
@@ -186,8 +232,10 @@ def _parse_subject(sub: _Subject, stats: Counter) -> None:
         sub.frames.append((rec, anns, j3d, params))
     if anns_of:
         image_id, anns = next(iter(anns_of.items()))
-        raise LayoutError(f"{data_path}: annotation id {anns[0].get('id')}: field 'image_id' = {image_id!r} "
-                          "names no image of the file")  # fmt: skip
+        raise LayoutError(
+            f"{data_path}: annotation id {anns[0].get('id')}: field 'image_id' = {image_id!r} "
+            "names no image of the file"
+        )
 
 
 def _image(img: Any, subject: int, where: str) -> dict[str, Any]:
@@ -202,7 +250,9 @@ def _image(img: Any, subject: int, where: str) -> dict[str, Any]:
             raise LayoutError(f"{where}: field {key!r} = {short_repr(value, 60)}, expected an integer")
     for key in ("width", "height"):
         if not 0 < img[key] <= MAX_IMAGE_SIDE:
-            raise LayoutError(f"{where}: field {key!r} = {short_repr(img[key], 60)}, expected 1 to {MAX_IMAGE_SIDE} px")
+            raise LayoutError(
+                f"{where}: field {key!r} = {short_repr(img[key], 60)}, expected 1 to {MAX_IMAGE_SIDE} px"
+            )
     if img.get("subject", subject) != subject:
         raise LayoutError(f"{where}: field 'subject' = {img['subject']!r}, but the file is subject {subject}")
     rec = {k: v for k, v in img.items() if k not in ("id", "subject")}
@@ -225,12 +275,16 @@ def _annotation(
         j2d = np.concatenate([cam.project(j3d), np.where(vis > 0, 2.0, 1.0)[:, None]], axis=1)
         stats["joints_2d/projected"] += 1
     else:
-        raise LayoutError(f"{where}: no field 'joints_2d_h36m' and no joint_3d for frame {'/'.join(frame_key(img))}")
+        raise LayoutError(
+            f"{where}: no field 'joints_2d_h36m' and no joint_3d for frame {'/'.join(frame_key(img))}"
+        )
     rec["joints_2d_h36m"] = j2d.tolist()
     if "keypoints" in ann:
         kp = _array(ann["keypoints"], (51,), where, "keypoints").reshape(17, 3)
         if not np.isin(kp[:, 2], (0, 1, 2)).all():
-            raise LayoutError(f"{where}: field 'keypoints' has visibilities {kp[:, 2].tolist()}, expected 0, 1 or 2")
+            raise LayoutError(
+                f"{where}: field 'keypoints' has visibilities {kp[:, 2].tolist()}, expected 0, 1 or 2"
+            )
     else:
         kp = np.zeros((17, 3))
         for c, h in COCO_FROM_H36M.items():
@@ -245,9 +299,6 @@ def _annotation(
     else:
         rec["bbox"] = bbox_from_joints(j2d, margin=0.1, image_size=(img["width"], img["height"]))
     return rec
-
-
-
 
 
 def _array(value: Any, shape: tuple[int, ...], where: str, field: str) -> np.ndarray:
@@ -280,7 +331,9 @@ def _joints(nested: dict[str, Any], key: tuple[str, str, str], path: Path, where
     raw = _lookup(nested, key)
     if raw is None:
         return None
-    return _array(raw, (H36M_NUM_JOINTS, 3), f"{path}: frame {'/'.join(key)} ({where.split(': ')[-1]})", "joint_3d")
+    return _array(
+        raw, (H36M_NUM_JOINTS, 3), f"{path}: frame {'/'.join(key)} ({where.split(': ')[-1]})", "joint_3d"
+    )
 
 
 def _smpl(nested: dict[str, Any], key: tuple[str, str, str], path: Path | None) -> dict[str, Any] | None:

@@ -88,8 +88,16 @@ def import_keypoints(
             cam, cam_source = single_photo_camera(width, height, focal)
             stats[f"camera/{cam_source}"] += 1
             writer.add_camera(SUBJECT, idx, cam)
-            image = {"file_name": rel, "width": width, "height": height, "action_idx": 1, "subaction_idx": 1,
-                     "cam_idx": idx, "frame_idx": idx, "focal_source": cam_source}  # fmt: skip
+            image = {
+                "file_name": rel,
+                "width": width,
+                "height": height,
+                "action_idx": 1,
+                "subaction_idx": 1,
+                "cam_idx": idx,
+                "frame_idx": idx,
+                "focal_source": cam_source,
+            }
             if len(people) <= 1:
                 writer.add_frame(SUBJECT, image, [_annotation(p, width, height) for p in people])
             for k, person in enumerate(people if len(people) > 1 else []):
@@ -118,7 +126,9 @@ def _photo_of(path: Path, folder: Path, fmt: str) -> Path:
         for cand in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
             if cand.is_file():
                 return cand
-    raise LayoutError(f"{path}: no photo named {stem}.* ({', '.join(IMAGE_SUFFIXES)}) in {folder}; pass --images")
+    raise LayoutError(
+        f"{path}: no photo named {stem}.* ({', '.join(IMAGE_SUFFIXES)}) in {folder}; pass --images"
+    )
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -62,7 +62,9 @@ def landmarker_bundle(cache: Path | None = None) -> Path:
     for name, (rel, mean, std) in BUNDLE_FILES.items():
         src = modules / rel
         if not src.is_file():
-            raise P2MError(f"{src}: missing from the mediapipe {version} wheel; multi-person detection needs it")
+            raise P2MError(
+                f"{src}: missing from the mediapipe {version} wheel; multi-person detection needs it"
+            )
         buf = bytearray(src.read_bytes())
         writer = metadata_writer.MetadataWriter.create(buf).add_general_info(name.removesuffix(".tflite"))
         writer.add_image_input(norm_mean=[mean], norm_std=[std])
@@ -104,7 +106,9 @@ def _starts(length: int, side: int) -> list[int]:
 def person_box(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
     """[x, y, w, h] of the confident landmarks (score >= BOX_SCORE) inside the image; zeros when none."""
     lm = np.asarray(landmarks)
-    ok = (lm[:, 2] >= BOX_SCORE) & (lm[:, 0] >= 0) & (lm[:, 1] >= 0) & (lm[:, 0] < width) & (lm[:, 1] < height)
+    ok = (
+        (lm[:, 2] >= BOX_SCORE) & (lm[:, 0] >= 0) & (lm[:, 1] >= 0) & (lm[:, 0] < width) & (lm[:, 1] < height)
+    )
     if not ok.any():
         return np.zeros(4)
     lo, hi = lm[ok, :2].min(0), lm[ok, :2].max(0)
@@ -118,7 +122,9 @@ def box_overlap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     inter = iw * ih
     area_a, area_b = a[2] * a[3], b[2] * b[3]
     union = area_a + area_b - inter
-    return (inter / union if union > 0 else 0.0), (inter / min(area_a, area_b) if min(area_a, area_b) > 0 else 0.0)
+    return (inter / union if union > 0 else 0.0), (
+        inter / min(area_a, area_b) if min(area_a, area_b) > 0 else 0.0
+    )
 
 
 def person_score(landmarks: np.ndarray) -> float:
@@ -164,10 +170,15 @@ class MediaPipeMultiPose:
         )
 
         def make(num_poses: int, score: float) -> vision.PoseLandmarker:
-            return vision.PoseLandmarker.create_from_options(vision.PoseLandmarkerOptions(
-                base_options=BaseOptions(model_asset_path=bundle), running_mode=vision.RunningMode.IMAGE,
-                num_poses=num_poses, min_pose_detection_confidence=score, min_pose_presence_confidence=score,
-            ))  # fmt: skip
+            return vision.PoseLandmarker.create_from_options(
+                vision.PoseLandmarkerOptions(
+                    base_options=BaseOptions(model_asset_path=bundle),
+                    running_mode=vision.RunningMode.IMAGE,
+                    num_poses=num_poses,
+                    min_pose_detection_confidence=score,
+                    min_pose_presence_confidence=score,
+                )
+            )
 
         self._find = make(min(self.max_people, 10), min_detection)
         self._one = make(1, min_detection)

@@ -47,6 +47,7 @@ class ImageReadError(P2MError):
 #: Largest image width or height an import accepts (px): far above any camera, far below what overflows floats.
 MAX_IMAGE_SIDE = 1_000_000
 
+
 def default_focal(width: int, height: int) -> float:
     """The focal length (px) given to a photo without EXIF focal: its diagonal, ``sqrt(W^2 + H^2)``."""
     return float(math.hypot(width, height))
@@ -216,7 +217,9 @@ def check_image_file(path: Path, width: int | None, height: int | None, where: s
     except UnidentifiedImageError as exc:
         raise ImageReadError(f"{where}: field 'file_name': {path} is not an image") from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(f"{where}: field 'file_name': {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+        raise ImageReadError(
+            f"{where}: field 'file_name': {path} is unreadable ({type(exc).__name__}: {exc})"
+        ) from exc
     for field, want, got in (("width", width, size[0]), ("height", height, size[1])):
         if want is not None and want != got:
             raise ImageReadError(f"{where}: field {field!r} = {want}, but {path} is {size[0]}x{size[1]} px")
@@ -235,6 +238,11 @@ def next_photo_index(root: Path, name: str, subject: int) -> int:
         return 1
     data = read_json(path)
     images = data.get("images", []) if isinstance(data, dict) else []
-    used = [img[k] for img in images if isinstance(img, dict) for k in ("cam_idx", "frame_idx")
-            if isinstance(img.get(k), int)]  # fmt: skip
+    used = [
+        img[k]
+        for img in images
+        if isinstance(img, dict)
+        for k in ("cam_idx", "frame_idx")
+        if isinstance(img.get(k), int)
+    ]
     return max(used, default=0) + 1

@@ -41,9 +41,21 @@ from p2m.io import loads_json
 from p2m.joints import COCO_JOINTS, COCO_SKELETON
 
 __all__ = [
-    "REVIEW_FIELD", "STORE_KEY", "ConflictError", "NotFoundError", "ReviewRequestError", "ReviewServer", "ReviewStore",
-    "annotation_etag", "apply_edit", "create_app", "file_lock", "is_rejected", "review", "start_review_server",
-]  # fmt: skip
+    "REVIEW_FIELD",
+    "STORE_KEY",
+    "ConflictError",
+    "NotFoundError",
+    "ReviewRequestError",
+    "ReviewServer",
+    "ReviewStore",
+    "annotation_etag",
+    "apply_edit",
+    "create_app",
+    "file_lock",
+    "is_rejected",
+    "review",
+    "start_review_server",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +119,15 @@ def create_app(root: str | Path, token: str) -> web.Application:
         return web.Response(body=path.read_bytes(), content_type=_STATIC_TYPES[path.suffix], charset="utf-8")
 
     async def info(request: web.Request) -> web.Response:
-        return web.json_response({
-            "dataset": str(store.root), "names": store.dataset.names, "count": len(store.pages),
-            "keypoints": list(COCO_JOINTS), "skeleton": [list(e) for e in COCO_SKELETON],
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "dataset": str(store.root),
+                "names": store.dataset.names,
+                "count": len(store.pages),
+                "keypoints": list(COCO_JOINTS),
+                "skeleton": [list(e) for e in COCO_SKELETON],
+            }
+        )
 
     async def page(request: web.Request) -> web.Response:
         raw = request.match_info["index"]
@@ -162,13 +179,17 @@ def _refusal(request: web.Request) -> str | None:
     allowed = {f"{name}:{sock[1]}" for name in LOOPBACK_NAMES}
     host = request.headers.get("Host", "")
     if host.lower() not in allowed:
-        return (f"Host {host[:100]!r} is not this server ({', '.join(sorted(allowed))}): refused, as a page "
-                "of another site rebinding its name to this address would be")  # fmt: skip
+        return (
+            f"Host {host[:100]!r} is not this server ({', '.join(sorted(allowed))}): refused, as a page "
+            "of another site rebinding its name to this address would be"
+        )
     if request.method not in _SAFE_METHODS:
         origin = request.headers.get("Origin", "")
         if origin.lower() not in {f"http://{a}" for a in allowed}:
-            return (f"{request.method} with Origin {origin[:100]!r}: changes are accepted only from the review "
-                    f"page itself (Origin http://{host})")  # fmt: skip
+            return (
+                f"{request.method} with Origin {origin[:100]!r}: changes are accepted only from the review "
+                f"page itself (Origin http://{host})"
+            )
     return None
 
 
@@ -209,8 +230,9 @@ async def start_review_server(root: str | Path, port: int = 0, token: str | None
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise P2MError(f"cannot listen on {HOST}:{port} ({exc.strerror}); pick another --port, or 0 for any "
-                       "free one") from exc  # fmt: skip
+        raise P2MError(
+            f"cannot listen on {HOST}:{port} ({exc.strerror}); pick another --port, or 0 for any free one"
+        ) from exc
     bound = [a for a in runner.addresses if isinstance(a, tuple)]
     host, real_port = bound[0][0], int(bound[0][1])
     return ReviewServer(f"http://{host}:{real_port}/?token={token}", host, real_port, token, runner)

@@ -58,7 +58,9 @@ REVIEW_FIELD = "review"
 SAVE_FIELDS = ("etag", "keypoints", "rejected")
 #: How many parsed files (data.json, joint_3d key sets) a store keeps in memory.
 CACHE_FILES = 4
-_MOVE_EPS_PX = 1e-3  # a keypoint counts as changed when it moved more than this; moved ones are stored to 0.01 px
+_MOVE_EPS_PX = (
+    1e-3  # a keypoint counts as changed when it moved more than this; moved ones are stored to 0.01 px
+)
 
 
 class ReviewRequestError(P2MError):
@@ -165,7 +167,9 @@ class ReviewStore:
                     self._ann_files[ann["id"]] = files
         if not self.pages:
             raise LayoutError(f"{self.root}: no images in any annotations/*_data.json; nothing to review")
-        logger.info("%s: %d images, %d annotations to review", self.root, len(self.pages), len(self._ann_files))
+        logger.info(
+            "%s: %d images, %d annotations to review", self.root, len(self.pages), len(self._ann_files)
+        )
 
     # -------------------------------------------------------------------------------------------- reading
     def _cached(self, path: Path, what: str, load: Callable[[Path], tuple[Any, int | None]]) -> _Cached:
@@ -262,7 +266,9 @@ class ReviewStore:
         image = self._cached(files.data, "data", _load_data).index()[0].get(key)
         path = self._image_path(image) if image else None
         if path is None:
-            raise NotFoundError(f"image id {key}: no file images/{(image or {}).get('file_name')} in {self.root}")
+            raise NotFoundError(
+                f"image id {key}: no file images/{(image or {}).get('file_name')} in {self.root}"
+            )
         return path
 
     def _image_path(self, image: Mapping[str, Any]) -> Path | None:
@@ -314,15 +320,24 @@ class ReviewStore:
             new_data["annotations"][pos] = new
             write_json(path, new_data, indent=cached.indent)
             st = path.stat()
-            self._remember((path, "data"), _Cached((st.st_ino, st.st_mtime_ns, st.st_size), new_data, cached.indent))
-        logger.info("%s: saved annotation %s (keypoints changed: %s, status %s)", path.name, ann_id, changed,
-                    new[REVIEW_FIELD]["status"])  # fmt: skip
+            self._remember(
+                (path, "data"), _Cached((st.st_ino, st.st_mtime_ns, st.st_size), new_data, cached.indent)
+            )
+        logger.info(
+            "%s: saved annotation %s (keypoints changed: %s, status %s)",
+            path.name,
+            ann_id,
+            changed,
+            new[REVIEW_FIELD]["status"],
+        )
         return {"annotation": new, "etag": annotation_etag(new), "changed": changed}
 
 
 def _load_data(path: Path) -> tuple[dict[str, Any], int | None]:
     data = _read(path)
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations")
+    ):
         raise LayoutError(f"{path}: expected an object whose 'images' and 'annotations' are lists")
     with open(path, "rb") as fh:  # keep the file's style: compact, or indented as it was
         head = fh.read(64)
@@ -338,7 +353,7 @@ def _load_frame_keys(path: Path) -> tuple[set[tuple[str, str, str]], None]:
     keys: set[tuple[str, str, str]] = set()
     if isinstance(nested, dict):
         for a, subs in nested.items():
-            for s, frames in (subs.items() if isinstance(subs, dict) else ()):
+            for s, frames in subs.items() if isinstance(subs, dict) else ():
                 keys.update((str(a), str(s), str(f)) for f in (frames if isinstance(frames, dict) else ()))
     return keys, None
 
@@ -365,19 +380,20 @@ def _remove_stale_temps(path: Path) -> None:
                 logger.info("%s: removed %s, left by an interrupted save", path.parent, tmp.name)
 
 
-
-
 def _parse_request(request: Any) -> tuple[str, list[list[float]] | None, bool | None]:
     if not isinstance(request, dict):
-        raise ReviewRequestError(f"request body: expected a JSON object with fields {list(SAVE_FIELDS)}, "
-                                 f"got {type(request).__name__}")  # fmt: skip
+        raise ReviewRequestError(
+            f"request body: expected a JSON object with fields {list(SAVE_FIELDS)}, "
+            f"got {type(request).__name__}"
+        )
     unknown = sorted(set(request) - set(SAVE_FIELDS))
     if unknown:
         raise ReviewRequestError(f"unknown field(s) {repr(unknown)[:200]}; expected {list(SAVE_FIELDS)}")
     etag = request.get("etag")
     if not isinstance(etag, str) or not etag:
-        raise ReviewRequestError(f"field 'etag' = {repr(etag)[:40]}: expected the etag string the page loaded with the "
-                                 "annotation")  # fmt: skip
+        raise ReviewRequestError(
+            f"field 'etag' = {repr(etag)[:40]}: expected the etag string the page loaded with the annotation"
+        )
     rejected = request.get("rejected")
     if rejected is not None and not isinstance(rejected, bool):
         raise ReviewRequestError(f"field 'rejected' = {repr(rejected)[:40]}: expected true or false")
@@ -389,14 +405,22 @@ def _parse_request(request: Any) -> tuple[str, list[list[float]] | None, bool | 
         raise ReviewRequestError(f"field 'keypoints': expected 51 numbers (17 x, y, v), got {got}")
     for i, value in enumerate(raw):
         if not is_finite_number(value):
-            shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}... ({len(repr(value))} characters)"
-            raise ReviewRequestError(f"field 'keypoints': value {i} ({COCO_JOINTS[i // 3]} "
-                                     f"{'xyv'[i % 3]}) = {shown}, expected a finite number")  # fmt: skip
+            shown = (
+                repr(value)
+                if len(repr(value)) <= 40
+                else f"{repr(value)[:37]}... ({len(repr(value))} characters)"
+            )
+            raise ReviewRequestError(
+                f"field 'keypoints': value {i} ({COCO_JOINTS[i // 3]} "
+                f"{'xyv'[i % 3]}) = {shown}, expected a finite number"
+            )
     kps = [list(raw[3 * k : 3 * k + 3]) for k in range(17)]
     for k, (_, _, v) in enumerate(kps):
         if v not in (0, 1, 2):
-            raise ReviewRequestError(f"field 'keypoints': visibility of keypoint {k} ({COCO_JOINTS[k]}) = {v!r}, "
-                                     "expected 0, 1 or 2")  # fmt: skip
+            raise ReviewRequestError(
+                f"field 'keypoints': visibility of keypoint {k} ({COCO_JOINTS[k]}) = {v!r}, "
+                "expected 0, 1 or 2"
+            )
     return etag, kps, rejected
 
 
@@ -428,10 +452,14 @@ def apply_edit(
     changed: list[int] = []
     if keypoints is not None:
         stored = old.get("keypoints")
-        if stored is not None and not (isinstance(stored, list) and len(stored) == 51 and all(map(is_finite_number, stored))):
-            raise ReviewRequestError(f"annotation id {old.get('id')}: the stored field 'keypoints' is not 51 finite "
-                                     "numbers, so an edit cannot be merged; fix the file first (`p2m annotate "
-                                     "validate` names the problem)")  # fmt: skip
+        if stored is not None and not (
+            isinstance(stored, list) and len(stored) == 51 and all(map(is_finite_number, stored))
+        ):
+            raise ReviewRequestError(
+                f"annotation id {old.get('id')}: the stored field 'keypoints' is not 51 finite "
+                "numbers, so an edit cannot be merged; fix the file first (`p2m annotate "
+                "validate` names the problem)"
+            )
         if old_kp is None:
             old_kp = np.zeros((17, 3))
         width, height = image.get("width"), image.get("height")
@@ -442,11 +470,16 @@ def apply_edit(
             if int(ov) == v and (v == 0 or (abs(x - ox) <= _MOVE_EPS_PX and abs(y - oy) <= _MOVE_EPS_PX)):
                 continue
             x, y = (round(float(x), 2), round(float(y), 2)) if v > 0 else (0, 0)
-            if v > 0 and isinstance(width, (int, float)) and isinstance(height, (int, float)) and not (
-                0 <= x <= width and 0 <= y <= height
+            if (
+                v > 0
+                and isinstance(width, (int, float))
+                and isinstance(height, (int, float))
+                and not (0 <= x <= width and 0 <= y <= height)
             ):
-                raise ReviewRequestError(f"field 'keypoints': keypoint {k} ({COCO_JOINTS[k]}) at ({x}, {y}) is "
-                                         f"outside the {width}x{height} image")  # fmt: skip
+                raise ReviewRequestError(
+                    f"field 'keypoints': keypoint {k} ({COCO_JOINTS[k]}) at ({x}, {y}) is "
+                    f"outside the {width}x{height} image"
+                )
             flat[3 * k : 3 * k + 3] = [x, y, v]
             changed.append(k)
         if changed:
@@ -476,7 +509,9 @@ def _as_kp(value: Any) -> np.ndarray | None:
         return None
 
 
-def _update_bbox(ann: dict[str, Any], old_kp: np.ndarray, new_kp: np.ndarray, image: Mapping[str, Any]) -> None:
+def _update_bbox(
+    ann: dict[str, Any], old_kp: np.ndarray, new_kp: np.ndarray, image: Mapping[str, Any]
+) -> None:
     bbox = _as_box(ann.get("bbox"))
     if bbox is None or not (new_kp[:, 2] > 0).any():
         return
@@ -521,5 +556,7 @@ def _update_h36m(ann: dict[str, Any], kp: np.ndarray, changed: set[int]) -> None
             j2d[h] = [round(float(x), 3), round(float(y), 3), float(v)]
     stored = ann["joints_2d_h36m"]
     if isinstance(stored, list) and len(stored) == 17 and all(isinstance(r, list) for r in stored):
-        j2d = [stored[i] if j2d[i] == stored[i] else j2d[i] for i in range(17)]  # untouched rows stay as stored
+        j2d = [
+            stored[i] if j2d[i] == stored[i] else j2d[i] for i in range(17)
+        ]  # untouched rows stay as stored
     ann["joints_2d_h36m"] = j2d

@@ -106,7 +106,9 @@ class ValidationReport:
 
 
 def validate(
-    root: str | Path, tolerance_px: float = REPROJECTION_TOLERANCE_PX, pycocotools: bool = True,
+    root: str | Path,
+    tolerance_px: float = REPROJECTION_TOLERANCE_PX,
+    pycocotools: bool = True,
     reprojection: bool = True,
 ) -> ValidationReport:
     """Check ``root`` against every rule of Contract 1; collect every problem instead of stopping at the first.
@@ -143,8 +145,11 @@ def validate(
         report.add(root / ANNOTATIONS_DIR, str(exc))
         return report
     for path in dataset.stray_files:
-        report.add(path, "file name matches neither {name}_subject{S}_{data,camera,joint_3d,body_param}.json "
-                         "nor {name}_info.json")  # fmt: skip
+        report.add(
+            path,
+            "file name matches neither {name}_subject{S}_{data,camera,joint_3d,body_param}.json "
+            "nor {name}_info.json",
+        )
     report.counts["names"] = len(dataset.names)
     report.counts["max_reprojection_px"] = 0.0
     images_dir = root / IMAGES_DIR if (root / IMAGES_DIR).is_dir() else None
@@ -175,8 +180,10 @@ class _NameState:
 def _check_info(report: ValidationReport, dataset: Dataset, name: str) -> None:
     path = dataset.info_paths.get(name)
     if path is None:
-        report.warn(dataset.root / ANNOTATIONS_DIR / f"{name}_info.json", "absent: dataset facts (name, version, "
-                    "licence, source) belong there")  # fmt: skip
+        report.warn(
+            dataset.root / ANNOTATIONS_DIR / f"{name}_info.json",
+            "absent: dataset facts (name, version, licence, source) belong there",
+        )
         return
     info = _load(report, path)
     if info is not None and not isinstance(info, dict):
@@ -220,12 +227,18 @@ def _check_subject(
     if state.top_keys is None:
         state.top_keys = (report._rel(files.data), sorted(data))
     elif sorted(data) != state.top_keys[1]:
-        report.add(files.data, f"top-level keys {sorted(data)} differ from {state.top_keys[1]} of "
-                               f"{state.top_keys[0]} (Pose2Mesh's loader concatenates them key by key)")  # fmt: skip
+        report.add(
+            files.data,
+            f"top-level keys {sorted(data)} differ from {state.top_keys[1]} of "
+            f"{state.top_keys[0]} (Pose2Mesh's loader concatenates them key by key)",
+        )
     for i, cat in enumerate(data.get("categories") if isinstance(data.get("categories"), list) else []):
         if not (isinstance(cat, dict) and is_int(cat.get("id")) and isinstance(cat.get("name"), str)):
-            report.add(files.data, f"categories[{i}] = {short_repr(cat)}, expected {{id: int, name: str, ...}}",
-                       field="categories")  # fmt: skip
+            report.add(
+                files.data,
+                f"categories[{i}] = {short_repr(cat)}, expected {{id: int, name: str, ...}}",
+                field="categories",
+            )
     images = _check_images(report, files, data.get("images"), state.image_ids)
     if state.images_dir is not None:
         for rid, img in images.items():
@@ -248,13 +261,17 @@ def _check_subject(
     legacy = files.body_param is None
     params = _check_nested(report, params_path, "body_param", lambda v, w: _check_param_leaf(v, w, legacy))
     report.counts["body_params"] += len(params)
-    unknown = sorted({(p["model"], p.get("rig")) for p in params.values() if param_sizes(p["model"], p.get("rig")) is None})
+    unknown = sorted(
+        {(p["model"], p.get("rig")) for p in params.values() if param_sizes(p["model"], p.get("rig")) is None}
+    )
     for model, rig in unknown:
-        report.warn(params_path, f"body model {model!r}" + (f" rig {rig!r}" if rig else "") + ": p2m does not know "
-                    "its parameter sizes, so the lengths of pose and shape were not checked")  # fmt: skip
+        report.warn(
+            params_path,
+            f"body model {model!r}" + (f" rig {rig!r}" if rig else "") + ": p2m does not know "
+            "its parameter sizes, so the lengths of pose and shape were not checked",
+        )
     if tol is not None:
         _check_reprojection(report, files, images, anns, cameras, joints, tol)
-
 
 
 def _check_id(report: ValidationReport, path: Path, rec: dict, kind: str, seen: dict[Any, Path]) -> Any:
@@ -267,8 +284,13 @@ def _check_id(report: ValidationReport, path: Path, rec: dict, kind: str, seen: 
             path, f"{kind} id 0: ids are never 0 (Pose2Mesh's loader treats 0 as missing)", id=0, field="id"
         )
     if rid in seen:
-        report.add(path, f"duplicate {kind} id, also in {report._rel(seen[rid])} (ids are unique across all "
-                         "subject files)", id=rid, field="id")  # fmt: skip
+        report.add(
+            path,
+            f"duplicate {kind} id, also in {report._rel(seen[rid])} (ids are unique across all "
+            "subject files)",
+            id=rid,
+            field="id",
+        )
     else:
         seen[rid] = path
     return rid
@@ -298,8 +320,12 @@ def _check_images(
             if is_int(img.get(key)) and img[key] <= 0:
                 report.add(path, f"value {img[key]}, expected > 0", id=ref, field=key)
         if "subject" in img and img["subject"] != files.subject:
-            report.add(path, f"value {short_repr(img['subject'])}, expected {files.subject} (from the file name)", id=ref,
-                       field="subject")  # fmt: skip
+            report.add(
+                path,
+                f"value {short_repr(img['subject'])}, expected {files.subject} (from the file name)",
+                id=ref,
+                field="subject",
+            )
         fn = img.get("file_name")
         if "file_name" in img and (
             not isinstance(fn, str) or not fn or fn.startswith("/") or ".." in fn.split("/")
@@ -337,8 +363,10 @@ def _check_annotations(
         for key in ANNOTATION_FIELDS:
             if key not in ann:
                 report.add(path, "missing field", id=ref, field=key)
-        for key, known, what in (("image_id", images, "names no image of this file"),
-                                 ("category_id", cat_ids, f"is not in categories {sorted(cat_ids)}")):  # fmt: skip
+        for key, known, what in (
+            ("image_id", images, "names no image of this file"),
+            ("category_id", cat_ids, f"is not in categories {sorted(cat_ids)}"),
+        ):
             if key not in ann:
                 continue
             if not is_int(ann[key]):
@@ -348,28 +376,51 @@ def _check_annotations(
         if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
             report.add(path, f"value {short_repr(ann['iscrowd'])}, expected 0 or 1", id=ref, field="iscrowd")
         if "area" in ann and not (is_finite_number(ann["area"]) and ann["area"] >= 0):
-            report.add(path, f"value {short_repr(ann['area'])}, expected a finite number >= 0", id=ref, field="area")
+            report.add(
+                path, f"value {short_repr(ann['area'])}, expected a finite number >= 0", id=ref, field="area"
+            )
         bbox = _array(ann.get("bbox"), (4,))
         if "bbox" in ann and (bbox is None or bbox[2] < 0 or bbox[3] < 0):
-            report.add(path, f"value {short_repr(ann['bbox'])}, expected [x, y, w, h] with w, h >= 0", id=ref,
-                       field="bbox")  # fmt: skip
+            report.add(
+                path,
+                f"value {short_repr(ann['bbox'])}, expected [x, y, w, h] with w, h >= 0",
+                id=ref,
+                field="bbox",
+            )
         if "keypoints" in ann:
             kp = _array(ann["keypoints"], (51,))
             if kp is None:
-                report.add(path, f"value {short_repr(ann['keypoints'])}, expected 51 numbers (17 x, y, v)", id=ref,
-                           field="keypoints")  # fmt: skip
+                report.add(
+                    path,
+                    f"value {short_repr(ann['keypoints'])}, expected 51 numbers (17 x, y, v)",
+                    id=ref,
+                    field="keypoints",
+                )
             elif not ((kp[2::3] == 0) | (kp[2::3] == 1) | (kp[2::3] == 2)).all():  # np.isin costs 10x here
-                report.add(path, f"visibilities {kp[2::3].tolist()}, expected values in {{0, 1, 2}}", id=ref,
-                           field="keypoints")  # fmt: skip
+                report.add(
+                    path,
+                    f"visibilities {kp[2::3].tolist()}, expected values in {{0, 1, 2}}",
+                    id=ref,
+                    field="keypoints",
+                )
             elif "num_keypoints" in ann and ann["num_keypoints"] != int((kp[2::3] > 0).sum()):
-                report.add(path, f"value {short_repr(ann['num_keypoints'])}, expected {int((kp[2::3] > 0).sum())} "
-                                 "(keypoints with v > 0)", id=ref, field="num_keypoints")  # fmt: skip
+                report.add(
+                    path,
+                    f"value {short_repr(ann['num_keypoints'])}, expected {int((kp[2::3] > 0).sum())} "
+                    "(keypoints with v > 0)",
+                    id=ref,
+                    field="num_keypoints",
+                )
         if (
             "joints_2d_h36m" in ann
             and _array(ann["joints_2d_h36m"], (H36M_NUM_JOINTS, 3), nested=True) is None
         ):
-            report.add(path, f"value {short_repr(ann['joints_2d_h36m'])}, expected 17x3 numbers (x, y px, visibility)",
-                       id=ref, field="joints_2d_h36m")  # fmt: skip
+            report.add(
+                path,
+                f"value {short_repr(ann['joints_2d_h36m'])}, expected 17x3 numbers (x, y px, visibility)",
+                id=ref,
+                field="joints_2d_h36m",
+            )
         out.append(ann)
     return out
 
@@ -391,8 +442,11 @@ def _check_cameras(
     used = sorted({str(img["cam_idx"]) for img in images.values() if "cam_idx" in img}, key=str)
     if files.camera is None:
         if used:
-            report.add(files.data, f"no {files.name}_subject{files.subject}_camera.json, but images use cam_idx "
-                                   f"{used}", field="cam_idx")  # fmt: skip
+            report.add(
+                files.data,
+                f"no {files.name}_subject{files.subject}_camera.json, but images use cam_idx {used}",
+                field="cam_idx",
+            )
         return cameras
     raw = _load(report, files.camera)
     if raw is None:
@@ -411,8 +465,12 @@ def _check_cameras(
     for img in images.values():
         cam = str(img.get("cam_idx"))
         if "cam_idx" in img and cam not in raw:
-            report.add(files.data, f"value {img['cam_idx']!r} has no camera in {files.camera.name} "
-                                   f"(has {sorted(raw)})", id=img["id"], field="cam_idx")  # fmt: skip
+            report.add(
+                files.data,
+                f"value {img['cam_idx']!r} has no camera in {files.camera.name} (has {sorted(raw)})",
+                id=img["id"],
+                field="cam_idx",
+            )
     return cameras
 
 
@@ -498,18 +556,25 @@ def _check_reprojection(
         depth = cam.world_to_camera(j3d)[:, 2]
         behind = vis & (depth <= 0)
         for j in np.flatnonzero(behind):
-            report.add(files.data, f"visible joint {H36M_JOINTS[j]} is behind the camera (z = {depth[j]:.1f} mm)",
-                       id=ann.get("id"), field="joints_2d_h36m")  # fmt: skip
+            report.add(
+                files.data,
+                f"visible joint {H36M_JOINTS[j]} is behind the camera (z = {depth[j]:.1f} mm)",
+                id=ann.get("id"),
+                field="joints_2d_h36m",
+            )
         err = np.linalg.norm(cam.project(j3d) - j2d[:, :2], axis=1)
         check = vis & ~behind
         if check.any():
             worst = float(err[check].max())
             report.counts["max_reprojection_px"] = max(report.counts["max_reprojection_px"], worst)
             for j in np.flatnonzero(check & (err > tol)):
-                report.add(files.data, f"joint {H36M_JOINTS[j]} is {err[j]:.3f} px from the projection of "
-                                       f"joint_3d frame {'/'.join(key)} (tolerance {tol} px)", id=ann.get("id"),
-                           field="joints_2d_h36m")  # fmt: skip
-
+                report.add(
+                    files.data,
+                    f"joint {H36M_JOINTS[j]} is {err[j]:.3f} px from the projection of "
+                    f"joint_3d frame {'/'.join(key)} (tolerance {tol} px)",
+                    id=ann.get("id"),
+                    field="joints_2d_h36m",
+                )
 
 
 def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarray | None:
@@ -525,8 +590,6 @@ def _array(value: Any, shape: tuple[int, ...], nested: bool = False) -> np.ndarr
     if bool in map(type, itertools.chain.from_iterable(value) if nested else value):
         return None  # JSON true/false would pass as 1.0/0.0
     return arr.reshape(shape) if np.isfinite(arr).all() else None
-
-
 
 
 def _type(value: Any) -> str:

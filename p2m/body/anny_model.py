@@ -120,7 +120,11 @@ def anny_cache_file(rig: str = DEFAULT_RIG, topology: str = DEFAULT_TOPOLOGY) ->
         rank=None,
     )
     key = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:32]
-    return Path(get_anny_cache_path()) / f"v{CURRENT_DATA_VERSION}" / f"build_compact_model_data_{key}.safetensors"
+    return (
+        Path(get_anny_cache_path())
+        / f"v{CURRENT_DATA_VERSION}"
+        / f"build_compact_model_data_{key}.safetensors"
+    )
 
 
 @contextlib.contextmanager
@@ -165,7 +169,9 @@ def load_anny(rig: str = DEFAULT_RIG, topology: str = DEFAULT_TOPOLOGY, skinning
         if not cache_file.exists():
             stack.enter_context(_build_lock())
             if not cache_file.exists():  # another process may have built it while we waited
-                logger.warning("%s (rig %s, topology %s, into %s)", BUILD_MESSAGE, rig, topo.name, cache_file.parent)
+                logger.warning(
+                    "%s (rig %s, topology %s, into %s)", BUILD_MESSAGE, rig, topo.name, cache_file.parent
+                )
         try:
             return anny.Anny(rig=rig, topology=topo.anny_name, skinning_method=skinning_method)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -212,7 +218,9 @@ class AnnyBody(nn.Module):
 
     model_name = "anny"
 
-    def __init__(self, rig: str = DEFAULT_RIG, topology: str = DEFAULT_TOPOLOGY, skinning: str = "auto") -> None:
+    def __init__(
+        self, rig: str = DEFAULT_RIG, topology: str = DEFAULT_TOPOLOGY, skinning: str = "auto"
+    ) -> None:
         """Build the layer from the anny cache (built once, with a visible message, when missing).
 
         Args:
@@ -237,7 +245,9 @@ class AnnyBody(nn.Module):
             full = model if topo.name == "full" else load_anny(rig, "full", skinning_method="lbs")
             return build_anny_regressors(full, model)
 
-        regressors = load_or_build_regressors(rig, topo.name, build, num_vertices=model.template_vertices.shape[0])
+        regressors = load_or_build_regressors(
+            rig, topo.name, build, num_vertices=model.template_vertices.shape[0]
+        )
         drop_from_state_dict(model)  # anny keeps its phenotype anchors as persistent buffers
         self.anny = model.to(torch.float32)
         self._active_skinning = "lbs"
@@ -246,11 +256,15 @@ class AnnyBody(nn.Module):
         self.shape_names: tuple[str, ...] = tuple(model.phenotype_labels)
         if self.shape_names != ANNY_SHAPE_NAMES:
             raise BodyModelError(f"anny phenotypes {self.shape_names}, expected {ANNY_SHAPE_NAMES}")
-        self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long).clone(), persistent=False)
+        self.register_buffer(
+            "faces", torch.as_tensor(model.faces, dtype=torch.long).clone(), persistent=False
+        )
         self.register_buffer("h36m_regressor", regressors["h36m"].to(torch.float32), persistent=False)
         self.register_buffer("coco_regressor", regressors["coco"].to(torch.float32), persistent=False)
         # both regressors in one product per forward
-        self.register_buffer("_regressors", torch.cat([self.h36m_regressor, self.coco_regressor]), persistent=False)
+        self.register_buffer(
+            "_regressors", torch.cat([self.h36m_regressor, self.coco_regressor]), persistent=False
+        )
         with torch.no_grad():
             rest = self.rest_bone_heads()[0]
         self.register_buffer("rest_joints", rest, persistent=False)
@@ -312,14 +326,18 @@ class AnnyBody(nn.Module):
         if shape is None:
             shape = torch.full((1, num_shape), 0.5, device=device, dtype=dtype)
         if shape.dim() != 2 or shape.shape[1] != num_shape or shape.shape[0] not in (1, batch):
-            raise ValueError(f"shape: expected ({batch} or 1, {num_shape}) phenotype values, got {tuple(shape.shape)}")
+            raise ValueError(
+                f"shape: expected ({batch} or 1, {num_shape}) phenotype values, got {tuple(shape.shape)}"
+            )
         if trans is None:
             trans = torch.zeros((1, 3), device=device, dtype=dtype)
         if trans.dim() != 2 or trans.shape[1] != 3 or trans.shape[0] not in (1, batch):
             raise ValueError(f"trans: expected ({batch} or 1, 3) metres, got {tuple(trans.shape)}")
         for name, tensor in (("pose", pose), ("shape", shape), ("trans", trans)):
             if tensor.device != device:
-                raise ValueError(f"{name} is on {tensor.device} but the body model is on {device}; move one of them")
+                raise ValueError(
+                    f"{name} is on {tensor.device} but the body model is on {device}; move one of them"
+                )
         return pose.to(dtype), shape.to(dtype).expand(batch, -1), trans.to(dtype)
 
     def forward(
@@ -341,7 +359,11 @@ class AnnyBody(nn.Module):
         pose, shape, trans_ = self._batch(pose, shape, trans)
         device = pose.device
         self._use_skinning(device)
-        autocast = torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else contextlib.nullcontext()
+        autocast = (
+            torch.autocast(device.type, enabled=False)
+            if device.type in ("cpu", "cuda")
+            else contextlib.nullcontext()
+        )
         with autocast:
             out = self.anny(pose_parameters=axis_angle_to_transforms(pose), phenotype_kwargs=shape)
             vertices, bone_heads = out["vertices"], out["bone_poses"][..., :3, 3]
@@ -349,7 +371,9 @@ class AnnyBody(nn.Module):
                 vertices = vertices + trans_[:, None, :]
                 bone_heads = bone_heads + trans_[:, None, :]
             joints = regress_joints(vertices, self._regressors)
-            return BodyOutput(vertices=vertices, joints=joints[:, :17], keypoints=joints[:, 17:], bone_heads=bone_heads)
+            return BodyOutput(
+                vertices=vertices, joints=joints[:, :17], keypoints=joints[:, 17:], bone_heads=bone_heads
+            )
 
     def rest_bone_heads(self, shape: torch.Tensor | None = None) -> torch.Tensor:
         """Rest-pose (A-pose) bone heads for given phenotypes, root head at the origin.
@@ -364,9 +388,11 @@ class AnnyBody(nn.Module):
             shape = torch.full((1, self.num_shape), 0.5, device=self.device, dtype=self.dtype)
         pose = torch.zeros((1, self.num_bones, 3), device=self.device, dtype=self.dtype)
         pose, shape, _ = self._batch(pose.expand(shape.shape[0], -1, -1), shape, None)
-        rest = self.anny.get_rest_model(self.anny._get_phenotype_blendshape_coefficients(
-            shape,
-            shape.new_zeros((shape.shape[0], len(self.anny.local_change_labels))),
-            shape.new_zeros((shape.shape[0], len(self.anny.facial_action_labels))),
-        ))["rest_bone_heads"]  # fmt: skip
+        rest = self.anny.get_rest_model(
+            self.anny._get_phenotype_blendshape_coefficients(
+                shape,
+                shape.new_zeros((shape.shape[0], len(self.anny.local_change_labels))),
+                shape.new_zeros((shape.shape[0], len(self.anny.facial_action_labels))),
+            )
+        )["rest_bone_heads"]
         return rest - rest[:, :1]

@@ -91,7 +91,9 @@ def prepare(
     ]
     if missing:
         logger.warning("%s", BUILD_MESSAGE)
-        for rig, topo in tqdm(missing, desc="anny configurations", unit="config", disable=None, file=sys.stderr):
+        for rig, topo in tqdm(
+            missing, desc="anny configurations", unit="config", disable=None, file=sys.stderr
+        ):
             AnnyBody(rig=rig, topology=topo, skinning="torch")
             result.built.append((rig, topo))
     for rig, topo in configs:
@@ -109,8 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: ``python -m p2m.body.prepare [--rig R ...] [--topology T ...] [--keep-intermediates]``."""
     parser = argparse.ArgumentParser(prog="python -m p2m.body.prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--rig", action="append", help=f"anny rig (repeatable; default {DEFAULT_RIG})")
-    parser.add_argument("--topology", action="append", help=f"topology (repeatable; default: {', '.join(TOPOLOGIES)})")
-    parser.add_argument("--keep-intermediates", action="store_true", help="do not delete load_data_*/build_model_data_*")
+    parser.add_argument(
+        "--topology", action="append", help=f"topology (repeatable; default: {', '.join(TOPOLOGIES)})"
+    )
+    parser.add_argument(
+        "--keep-intermediates", action="store_true", help="do not delete load_data_*/build_model_data_*"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("anny").setLevel(logging.WARNING)  # one "Loading cached model data" line per file

@@ -109,7 +109,9 @@ def load_pose_stats(source: str = "auto", seed: int = 0) -> PoseStats:
     return pose_stats_from_poses(bank.poses, bank.name)
 
 
-def _range_terms(bone_names: tuple[str, ...] | list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _range_terms(
+    bone_names: tuple[str, ...] | list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Axis rows, their bone index, low and high bounds, plus off-axis projectors, for the range penalty.
 
     Returns:
@@ -148,15 +150,25 @@ class PosePrior(nn.Module):
         range_weight: weight of the range penalty relative to the Gaussian.
     """
 
-    def __init__(self, stats: PoseStats, bone_names: tuple[str, ...] | list[str], range_weight: float = 100.0) -> None:
+    def __init__(
+        self, stats: PoseStats, bone_names: tuple[str, ...] | list[str], range_weight: float = 100.0
+    ) -> None:
         super().__init__()
         if stats.mean.shape != (len(bone_names) - 1, 3):
-            raise ValueError(f"pose prior {stats.name!r}: mean {stats.mean.shape}, expected ({len(bone_names) - 1}, 3)")
+            raise ValueError(
+                f"pose prior {stats.name!r}: mean {stats.mean.shape}, expected ({len(bone_names) - 1}, 3)"
+            )
         self.name = stats.name
         self.range_weight = float(range_weight)
         axes, bone, bounds, off = _range_terms(bone_names)
-        for key, value in (("mean", stats.mean), ("free", stats.free), ("chol_t", stats.chol_t), ("axes", axes),
-                           ("bounds", bounds), ("off", off)):  # fmt: skip
+        for key, value in (
+            ("mean", stats.mean),
+            ("free", stats.free),
+            ("chol_t", stats.chol_t),
+            ("axes", axes),
+            ("bounds", bounds),
+            ("off", off),
+        ):
             dtype = torch.bool if value.dtype == bool else torch.float32
             self.register_buffer(key, torch.as_tensor(value, dtype=dtype), persistent=False)
         self.register_buffer("axis_bone", torch.as_tensor(bone), persistent=False)

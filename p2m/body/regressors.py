@@ -69,7 +69,9 @@ def h36m_from_coco(coco17: torch.Tensor, template_vertices: torch.Tensor) -> tor
     return torch.stack([rows[name] for name in H36M_JOINTS])
 
 
-def transfer_to_nearest(weights: torch.Tensor, fine_vertices: torch.Tensor, coarse_vertices: torch.Tensor) -> torch.Tensor:
+def transfer_to_nearest(
+    weights: torch.Tensor, fine_vertices: torch.Tensor, coarse_vertices: torch.Tensor
+) -> torch.Tensor:
     """Move each fine vertex's weight onto the nearest coarse vertex (rest pose).
 
     Args:
@@ -163,7 +165,9 @@ def read_cached_regressors(
     fresh = (
         meta.get("anny_version") == _anny_version()
         and meta.get("version") == REGRESSOR_VERSION
-        and all(key in tensors and tuple(tensors[key].shape) == (17, num_vertices) for key in ("h36m", "coco"))
+        and all(
+            key in tensors and tuple(tensors[key].shape) == (17, num_vertices) for key in ("h36m", "coco")
+        )
     )
     if not fresh:
         logger.info("%s: written for another anny version, definition or mesh; rebuilding it", path)
@@ -207,7 +211,8 @@ def load_or_build_regressors(
     # One metadata entry holding sorted JSON: safetensors writes several entries in a random order.
     meta = {"anny_version": _anny_version(), "rig": rig, "topology": topology, "version": REGRESSOR_VERSION}
     data = safetensors.torch.save(
-        {key: tensors[key].contiguous() for key in ("h36m", "coco")}, metadata={"p2m": json.dumps(meta, sort_keys=True)}
+        {key: tensors[key].contiguous() for key in ("h36m", "coco")},
+        metadata={"p2m": json.dumps(meta, sort_keys=True)},
     )
     path = regressor_cache_path(rig, topology, root)
     write_bytes(path, data)

@@ -74,7 +74,9 @@ def resolve_model_file(model_path: str | Path | None, gender: str = "neutral") -
     )
 
 
-def _find_beside(model_file: Path, explicit: str | Path | None, names: tuple[str, ...]) -> tuple[Path | None, list[Path]]:
+def _find_beside(
+    model_file: Path, explicit: str | Path | None, names: tuple[str, ...]
+) -> tuple[Path | None, list[Path]]:
     if explicit is not None:
         path = Path(explicit).expanduser()
         return (path if path.is_file() else None), [path]
@@ -171,7 +173,9 @@ class SMPLBody(nn.Module):
         coco = None if coco_file is None else _load_regressor(coco_file, num_vertices)
         self.register_buffer("coco_regressor", coco, persistent=False)
         if coco is None:
-            logger.info("no %s beside %s: SMPL outputs carry no COCO keypoints", COCO_REGRESSOR_NAMES[0], model_file)
+            logger.info(
+                "no %s beside %s: SMPL outputs carry no COCO keypoints", COCO_REGRESSOR_NAMES[0], model_file
+            )
         rest = self.smpl.J_regressor @ self.smpl.v_template
         self.register_buffer("rest_joints", rest - rest[:1], persistent=False)
 
@@ -209,12 +213,18 @@ class SMPLBody(nn.Module):
         batch = pose.shape[0]
         pose = pose.reshape(batch, -1)
         if pose.shape[1] != 3 * self.num_bones:
-            raise ValueError(f"pose: expected (B, {self.num_bones}, 3) or (B, {3 * self.num_bones}), got {tuple(pose.shape)}")
+            raise ValueError(
+                f"pose: expected (B, {self.num_bones}, 3) or (B, {3 * self.num_bones}), got {tuple(pose.shape)}"
+            )
         pose = pose.to(dtype)
-        shape = torch.zeros((1, self.num_shape), dtype=dtype, device=device) if shape is None else shape.to(dtype)
+        shape = (
+            torch.zeros((1, self.num_shape), dtype=dtype, device=device) if shape is None else shape.to(dtype)
+        )
         trans = torch.zeros((1, 3), dtype=dtype, device=device) if trans is None else trans.to(dtype)
         if shape.shape[-1] != self.num_shape or shape.shape[0] not in (1, batch):
-            raise ValueError(f"shape: expected ({batch} or 1, {self.num_shape}) betas, got {tuple(shape.shape)}")
+            raise ValueError(
+                f"shape: expected ({batch} or 1, {self.num_shape}) betas, got {tuple(shape.shape)}"
+            )
         if trans.shape[-1] != 3 or trans.shape[0] not in (1, batch):
             raise ValueError(f"trans: expected ({batch} or 1, 3) metres, got {tuple(trans.shape)}")
         out = self.smpl(

@@ -18,7 +18,10 @@ from p2m.errors import P2MError, error_line
 # name -> (module under p2m.cli, one-line help shown by `p2m --help`)
 STAGES: dict[str, tuple[str, str]] = {
     "crawl": ("crawl", "Harvest images of people from pages, sitemaps and feeds (resumable)."),
-    "annotate": ("annotate", "Validate, detect, fit, review or import annotations (COCO + Human3.6M layout)."),
+    "annotate": (
+        "annotate",
+        "Validate, detect, fit, review or import annotations (COCO + Human3.6M layout).",
+    ),
     "synth": ("synth", "Make a fully annotated synthetic dataset from the body model and mocap poses."),
     "shard": ("shard", "Write, verify and summarise WebDataset shards."),
     "train": ("train", "Train PoseNet + MeshNet from shards; --resume continues exactly."),

@@ -70,7 +70,9 @@ _VERBOSITY_SPECS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
 
 def verbosity_params() -> list[click.Option]:
     """Fresh ``-v/--verbose`` (repeatable) and ``-q/--quiet`` options; they take effect as soon as parsed."""
-    return [click.Option(list(decls), expose_value=False, is_eager=True, **kw) for decls, kw in _VERBOSITY_SPECS]
+    return [
+        click.Option(list(decls), expose_value=False, is_eager=True, **kw) for decls, kw in _VERBOSITY_SPECS
+    ]
 
 
 def verbosity_options(f: F) -> F:
@@ -92,8 +94,11 @@ def add_verbosity(cmd: click.Command) -> click.Command:
 
 def progress_option(f: F) -> F:
     """``--progress/--no-progress``: None (the default) draws bars only when stderr is a terminal."""
-    return click.option("--progress/--no-progress", default=None,
-                        help="Progress bars on stderr  [default: only on a terminal]")(f)  # fmt: skip
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bars on stderr  [default: only on a terminal]",
+    )(f)
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -150,8 +155,17 @@ class _AliasOption(click.Option):
 
 def batch_size_option(default: int, help: str) -> Callable[[F], F]:
     """``--batch-size N`` (``--batch`` is accepted as a hidden, deprecated alias)."""
-    return click.option("--batch-size", "--batch", "batch_size", cls=_AliasOption, hidden_aliases=("--batch",),
-                        type=click.IntRange(min=1), default=default, show_default=True, help=help)  # fmt: skip
+    return click.option(
+        "--batch-size",
+        "--batch",
+        "batch_size",
+        cls=_AliasOption,
+        hidden_aliases=("--batch",),
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        help=help,
+    )
 
 
 def check_split(data: str, split: str, what: str = "--split") -> dict[str, Any]:

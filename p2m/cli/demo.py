@@ -15,12 +15,23 @@ QUIET_LOGGERS = ("p2m", "anny", "absl")
 
 
 @click.command("demo")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
-              show_default=True, help="Folder for the report and every stage's output (an earlier demo's is replaced).")
-@click.option("--quick", is_flag=True, help="Reduced mode for CI: fewer pictures, less data, one short epoch.")
-@click.option("--keep-serving", is_flag=True, help="Keep the local website running after the demo (Ctrl-C stops it).")
-@device_option("Device for fitting, training, evaluation and inference: auto (CUDA when present), cpu, cuda or "
-               "cuda:N.")  # fmt: skip
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Folder for the report and every stage's output (an earlier demo's is replaced).",
+)
+@click.option(
+    "--quick", is_flag=True, help="Reduced mode for CI: fewer pictures, less data, one short epoch."
+)
+@click.option(
+    "--keep-serving", is_flag=True, help="Keep the local website running after the demo (Ctrl-C stops it)."
+)
+@device_option(
+    "Device for fitting, training, evaluation and inference: auto (CUDA when present), cpu, cuda or cuda:N."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of the synthetic data.")
 @click.pass_context
 def command(ctx: click.Context, out: Path, quick: bool, keep_serving: bool, device: str, seed: int) -> None:
@@ -47,14 +58,18 @@ def command(ctx: click.Context, out: Path, quick: bool, keep_serving: bool, devi
             saved[name] = lg.level
             lg.setLevel(logging.WARNING)
     try:
-        result = run_demo(out, quick=quick, device=device, seed=seed, keep_serving=keep_serving, echo=click.echo)
+        result = run_demo(
+            out, quick=quick, device=device, seed=seed, keep_serving=keep_serving, echo=click.echo
+        )
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
     live = [r.name for r in result.steps if r.status == "ok"]
     skipped = [r.name for r in result.steps if r.status == "skipped"]
-    click.echo(f"done in {result.seconds:.0f} s: {len(live)} steps ran"
-               + (f", skipped: {', '.join(skipped)}" if skipped else ""))  # fmt: skip
+    click.echo(
+        f"done in {result.seconds:.0f} s: {len(live)} steps ran"
+        + (f", skipped: {', '.join(skipped)}" if skipped else "")
+    )
     click.echo(f"report: {result.report_html}")
     click.echo(f"        {result.report_md}")
     if result.site is not None:

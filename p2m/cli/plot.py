@@ -9,8 +9,13 @@ import click
 
 @click.command("plot")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the PNG files (default: RUN/plots).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the PNG files (default: RUN/plots).",
+)
 def command(run_dir: Path, out: Path | None) -> None:
     """Draw a run's training curves (losses, learning rate, validation errors) as PNG files.
 
@@ -20,8 +25,9 @@ def command(run_dir: Path, out: Path | None) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise click.ClickException("p2m plot needs matplotlib, which is not installed: pip install 'p2m[plot]'") \
-            from exc  # fmt: skip
+        raise click.ClickException(
+            "p2m plot needs matplotlib, which is not installed: pip install 'p2m[plot]'"
+        ) from exc
     from p2m.pose2mesh.plot import plot_run
 
     for path in plot_run(run_dir, out):

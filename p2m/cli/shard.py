@@ -31,12 +31,18 @@ class DefaultWriteGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write_usage("p2m shard", "[DATASET... --out SHARDS | verify SHARDS | info SHARDS] [OPTIONS]")
+        formatter.write_usage(
+            "p2m shard", "[DATASET... --out SHARDS | verify SHARDS | info SHARDS] [OPTIONS]"
+        )
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         write = self.commands[self.default_command]
         with formatter.section(f"Options of {WRITE_USAGE}"):
-            rows = [r for p in write.get_params(ctx) if isinstance(p, click.Option) and (r := p.get_help_record(ctx))]
+            rows = [
+                r
+                for p in write.get_params(ctx)
+                if isinstance(p, click.Option) and (r := p.get_help_record(ctx))
+            ]
             formatter.write_dl(rows)
         self.format_commands(ctx, formatter)
 
@@ -54,7 +60,9 @@ def _parse_split(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     for value in values:
         name, sep, subjects = value.partition("=")
         if not sep or not name or not subjects:
-            raise click.BadParameter(f"{value!r}: expected NAME=S1,S5 (e.g. train=S1,S5,S6,S7,S8)", ctx, param)
+            raise click.BadParameter(
+                f"{value!r}: expected NAME=S1,S5 (e.g. train=S1,S5,S6,S7,S8)", ctx, param
+            )
         if name in out:
             raise click.BadParameter(f"split {name!r} is given twice", ctx, param)
         out[name] = subjects
@@ -72,37 +80,88 @@ def command() -> None:
     """
 
 
-@command.command("write", hidden=True, cls=type("WriteCommand", (click.Command,), {"context_class": _AsGroupContext}))
-@click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False),
-                metavar="DATASET...")
+@command.command(
+    "write", hidden=True, cls=type("WriteCommand", (click.Command,), {"context_class": _AsGroupContext})
+)
+@click.argument(
+    "datasets", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False), metavar="DATASET..."
+)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Shard folder to write.")
-@click.option("--split", "splits", multiple=True, callback=_parse_split, metavar="NAME=S1,S5",
-              help="Subjects of a split (repeat per split; '*' = all others). Default: everything to train.")
-@click.option("--pose-only/--with-images", "pose_only", default=True,
-              help="Pose and camera only (default), or also a JPEG per sample.")
-@click.option("--with-meta", is_flag=True,
-              help="Also store a .json per sample (ids, file name, camera, source URL and licence); training needs none.")
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    callback=_parse_split,
+    metavar="NAME=S1,S5",
+    help="Subjects of a split (repeat per split; '*' = all others). Default: everything to train.",
+)
+@click.option(
+    "--pose-only/--with-images",
+    "pose_only",
+    default=True,
+    help="Pose and camera only (default), or also a JPEG per sample.",
+)
+@click.option(
+    "--with-meta",
+    is_flag=True,
+    help="Also store a .json per sample (ids, file name, camera, source URL and licence); training needs none.",
+)
 @click.option("--crop", is_flag=True, help="With images: store the person crop, not the frame.")
-@click.option("--crop-size", default=256, show_default=True, type=click.IntRange(16, 4096), help="Crop side, px.")
-@click.option("--crop-margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
-              help="Crop margin, fraction of the box's longer side per side.")
+@click.option(
+    "--crop-size", default=256, show_default=True, type=click.IntRange(16, 4096), help="Crop side, px."
+)
+@click.option(
+    "--crop-margin",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 2),
+    help="Crop margin, fraction of the box's longer side per side.",
+)
 @click.option("--jpeg-quality", default=90, show_default=True, type=click.IntRange(1, 95))
-@click.option("--max-side", type=click.IntRange(16), default=None, help="Downscale stored frames to this longer side.")
-@click.option("--maxcount", default=10_000, show_default=True, type=click.IntRange(1), help="Samples per shard.")
-@click.option("--maxsize", default=1_000_000_000, show_default=True, type=click.IntRange(4096),
-              help="Bytes per shard.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Processes that parse and encode whole subjects in parallel.")
+@click.option(
+    "--max-side", type=click.IntRange(16), default=None, help="Downscale stored frames to this longer side."
+)
+@click.option(
+    "--maxcount", default=10_000, show_default=True, type=click.IntRange(1), help="Samples per shard."
+)
+@click.option(
+    "--maxsize", default=1_000_000_000, show_default=True, type=click.IntRange(4096), help="Bytes per shard."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Processes that parse and encode whole subjects in parallel.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace shards written with other options.")
-@click.option("--no-validate", is_flag=True,
-              help="Skip checking each dataset first (the checks of `p2m annotate validate`, less pycocotools and "
-                   "the reprojection).")
+@click.option(
+    "--no-validate",
+    is_flag=True,
+    help="Skip checking each dataset first (the checks of `p2m annotate validate`, less pycocotools and "
+    "the reprojection).",
+)
 @progress_option
 @ray_option
-def write(datasets: tuple[str, ...], out: str, splits: dict[str, str], pose_only: bool, with_meta: bool, crop: bool,
-          crop_size: int, crop_margin: float, jpeg_quality: int, max_side: int | None, maxcount: int, maxsize: int,
-          workers: int, overwrite: bool, no_validate: bool, progress: bool | None,
-          ray_address: str | None) -> None:  # fmt: skip
+def write(
+    datasets: tuple[str, ...],
+    out: str,
+    splits: dict[str, str],
+    pose_only: bool,
+    with_meta: bool,
+    crop: bool,
+    crop_size: int,
+    crop_margin: float,
+    jpeg_quality: int,
+    max_side: int | None,
+    maxcount: int,
+    maxsize: int,
+    workers: int,
+    overwrite: bool,
+    no_validate: bool,
+    progress: bool | None,
+    ray_address: str | None,
+) -> None:
     """Write shards + index.json; rerunning the same command resumes an interrupted run."""
     from p2m.shards import build_shards
 
@@ -120,13 +179,28 @@ def write(datasets: tuple[str, ...], out: str, splits: dict[str, str], pose_only
     if not pose_only:
         _check_images(datasets)
     stats = build_shards(
-        list(datasets), out, splits=splits or None, with_images=not pose_only, with_meta=with_meta, crop=crop,
+        list(datasets),
+        out,
+        splits=splits or None,
+        with_images=not pose_only,
+        with_meta=with_meta,
+        crop=crop,
         crop_size=crop_size,
-        crop_margin=crop_margin, jpeg_quality=jpeg_quality, max_side=max_side, maxcount=maxcount, maxsize=maxsize,
-        workers=workers, overwrite=overwrite, progress=progress,
-    )  # fmt: skip
+        crop_margin=crop_margin,
+        jpeg_quality=jpeg_quality,
+        max_side=max_side,
+        maxcount=maxcount,
+        maxsize=maxsize,
+        workers=workers,
+        overwrite=overwrite,
+        progress=progress,
+    )
     _check_output(out, stats, splits)
-    parts = [f"{k.split('/')[1]}: {v} samples" for k, v in stats.items() if k.startswith("split/") and k.endswith("/samples")]
+    parts = [
+        f"{k.split('/')[1]}: {v} samples"
+        for k, v in stats.items()
+        if k.startswith("split/") and k.endswith("/samples")
+    ]
     click.echo(
         f"{out}: {stats.get('samples/written', 0)} samples in {stats.get('shards/written', 0)} new shards, "
         f"{stats.get('shards/kept', 0)} shards kept ({'; '.join(parts)}) in {stats['duration_s']:.1f} s"
@@ -144,8 +218,10 @@ def _check_datasets(datasets: Sequence[str]) -> None:
         report = validate(ds, pycocotools=False, reprojection=False)  # the fast path
         if not report.ok:
             more = f" (and {len(report.problems) - 1} more problem(s))" if len(report.problems) > 1 else ""
-            raise click.ClickException(f"{ds}: not a valid dataset, nothing written: {report.problems[0]}{more}; "
-                                       f"see `p2m annotate validate {ds}`")  # fmt: skip
+            raise click.ClickException(
+                f"{ds}: not a valid dataset, nothing written: {report.problems[0]}{more}; "
+                f"see `p2m annotate validate {ds}`"
+            )
 
 
 def _subjects(datasets: Sequence[str]) -> list[int]:
@@ -173,8 +249,10 @@ def _check_images(datasets: Sequence[str]) -> None:
 
     for ds in datasets:
         if not (Path(ds) / IMAGES_DIR).is_dir():
-            raise click.ClickException(f"{ds}: no {IMAGES_DIR}/ folder (a pose-only dataset), so --with-images "
-                                       "would write nothing; leave it out for pose-only shards")  # fmt: skip
+            raise click.ClickException(
+                f"{ds}: no {IMAGES_DIR}/ folder (a pose-only dataset), so --with-images "
+                "would write nothing; leave it out for pose-only shards"
+            )
 
 
 #: Why a sample was skipped, in words the user can act on.
@@ -186,13 +264,18 @@ SKIP_REASONS = {
 
 def _check_output(out: str, stats: Mapping[str, Any], splits: Mapping[str, str]) -> None:
     """Zero samples from datasets that have people is an error (exit 1), with the reasons they were skipped."""
-    total = stats.get("samples/written", 0) + sum(stats.get(k, 0) for k in stats if k.startswith("split/")
-                                                  and k.endswith("/samples"))  # fmt: skip
+    total = stats.get("samples/written", 0) + sum(
+        stats.get(k, 0) for k in stats if k.startswith("split/") and k.endswith("/samples")
+    )
     skipped = {k.rsplit("/", 1)[1]: v for k, v in stats.items() if k.startswith("samples/skipped/") and v}
     if total or not skipped:
         return
-    why = "; ".join(f"{n} {SKIP_REASONS.get(reason, reason.replace('_', ' '))}" for reason, n in skipped.items())
-    raise click.ClickException(f"{out}: no samples written, all {sum(skipped.values())} people were skipped: {why}")
+    why = "; ".join(
+        f"{n} {SKIP_REASONS.get(reason, reason.replace('_', ' '))}" for reason, n in skipped.items()
+    )
+    raise click.ClickException(
+        f"{out}: no samples written, all {sum(skipped.values())} people were skipped: {why}"
+    )
 
 
 @command.command("verify")

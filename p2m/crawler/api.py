@@ -81,8 +81,10 @@ def read_seeds(seeds: list[str] | tuple[str, ...], url_column: str = "url") -> l
                 lines = path.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 raise CrawlError(f"{path}: cannot read the seed file: {exc}") from exc
-            rows = [(f"{path}:{n}", ln.split("#", 1)[0].strip() if ln.lstrip().startswith("#") else ln.strip())
-                    for n, ln in enumerate(lines, 1)]
+            rows = [
+                (f"{path}:{n}", ln.split("#", 1)[0].strip() if ln.lstrip().startswith("#") else ln.strip())
+                for n, ln in enumerate(lines, 1)
+            ]
         for where, line in rows:
             if not line:
                 continue
@@ -101,16 +103,20 @@ def _table_column(path: Path, column: str) -> list[tuple[str, str]]:
         if name.endswith(".parquet"):
             schema = pq.read_schema(path)
             if column not in schema.names:
-                raise CrawlError(f"{path}: no column {column!r} (columns: {', '.join(schema.names)}); "
-                                 "choose one with --url-column")
+                raise CrawlError(
+                    f"{path}: no column {column!r} (columns: {', '.join(schema.names)}); "
+                    "choose one with --url-column"
+                )
             values = pq.read_table(path, columns=[column]).column(column).to_pylist()
             return [(f"{path}: row {i}", "" if v is None else str(v).strip()) for i, v in enumerate(values)]
         opener = gzip.open if path.name.lower().endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if name.endswith(".tsv") else ",")
             if column not in (reader.fieldnames or []):
-                raise CrawlError(f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])}); "
-                                 "choose one with --url-column")
+                raise CrawlError(
+                    f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])}); "
+                    "choose one with --url-column"
+                )
             return [(f"{path}:{reader.line_num}", (row.get(column) or "").strip()) for row in reader]
     except CrawlError:
         raise
@@ -118,21 +124,26 @@ def _table_column(path: Path, column: str) -> list[tuple[str, str]]:
         raise CrawlError(f"{path}: cannot read the seed table: {exc}") from exc
 
 
-def write_outputs(out: Path, frontier: Frontier, stats: Stats | dict[str, Any], config: CrawlConfig,
-                  partial: bool = False) -> None:
+def write_outputs(
+    out: Path, frontier: Frontier, stats: Stats | dict[str, Any], config: CrawlConfig, partial: bool = False
+) -> None:
     """Write ``manifest.parquet`` and ``stats.json`` atomically (``partial``: a periodic write mid-crawl).
 
     ``stats`` is the run's counters or a snapshot of them (``Stats.to_dict()``, taken on the crawl's thread).
     """
     write_manifest(frontier, out / MANIFEST, config.phash_distance)
     previous = frontier.get_meta("previous_runs") or []
-    write_json(out / STATS, {
-        "partial": partial,
-        "run": stats if isinstance(stats, dict) else stats.to_dict(),
-        "totals": frontier.counts(),
-        "previous_runs": previous,
-        "config": config.to_dict(),
-    }, indent=1)
+    write_json(
+        out / STATS,
+        {
+            "partial": partial,
+            "run": stats if isinstance(stats, dict) else stats.to_dict(),
+            "totals": frontier.counts(),
+            "previous_runs": previous,
+            "config": config.to_dict(),
+        },
+        indent=1,
+    )
 
 
 def crawl(
@@ -177,8 +188,10 @@ def crawl(
     out = Path(out)
     journal = out / JOURNAL
     if journal.exists() and not resume:
-        raise CrawlError(f"{out} already holds a crawl ({journal}); pass --resume to continue it, "
-                         "or choose another --out folder")
+        raise CrawlError(
+            f"{out} already holds a crawl ({journal}); pass --resume to continue it, "
+            "or choose another --out folder"
+        )
     if resume and not journal.exists():
         raise CrawlError(f"nothing to resume in {out}: no {JOURNAL}; run without --resume to start a crawl")
     urls = read_seeds(list(seeds), url_column)
@@ -211,8 +224,12 @@ def crawl(
         crawler.add_seeds(urls)
         if resume:
             counts = frontier.counts()
-            logger.info("resuming crawl in %s: %d URLs queued, %d images stored", out, counts.get("queued", 0),
-                        counts.get("stored_files", 0))
+            logger.info(
+                "resuming crawl in %s: %d URLs queued, %d images stored",
+                out,
+                counts.get("queued", 0),
+                counts.get("stored_files", 0),
+            )
         reason = _run(crawler, config)
         stats.finish(reason)
         write_outputs(out, frontier, stats, config)
@@ -221,8 +238,15 @@ def crawl(
         frontier.close()
         if person_filter is not None:
             person_filter.close()
-    return CrawlResult(out=out, manifest=out / MANIFEST, finish_reason=reason, stats=stats.to_dict(),
-                       totals=totals, images_stored=totals.get("stored_files", 0), elapsed_s=stats.elapsed())
+    return CrawlResult(
+        out=out,
+        manifest=out / MANIFEST,
+        finish_reason=reason,
+        stats=stats.to_dict(),
+        totals=totals,
+        images_stored=totals.get("stored_files", 0),
+        elapsed_s=stats.elapsed(),
+    )
 
 
 def _remove_stale_temp_files(out: Path) -> None:
@@ -245,25 +269,38 @@ def _remember_previous_run(out: Path, frontier: Frontier) -> None:
         return
     runs = frontier.get_meta("previous_runs") or []
     run = previous.get("run", {})
-    runs.append({k: run.get(k) for k in ("start_time", "finish_time", "elapsed_s", "finish_reason")}
-                | {"partial": previous.get("partial", False)})
+    runs.append(
+        {k: run.get(k) for k in ("start_time", "finish_time", "elapsed_s", "finish_reason")}
+        | {"partial": previous.get("partial", False)}
+    )
     frontier.set_meta("previous_runs", runs[-50:])
 
 
 def _run(crawler: Crawler, config: CrawlConfig) -> str:
     from tqdm import tqdm
 
-    bar = tqdm(total=config.max_images, unit="img", desc="crawl", file=sys.stderr, dynamic_ncols=True,
-               disable=None if config.progress else True, smoothing=0.1)
+    bar = tqdm(
+        total=config.max_images,
+        unit="img",
+        desc="crawl",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=None if config.progress else True,
+        smoothing=0.1,
+    )
     start_images = crawler.images_stored
 
     def update(c: Crawler) -> None:
         s = c.stats
         elapsed = max(s.elapsed(), 1e-6)
         bar.n = c.images_stored - start_images
-        bar.set_postfix(pages=c.pages_read, queued=c.scheduler.queued() if c.scheduler else 0,
-                        failed=s.get("url/failed") + s.get("url/rejected"),
-                        req_s=f"{s.get('fetch/requests') / elapsed:.1f}", refresh=False)
+        bar.set_postfix(
+            pages=c.pages_read,
+            queued=c.scheduler.queued() if c.scheduler else 0,
+            failed=s.get("url/failed") + s.get("url/rejected"),
+            req_s=f"{s.get('fetch/requests') / elapsed:.1f}",
+            refresh=False,
+        )
         bar.refresh()
 
     async def main() -> str:

@@ -103,8 +103,11 @@ class CrawlConfig:
         need(self.max_pixels >= 1, "max_pixels", "pixels >= 1")
         need(self.max_bytes >= 1024, "max_bytes", "bytes >= 1024")
         need(self.max_redirects >= 0, "max_redirects", "an integer >= 0")
-        need(min(self.connect_timeout, self.read_timeout, self.total_timeout) > 0, "total_timeout",
-             "positive timeouts")
+        need(
+            min(self.connect_timeout, self.read_timeout, self.total_timeout) > 0,
+            "total_timeout",
+            "positive timeouts",
+        )
         need(self.retries >= 0, "retries", "an integer >= 0")
         need(self.person_filter in ("none", "mediapipe"), "person_filter", "one of none, mediapipe")
         need(0 <= self.person_threshold <= 1, "person_threshold", "a number in [0, 1]")
@@ -129,7 +132,9 @@ class CrawlConfig:
         names = {f.name for f in fields(self)} - {"extra"}
         unknown = sorted(set(options) - names)
         if unknown:
-            raise ConfigError(f"unknown crawl option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown crawl option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+            )
         for key in ("allow_domains", "deny", "x_robots_directives"):
             if options.get(key) is not None:
                 options[key] = tuple(options[key])

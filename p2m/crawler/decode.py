@@ -153,7 +153,8 @@ class _Zstd:
     def __init__(self, module) -> None:
         self.sink = _CappedSink()
         self.w = module.ZstdDecompressor(max_window_size=self.WINDOW).stream_writer(
-            self.sink, write_size=65536, closefd=False)
+            self.sink, write_size=65536, closefd=False
+        )
         self.error = module.ZstdError
 
     def feed(self, data: bytes, limit: int) -> bytes:

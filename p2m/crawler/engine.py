@@ -55,8 +55,15 @@ class Crawler:
         person_filter: the optional person scorer.
     """
 
-    def __init__(self, out: Path, config: CrawlConfig, frontier: Frontier, scope: Scope, stats: Stats,
-                 person_filter: MediaPipePersonFilter | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        config: CrawlConfig,
+        frontier: Frontier,
+        scope: Scope,
+        stats: Stats,
+        person_filter: MediaPipePersonFilter | None = None,
+    ) -> None:
         self.out = out
         self.config = config
         self.frontier = frontier
@@ -82,10 +89,12 @@ class Crawler:
         self.retry = RetryPolicy(config, stats, self._count_response)
         self.redirects = RedirectPolicy(config.max_redirects, self.offsite, stats)
         self.robots = RobotsMiddleware(config, stats, self.offsite, self.retry)
-        self.scraper = Scraper(config.depth, config.max_bytes, self.offsite, stats, self.cpu, self._enqueue,
-                               self._finish)
-        self.images = ImagePipeline(out, config, frontier, stats, self._finish, self.cpu, self.io, person_filter,
-                                    self.detector)
+        self.scraper = Scraper(
+            config.depth, config.max_bytes, self.offsite, stats, self.cpu, self._enqueue, self._finish
+        )
+        self.images = ImagePipeline(
+            out, config, frontier, stats, self._finish, self.cpu, self.io, person_filter, self.detector
+        )
 
     # -- entry --------------------------------------------------------------------------------
     async def run(self, progress=None) -> str:
@@ -94,10 +103,16 @@ class Crawler:
         self.scheduler = Scheduler(c.concurrency, c.per_host, c.delay, self._admit)
         self.scheduler.linger = self.linger
         settings = FetchSettings(
-            user_agent=c.user_agent, allow_private=c.allow_private, allow_loopback=c.allow_loopback,
+            user_agent=c.user_agent,
+            allow_private=c.allow_private,
+            allow_loopback=c.allow_loopback,
             max_bytes=c.max_bytes,
-            connect_timeout=c.connect_timeout, read_timeout=c.read_timeout, total_timeout=c.total_timeout,
-            concurrency=c.concurrency, x_robots_directives=tuple(c.x_robots_directives), ua_token=c.ua_token,
+            connect_timeout=c.connect_timeout,
+            read_timeout=c.read_timeout,
+            total_timeout=c.total_timeout,
+            concurrency=c.concurrency,
+            x_robots_directives=tuple(c.x_robots_directives),
+            ua_token=c.ua_token,
         )
         for item in self.frontier.queued():
             self.scheduler.push(item)
@@ -187,7 +202,9 @@ class Crawler:
                 logger.exception("internal error on %s", task.item.url if task.item else task.slot.key)
                 self.stats.inc("engine/internal_error")
                 if task.item is not None:
-                    self._finish(task.item, "failed", "failed", f"internal error: {type(exc).__name__}: {exc}")
+                    self._finish(
+                        task.item, "failed", "failed", f"internal error: {type(exc).__name__}: {exc}"
+                    )
                 else:
                     self.robots.read_failed(task.slot, exc)
             finally:
@@ -230,10 +247,13 @@ class Crawler:
             self._finish(item, *refused)
             return
         is_image = item.kind == "image"
-        resp = await self.fetcher.get(item.url, accept=IMAGE_ACCEPT if is_image else PAGE_ACCEPT,
-                                      check_x_robots=is_image)
+        resp = await self.fetcher.get(
+            item.url, accept=IMAGE_ACCEPT if is_image else PAGE_ACCEPT, check_x_robots=is_image
+        )
         self._count_response(resp)
-        self.scheduler.release_host(task)  # the host is free again: parsing and image checks need no connection
+        self.scheduler.release_host(
+            task
+        )  # the host is free again: parsing and image checks need no connection
         if resp.location is not None:
             self._redirect(item, resp)
             return
@@ -260,8 +280,13 @@ class Crawler:
             await self.scraper.page(item, resp)
             self.pages_read += 1
         else:
-            self._finish(item, "failed", "failed", f"unsupported content type {resp.content_type or '(none)'}",
-                         resp=resp)
+            self._finish(
+                item,
+                "failed",
+                "failed",
+                f"unsupported content type {resp.content_type or '(none)'}",
+                resp=resp,
+            )
             self.stats.inc("page/unsupported_type")
 
     def _redirect(self, item: Item, resp: Response) -> None:
@@ -273,8 +298,13 @@ class Crawler:
             self._finish(item, outcome.state, outcome.status, outcome.error, resp=resp)
         else:
             self.stats.inc("redirect/to_seen")
-            self._finish(item, outcome.state, outcome.status,
-                         f"{outcome.error}, already seen (redirect loop or duplicate)", resp=resp)
+            self._finish(
+                item,
+                outcome.state,
+                outcome.status,
+                f"{outcome.error}, already seen (redirect loop or duplicate)",
+                resp=resp,
+            )
 
     # -- recording ----------------------------------------------------------------------------
     def _enqueue(self, news: list[NewUrl]) -> list[Item]:
@@ -299,17 +329,35 @@ class Crawler:
             self.stats.message(resp.error)
         self.stats.max_value("fetch/latency_max_s", round(resp.elapsed, 3))
 
-    def _finish(self, item: Item, state: str, status: str, error: str = "", *, resp: Response | None = None,
-                sha256: str | None = None, image: dict | None = None, kind: str | None = None,
-                raw_sha256: str | None = None) -> None:
+    def _finish(
+        self,
+        item: Item,
+        state: str,
+        status: str,
+        error: str = "",
+        *,
+        resp: Response | None = None,
+        sha256: str | None = None,
+        image: dict | None = None,
+        kind: str | None = None,
+        raw_sha256: str | None = None,
+    ) -> None:
         if status not in ("ok", "duplicate", "redirect"):
             self.stats.inc(f"url/{status}")
             if error:
                 self.stats.message(error)
         self.frontier.finish(
-            item, state, status, error=error, http_status=resp.status if resp is not None and resp.status else None,
-            sha256=sha256, content_type=resp.content_type if resp is not None else None,
-            nbytes=resp.raw_bytes if resp is not None else None, image=image, kind=kind, raw_sha256=raw_sha256,
+            item,
+            state,
+            status,
+            error=error,
+            http_status=resp.status if resp is not None and resp.status else None,
+            sha256=sha256,
+            content_type=resp.content_type if resp is not None else None,
+            nbytes=resp.raw_bytes if resp is not None else None,
+            image=image,
+            kind=kind,
+            raw_sha256=raw_sha256,
         )
         if self.frontier.deferred and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_EVERY_S, self._flush)

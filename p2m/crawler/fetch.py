@@ -40,15 +40,20 @@ class GuardedResolver(AbstractResolver):
         self.allow_private = allow_private
         self.allow_loopback = allow_loopback
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-                      ) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self.inner.resolve(host, port, family)
         if self.allow_private:
             return results
         kept = [r for r in results if blocked_address_reason(r["host"], self.allow_loopback) is None]
         if not kept:
-            reason = blocked_address_reason(results[0]["host"], self.allow_loopback) if results else "no address"
-            raise BlockedAddressError(f"{host} resolves to {reason}; refused (pass --allow-private to fetch it)")
+            reason = (
+                blocked_address_reason(results[0]["host"], self.allow_loopback) if results else "no address"
+            )
+            raise BlockedAddressError(
+                f"{host} resolves to {reason}; refused (pass --allow-private to fetch it)"
+            )
         return kept
 
     async def close(self) -> None:
@@ -158,17 +163,22 @@ class Fetcher:
     async def __aenter__(self) -> Fetcher:
         s = self.settings
         connector = aiohttp.TCPConnector(
-            limit=s.concurrency + 8, limit_per_host=0, resolver=GuardedResolver(s.allow_private, s.allow_loopback),
-            ttl_dns_cache=300, enable_cleanup_closed=True,
+            limit=s.concurrency + 8,
+            limit_per_host=0,
+            resolver=GuardedResolver(s.allow_private, s.allow_loopback),
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
             headers={"User-Agent": s.user_agent, "Accept-Encoding": accept_encoding()},
-            timeout=aiohttp.ClientTimeout(total=s.total_timeout, sock_connect=s.connect_timeout,
-                                          sock_read=s.read_timeout),
+            timeout=aiohttp.ClientTimeout(
+                total=s.total_timeout, sock_connect=s.connect_timeout, sock_read=s.read_timeout
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),
-            max_line_size=16384, max_field_size=16384,
+            max_line_size=16384,
+            max_field_size=16384,
         )
         return self
 
@@ -177,8 +187,9 @@ class Fetcher:
             await self.session.close()
             self.session = None
 
-    async def get(self, url: str, *, accept: str = "*/*", check_x_robots: bool = False,
-                  max_bytes: int | None = None) -> Response:
+    async def get(
+        self, url: str, *, accept: str = "*/*", check_x_robots: bool = False, max_bytes: int | None = None
+    ) -> Response:
         """GET ``url`` without following redirects.
 
         Args:
@@ -217,13 +228,22 @@ class Fetcher:
                 _fail(r, f"DNS lookup failed for {u.host}: {cause}", "dns", retryable=True)
         except asyncio.TimeoutError:
             t = self.settings
-            _fail(r, f"timed out (connect {t.connect_timeout:g} s, read {t.read_timeout:g} s, "
-                     f"total {t.total_timeout:g} s)", "timeout", retryable=True)
+            _fail(
+                r,
+                f"timed out (connect {t.connect_timeout:g} s, read {t.read_timeout:g} s, "
+                f"total {t.total_timeout:g} s)",
+                "timeout",
+                retryable=True,
+            )
         except aiohttp.InvalidURL as exc:  # e.g. a host aiohttp calls "not canonical": a retry cannot help
             _fail(r, f"invalid URL: {_first_line(exc)}", "invalid_url")
         except aiohttp.ClientConnectorError as exc:
-            _fail(r, f"cannot connect to {u.host}:{u.port}: {exc.os_error.strerror or exc.os_error}", "connect",
-                  retryable=True)
+            _fail(
+                r,
+                f"cannot connect to {u.host}:{u.port}: {exc.os_error.strerror or exc.os_error}",
+                "connect",
+                retryable=True,
+            )
         except aiohttp.ServerDisconnectedError:
             _fail(r, "server closed the connection before the response ended", "disconnected", retryable=True)
         except aiohttp.ClientPayloadError as exc:
@@ -235,7 +255,9 @@ class Fetcher:
         r.elapsed = time.monotonic() - start
         return r
 
-    async def _handle(self, resp: aiohttp.ClientResponse, r: Response, cap: int, check_x_robots: bool) -> None:
+    async def _handle(
+        self, resp: aiohttp.ClientResponse, r: Response, cap: int, check_x_robots: bool
+    ) -> None:
         status = resp.status
         if status in (301, 302, 303, 307, 308):
             loc = resp.headers.get("Location")
@@ -248,13 +270,22 @@ class Fetcher:
                 _fail(r, f"HTTP {status} redirect to an invalid Location {loc[:100]!r}", "bad_location")
             return
         if status >= 400 or status < 200:
-            r.retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
-            _fail(r, f"HTTP {status} {resp.reason or ''}".rstrip(), f"http_{status}",
-                  retryable=status in RETRY_STATUSES)
+            r.retry_after = (
+                parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
+            )
+            _fail(
+                r,
+                f"HTTP {status} {resp.reason or ''}".rstrip(),
+                f"http_{status}",
+                retryable=status in RETRY_STATUSES,
+            )
             return
         if check_x_robots:
-            blocked = x_robots_block(resp.headers.getall("X-Robots-Tag", []), self.settings.ua_token,
-                                     self.settings.x_robots_directives)
+            blocked = x_robots_block(
+                resp.headers.getall("X-Robots-Tag", []),
+                self.settings.ua_token,
+                self.settings.x_robots_directives,
+            )
             if blocked:
                 _fail(r, f"X-Robots-Tag: {blocked} (the site opts out)", "x_robots_tag")
                 return

@@ -128,8 +128,9 @@ class Frontier:
         self._pending_images: dict[str, str] = {}  # stored or raw sha256 -> stored sha256, not yet written
         if readonly:
             try:
-                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                          check_same_thread=False)
+                self.db = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
             except sqlite3.DatabaseError as exc:
                 raise CrawlError(f"{self.path}: cannot open the crawl journal: {exc}") from exc
             return
@@ -145,7 +146,9 @@ class Frontier:
         if version is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
-            raise CrawlError(f"{self.path}: journal schema version {version}, this p2m reads {SCHEMA_VERSION}")
+            raise CrawlError(
+                f"{self.path}: journal schema version {version}, this p2m reads {SCHEMA_VERSION}"
+            )
 
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
@@ -180,7 +183,9 @@ class Frontier:
                     (n.key, n.url, n.kind, n.depth, n.page_url, n.alt, n.license, n.hops),
                 )
                 if cur.rowcount == 1:
-                    added.append(Item(cur.lastrowid, n.url, n.kind, n.depth, n.page_url, n.alt, n.license, n.hops))
+                    added.append(
+                        Item(cur.lastrowid, n.url, n.kind, n.depth, n.page_url, n.alt, n.license, n.hops)
+                    )
         return added
 
     def record_skipped(self, new: NewUrl, reason: str, status: str = "skipped") -> bool:
@@ -190,8 +195,19 @@ class Frontier:
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO urls(key, url, kind, depth, page_url, alt, license, hops, state, status, error,"
                 " fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'skipped', ?, ?, ?)",
-                (new.key, new.url, new.kind, new.depth, new.page_url, new.alt, new.license, new.hops, status,
-                 reason, time.time()),
+                (
+                    new.key,
+                    new.url,
+                    new.kind,
+                    new.depth,
+                    new.page_url,
+                    new.alt,
+                    new.license,
+                    new.hops,
+                    status,
+                    reason,
+                    time.time(),
+                ),
             )
         return cur.rowcount == 1
 
@@ -199,8 +215,10 @@ class Frontier:
         """Queue again every URL whose result was ``failed`` (attempts start over); returns how many."""
         self.flush()
         with self._tx():
-            cur = self.db.execute("UPDATE urls SET state='queued', attempts=0, not_before=0 "
-                                  "WHERE state='failed' AND status='failed'")
+            cur = self.db.execute(
+                "UPDATE urls SET state='queued', attempts=0, not_before=0 "
+                "WHERE state='failed' AND status='failed'"
+            )
         return cur.rowcount
 
     def known(self, key: str) -> bool:
@@ -213,8 +231,14 @@ class Frontier:
         """Count an attempt and keep the URL queued until ``not_before`` (wall-clock seconds)."""
         item.attempts += 1
         item.not_before = not_before
-        self._write([("UPDATE urls SET attempts=?, not_before=?, error=?, http_status=? WHERE id=?",
-                      (item.attempts, not_before, error, http_status, item.id))])
+        self._write(
+            [
+                (
+                    "UPDATE urls SET attempts=?, not_before=?, error=?, http_status=? WHERE id=?",
+                    (item.attempts, not_before, error, http_status, item.id),
+                )
+            ]
+        )
 
     def finish(
         self,
@@ -242,20 +266,41 @@ class Frontier:
         """
         writes: list[tuple[str, Any]] = []
         if image is not None:
-            writes.append((
-                "INSERT OR IGNORE INTO images(sha256, path, width, height, format, bytes, phash, person_score,"
-                " stored_at) VALUES (:sha256, :path, :width, :height, :format, :bytes, :phash, :person_score,"
-                " :stored_at)", {**image, "stored_at": time.time()}))
+            writes.append(
+                (
+                    "INSERT OR IGNORE INTO images(sha256, path, width, height, format, bytes, phash, person_score,"
+                    " stored_at) VALUES (:sha256, :path, :width, :height, :format, :bytes, :phash, :person_score,"
+                    " :stored_at)",
+                    {**image, "stored_at": time.time()},
+                )
+            )
             if raw_sha256 and raw_sha256 != image["sha256"]:
-                writes.append(("INSERT OR IGNORE INTO raw_hashes(raw, sha256) VALUES (?, ?)",
-                               (raw_sha256, image["sha256"])))
+                writes.append(
+                    (
+                        "INSERT OR IGNORE INTO raw_hashes(raw, sha256) VALUES (?, ?)",
+                        (raw_sha256, image["sha256"]),
+                    )
+                )
         if kind and kind != item.kind:
             writes.append(("UPDATE urls SET kind=? WHERE id=?", (kind, item.id)))
-        writes.append((
-            "UPDATE urls SET state=?, status=?, error=?, http_status=?, sha256=?, content_type=?, bytes=?,"
-            " attempts=?, fetched_at=? WHERE id=?",
-            (state, status, error, http_status, sha256, content_type, nbytes, item.attempts + 1, time.time(),
-             item.id)))
+        writes.append(
+            (
+                "UPDATE urls SET state=?, status=?, error=?, http_status=?, sha256=?, content_type=?, bytes=?,"
+                " attempts=?, fetched_at=? WHERE id=?",
+                (
+                    state,
+                    status,
+                    error,
+                    http_status,
+                    sha256,
+                    content_type,
+                    nbytes,
+                    item.attempts + 1,
+                    time.time(),
+                    item.id,
+                ),
+            )
+        )
         if image is not None and self.deferred:
             self._pending_images[image["sha256"]] = image["sha256"]
             if raw_sha256:
@@ -297,7 +342,8 @@ class Frontier:
             return found
         row = self.db.execute(
             "SELECT sha256 FROM images WHERE sha256=? UNION ALL SELECT sha256 FROM raw_hashes WHERE raw=? LIMIT 1",
-            (raw_sha256, raw_sha256)).fetchone()
+            (raw_sha256, raw_sha256),
+        ).fetchone()
         return None if row is None else row[0]
 
     # -- reading ----------------------------------------------------------------------------
@@ -309,8 +355,18 @@ class Frontier:
             "WHERE state='queued' ORDER BY id"
         )
         for row in cur:
-            yield Item(row[0], row[1], row[2], row[3], row[4] or "", row[5] or "", row[6] or "", row[7], row[8],
-                       row[9])
+            yield Item(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4] or "",
+                row[5] or "",
+                row[6] or "",
+                row[7],
+                row[8],
+                row[9],
+            )
 
     def counts(self) -> dict[str, int]:
         """Row counts by ``kind/status`` (``image/ok``, ``page/failed``...) plus ``queued`` and ``stored_files``."""
@@ -324,9 +380,29 @@ class Frontier:
         out["stored_files"] = self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
         return out
 
-    ROW_COLUMNS = ("url", "kind", "page_url", "sha256", "phash", "width", "height", "format", "bytes", "alt",
-                   "license", "state", "status", "http_status", "fetched_at", "person_score", "error", "path",
-                   "depth", "attempts", "content_type")
+    ROW_COLUMNS = (
+        "url",
+        "kind",
+        "page_url",
+        "sha256",
+        "phash",
+        "width",
+        "height",
+        "format",
+        "bytes",
+        "alt",
+        "license",
+        "state",
+        "status",
+        "http_status",
+        "fetched_at",
+        "person_score",
+        "error",
+        "path",
+        "depth",
+        "attempts",
+        "content_type",
+    )
 
     def row_tuples(self) -> Iterator[tuple]:
         """Every URL row joined with its stored image, as tuples in :attr:`ROW_COLUMNS` order, in insertion order."""

@@ -41,7 +41,7 @@ def sniff_format(data: bytes) -> str | None:
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     for prefix, offset, fmt, _ in _MAGIC:
-        if data[offset:offset + len(prefix)] == prefix:
+        if data[offset : offset + len(prefix)] == prefix:
             return fmt
     return None
 
@@ -88,8 +88,15 @@ class CheckedImage:
     preview: np.ndarray
 
 
-def check_image(data: bytes, *, min_size: int = 64, max_pixels: int = 40_000_000, declared_type: str = "",
-                preview: bool = True, sha256: str | None = None) -> CheckedImage:
+def check_image(
+    data: bytes,
+    *,
+    min_size: int = 64,
+    max_pixels: int = 40_000_000,
+    declared_type: str = "",
+    preview: bool = True,
+    sha256: str | None = None,
+) -> CheckedImage:
     """Decide whether ``data`` is a usable image, and prepare it for storage.
 
     Steps: magic bytes (the Content-Type header is not trusted), Pillow ``verify()``, the pixel
@@ -121,8 +128,10 @@ def check_image(data: bytes, *, min_size: int = 64, max_pixels: int = 40_000_000
             with Image.open(io.BytesIO(data)) as probe:
                 width, height = probe.size
                 if width * height > max_pixels:
-                    raise ImageRejected("too_many_pixels",
-                                        f"{width}x{height} = {width * height} pixels over the {max_pixels}-pixel cap")
+                    raise ImageRejected(
+                        "too_many_pixels",
+                        f"{width}x{height} = {width * height} pixels over the {max_pixels}-pixel cap",
+                    )
                 probe.verify()
             with Image.open(io.BytesIO(data)) as im:
                 orientation = im.getexif().get(0x0112, 1)
@@ -138,7 +147,9 @@ def check_image(data: bytes, *, min_size: int = 64, max_pixels: int = 40_000_000
                     data = _reencode(im, fmt)
                     width, height = im.size
                 if min(width, height) < min_size:
-                    raise ImageRejected("too_small", f"{width}x{height} smaller than --min-size {min_size} px")
+                    raise ImageRejected(
+                        "too_small", f"{width}x{height} smaller than --min-size {min_size} px"
+                    )
                 phash = str(imagehash.phash(im))
                 if preview:
                     small = im.convert("RGB")
@@ -157,8 +168,17 @@ def check_image(data: bytes, *, min_size: int = 64, max_pixels: int = 40_000_000
             key = "truncated" if "truncat" in text.lower() else "corrupt"
             raise ImageRejected(key, f"{key} {fmt} image: {text.splitlines()[0][:160]}") from exc
     digest = sha256 if sha256 is not None and not rotated else hashlib.sha256(data).hexdigest()
-    return CheckedImage(data=data, sha256=digest, format=fmt, ext=EXTENSIONS[fmt],
-                        width=width, height=height, phash=phash, rotated=rotated, preview=thumb)
+    return CheckedImage(
+        data=data,
+        sha256=digest,
+        format=fmt,
+        ext=EXTENSIONS[fmt],
+        width=width,
+        height=height,
+        phash=phash,
+        rotated=rotated,
+        preview=thumb,
+    )
 
 
 def _reencode(im: Image.Image, fmt: str) -> bytes:
@@ -238,7 +258,7 @@ def near_duplicate_groups(phashes: list[str], max_distance: int = 6) -> list[int
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
         sizes = np.diff(np.r_[starts, n])
         for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
-            members = order[start:start + size]
+            members = order[start : start + size]
             x, y = np.triu_indices(size, 1)
             close = _popcount(values[members[x]] ^ values[members[y]]) <= max_distance
             for i, j in zip(members[x[close]].tolist(), members[y[close]].tolist()):

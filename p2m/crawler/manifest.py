@@ -12,30 +12,32 @@ from p2m.crawler.frontier import Frontier
 from p2m.crawler.images import near_duplicate_groups
 from p2m.io import atomic_write
 
-SCHEMA = pa.schema([
-    ("url", pa.string()),
-    ("page_url", pa.string()),
-    ("sha256", pa.string()),
-    ("phash", pa.string()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("format", pa.string()),
-    ("bytes", pa.int64()),
-    ("alt", pa.string()),
-    ("license", pa.string()),
-    ("status", pa.string()),
-    ("http_status", pa.int32()),
-    ("fetched_at", pa.timestamp("ms", tz="UTC")),
-    ("person_score", pa.float32()),
-    ("error", pa.string()),
-    # beyond the issue's list:
-    ("kind", pa.string()),
-    ("path", pa.string()),
-    ("near_dup_of", pa.string()),
-    ("depth", pa.int32()),
-    ("attempts", pa.int32()),
-    ("content_type", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("page_url", pa.string()),
+        ("sha256", pa.string()),
+        ("phash", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("bytes", pa.int64()),
+        ("alt", pa.string()),
+        ("license", pa.string()),
+        ("status", pa.string()),
+        ("http_status", pa.int32()),
+        ("fetched_at", pa.timestamp("ms", tz="UTC")),
+        ("person_score", pa.float32()),
+        ("error", pa.string()),
+        # beyond the issue's list:
+        ("kind", pa.string()),
+        ("path", pa.string()),
+        ("near_dup_of", pa.string()),
+        ("depth", pa.int32()),
+        ("attempts", pa.int32()),
+        ("content_type", pa.string()),
+    ]
+)
 """Manifest columns. ``status``: ``ok`` (image stored), ``duplicate`` (same bytes as an image already
 stored: ``sha256``/``path`` point at that file), ``rejected`` (fetched but not a usable image),
 ``failed`` (HTTP, network or size error), ``skipped`` (robots.txt, X-Robots-Tag, scope, limits),
@@ -74,17 +76,31 @@ def build_table(frontier: Frontier, phash_distance: int = 6) -> pa.Table:
             error.append(err or "")
     utc = timezone.utc
     values = {
-        "url": col["url"], "page_url": [v or "" for v in col["page_url"]], "sha256": col["sha256"],
-        "phash": col["phash"], "width": col["width"], "height": col["height"], "format": col["format"],
-        "bytes": col["bytes"], "alt": [v or "" for v in col["alt"]], "license": [v or "" for v in col["license"]],
-        "status": status, "http_status": col["http_status"],
+        "url": col["url"],
+        "page_url": [v or "" for v in col["page_url"]],
+        "sha256": col["sha256"],
+        "phash": col["phash"],
+        "width": col["width"],
+        "height": col["height"],
+        "format": col["format"],
+        "bytes": col["bytes"],
+        "alt": [v or "" for v in col["alt"]],
+        "license": [v or "" for v in col["license"]],
+        "status": status,
+        "http_status": col["http_status"],
         "fetched_at": [datetime.fromtimestamp(t, tz=utc) if t else None for t in col["fetched_at"]],
-        "person_score": col["person_score"], "error": error, "kind": col["kind"], "path": col["path"],
+        "person_score": col["person_score"],
+        "error": error,
+        "kind": col["kind"],
+        "path": col["path"],
         "near_dup_of": [rep.get(s) if s else None for s in col["sha256"]],
-        "depth": col["depth"], "attempts": col["attempts"], "content_type": col["content_type"],
+        "depth": col["depth"],
+        "attempts": col["attempts"],
+        "content_type": col["content_type"],
     }
-    return pa.table({name: pa.array(list(values[name]), SCHEMA.field(name).type) for name in SCHEMA.names},
-                    schema=SCHEMA)
+    return pa.table(
+        {name: pa.array(list(values[name]), SCHEMA.field(name).type) for name in SCHEMA.names}, schema=SCHEMA
+    )
 
 
 def write_manifest(frontier: Frontier, path: str | Path, phash_distance: int = 6) -> int:

@@ -56,7 +56,9 @@ class OffsiteFilter:
             why = self.why_out(new.url, new.kind)
             if why is None:
                 kept.append(new)
-            elif new.kind == "image":  # images are recorded, so that the manifest says why they were not fetched
+            elif (
+                new.kind == "image"
+            ):  # images are recorded, so that the manifest says why they were not fetched
                 self.stats.inc("scope/out_of_scope/image")
                 self.frontier.record_skipped(new, f"out of scope: {why}")
             else:
@@ -88,7 +90,8 @@ class OffsiteFilter:
         if why is None:
             return None
         same_site = registrable_domain(URL(origin).host or "") == registrable_domain(
-            canonical_host(URL(target).raw_host or ""))
+            canonical_host(URL(target).raw_host or "")
+        )
         if same_site and not self.denied(target):
             return None
         return f"robots.txt redirected to {target}: {why}"

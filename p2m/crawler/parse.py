@@ -11,8 +11,20 @@ from bs4 import BeautifulSoup, Tag
 from p2m.crawler.urls import skip_scheme
 
 # Attributes that lazy-loading scripts use for the real image URL, most specific first.
-LAZY_SRC_ATTRS = ("data-src", "data-original", "data-lazy-src", "data-lazy", "data-url", "data-hi-res-src",
-                  "data-full-src", "data-large-file", "data-orig-file", "data-echo", "data-img-src", "data-image")
+LAZY_SRC_ATTRS = (
+    "data-src",
+    "data-original",
+    "data-lazy-src",
+    "data-lazy",
+    "data-url",
+    "data-hi-res-src",
+    "data-full-src",
+    "data-large-file",
+    "data-orig-file",
+    "data-echo",
+    "data-img-src",
+    "data-image",
+)
 LAZY_SRCSET_ATTRS = ("data-srcset", "data-lazy-srcset", "data-original-set")
 META_IMAGE_KEYS = ("og:image", "og:image:url", "og:image:secure_url", "twitter:image", "twitter:image:src")
 _CC_RE = re.compile(r"creativecommons\.org/(licenses|publicdomain)/", re.I)

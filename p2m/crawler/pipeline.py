@@ -63,9 +63,18 @@ class ImagePipeline:
         detector: a one-thread executor for the person scorer.
     """
 
-    def __init__(self, out: Path, config: CrawlConfig, frontier: Frontier, stats: Stats, finish: Finish,
-                 cpu: Executor, io: Executor, person_filter: MediaPipePersonFilter | None = None,
-                 detector: Executor | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        config: CrawlConfig,
+        frontier: Frontier,
+        stats: Stats,
+        finish: Finish,
+        cpu: Executor,
+        io: Executor,
+        person_filter: MediaPipePersonFilter | None = None,
+        detector: Executor | None = None,
+    ) -> None:
         self.out = out
         self.config = config
         self.frontier = frontier
@@ -82,7 +91,11 @@ class ImagePipeline:
         """Record ``item``'s image; returns True when a new file was stored."""
         body = resp.body or b""
         loop = asyncio.get_running_loop()
-        raw = sha256_hex(body) if len(body) <= 1 << 20 else await loop.run_in_executor(self.io, sha256_hex, body)
+        raw = (
+            sha256_hex(body)
+            if len(body) <= 1 << 20
+            else await loop.run_in_executor(self.io, sha256_hex, body)
+        )
         while True:
             stored = self.frontier.stored_sha(raw)
             if stored is not None:
@@ -114,9 +127,18 @@ class ImagePipeline:
         self.stats.inc("image/checked")  # decoded and hashed: once per distinct content
         body = resp.body or b""
         try:
-            checked = await loop.run_in_executor(self.cpu, functools.partial(
-                _check_in_worker, body, min_size=c.min_size_px, max_pixels=c.max_pixels,
-                declared_type=resp.content_type, preview=self.person_filter is not None, sha256=raw))
+            checked = await loop.run_in_executor(
+                self.cpu,
+                functools.partial(
+                    _check_in_worker,
+                    body,
+                    min_size=c.min_size_px,
+                    max_pixels=c.max_pixels,
+                    declared_type=resp.content_type,
+                    preview=self.person_filter is not None,
+                    sha256=raw,
+                ),
+            )
             if not checked.rotated:
                 checked.data = body
         except ImageRejected as exc:
@@ -142,14 +164,29 @@ class ImagePipeline:
             self.stats.inc("image/duplicate")
             self.finish(item, "done", "duplicate", resp=resp, sha256=checked.sha256, kind="image")
             return False
-        image_row = {"sha256": checked.sha256, "path": rel, "width": checked.width, "height": checked.height,
-                     "format": checked.format, "bytes": len(checked.data), "phash": checked.phash,
-                     "person_score": score}
+        image_row = {
+            "sha256": checked.sha256,
+            "path": rel,
+            "width": checked.width,
+            "height": checked.height,
+            "format": checked.format,
+            "bytes": len(checked.data),
+            "phash": checked.phash,
+            "person_score": score,
+        }
         self.stats.inc("image/stored")
         if checked.rotated:
             self.stats.inc("image/exif_rotated")
-        self.finish(item, "done", "ok", resp=resp, sha256=checked.sha256, image=image_row, kind="image",
-                    raw_sha256=raw)
+        self.finish(
+            item,
+            "done",
+            "ok",
+            resp=resp,
+            sha256=checked.sha256,
+            image=image_row,
+            kind="image",
+            raw_sha256=raw,
+        )
         return True
 
     def _remember_rejection(self, raw: str, key: str, reason: str) -> None:

@@ -51,8 +51,13 @@ class RetryPolicy:
         rng: jitter source.
     """
 
-    def __init__(self, config: CrawlConfig, stats: Stats, count: Callable[[Response], None],
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: CrawlConfig,
+        stats: Stats,
+        count: Callable[[Response], None],
+        rng: random.Random | None = None,
+    ) -> None:
         self.config = config
         self.stats = stats
         self.count = count
@@ -63,7 +68,7 @@ class RetryPolicy:
         c = self.config
         if retry_after is not None:
             return min(retry_after, c.max_retry_after)
-        return min(c.backoff_max, c.backoff_base * (2 ** attempt) * self.rng.uniform(0.5, 1.5))
+        return min(c.backoff_max, c.backoff_base * (2**attempt) * self.rng.uniform(0.5, 1.5))
 
     async def get(self, fetcher: Fetcher, url: str, **kwargs) -> Response:
         """GET with retries in place (for robots.txt, which has no journal row to wait in)."""
@@ -82,13 +87,18 @@ class RetryPolicy:
             slot.errors_in_row += 1
         if resp.retryable and item.attempts < c.retries:
             if resp.retry_after is not None and resp.retry_after > c.max_retry_after:
-                return Outcome(error=f"{resp.error}: Retry-After {resp.retry_after:.0f} s over the "
-                                     f"{c.max_retry_after:.0f} s limit")
+                return Outcome(
+                    error=f"{resp.error}: Retry-After {resp.retry_after:.0f} s over the "
+                    f"{c.max_retry_after:.0f} s limit"
+                )
             self.stats.inc(f"fetch/retry/{resp.error_kind}")
-            return Outcome(retry_in=self.backoff(item.attempts, resp.retry_after),
-                           hold_host=resp.status in (429, 503))  # the whole host asked us to slow down
+            return Outcome(
+                retry_in=self.backoff(item.attempts, resp.retry_after), hold_host=resp.status in (429, 503)
+            )  # the whole host asked us to slow down
         if slot.errors_in_row >= c.host_error_limit and not slot.dead_reason:
-            slot.dead_reason = f"host gave up after {slot.errors_in_row} connection failures in a row ({resp.error})"
+            slot.dead_reason = (
+                f"host gave up after {slot.errors_in_row} connection failures in a row ({resp.error})"
+            )
             logger.warning("%s: %s", slot.key, slot.dead_reason)
             self.stats.inc("fetch/dead_hosts")
         if resp.error_kind == "x_robots_tag":
@@ -118,7 +128,9 @@ class RedirectPolicy:
         target = resp.location or ""
         if item.hops + 1 > self.max_redirects:
             self.stats.inc("redirect/too_many")
-            return Outcome(error=f"too many redirects ({item.hops + 1} > --max-redirects {self.max_redirects})")
+            return Outcome(
+                error=f"too many redirects ({item.hops + 1} > --max-redirects {self.max_redirects})"
+            )
         try:
             key = normalize_url(target)
         except UrlError as exc:
@@ -127,5 +139,6 @@ class RedirectPolicy:
         if why:
             return Outcome(state="skipped", status="skipped", error=f"redirect to {target}: {why}")
         new = NewUrl(key, target, item.kind, item.depth, item.page_url, item.alt, item.license, item.hops + 1)
-        return Outcome(state="done", status="redirect", error=f"redirected (HTTP {resp.status}) to {target}",
-                       follow=new)
+        return Outcome(
+            state="done", status="redirect", error=f"redirected (HTTP {resp.status}) to {target}", follow=new
+        )

@@ -91,8 +91,9 @@ def rules_from_response(status: int, body: bytes | None, error: str, ua_token: s
         return RobotsRules("allow_all", reason=f"robots.txt returned HTTP {status}", ua_token=ua_token)
     if status:
         return RobotsRules("disallow_all", reason=f"robots.txt returned HTTP {status}", ua_token=ua_token)
-    return RobotsRules("disallow_all", reason=f"robots.txt unreachable ({error or 'no response'})",
-                       ua_token=ua_token)
+    return RobotsRules(
+        "disallow_all", reason=f"robots.txt unreachable ({error or 'no response'})", ua_token=ua_token
+    )
 
 
 class RobotsCache:

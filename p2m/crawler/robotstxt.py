@@ -50,16 +50,24 @@ class RobotsMiddleware:
         delay = rules.crawl_delay()
         if delay:
             if delay > self.config.max_crawl_delay:
-                logger.warning("%s: Crawl-delay %s s cut to --max-crawl-delay %s s", slot.key, delay,
-                               self.config.max_crawl_delay)
+                logger.warning(
+                    "%s: Crawl-delay %s s cut to --max-crawl-delay %s s",
+                    slot.key,
+                    delay,
+                    self.config.max_crawl_delay,
+                )
                 delay = self.config.max_crawl_delay
             slot.min_delay = delay
             slot.concurrency = 1
-            slot.next_start = max(slot.next_start, time.monotonic() + delay)  # counts from the robots.txt request
+            slot.next_start = max(
+                slot.next_start, time.monotonic() + delay
+            )  # counts from the robots.txt request
             self.stats.max_value("robots/crawl_delay_max", delay)
         news = []
         if self.config.follow_robots_sitemaps:
-            news = [NewUrl(normalize_url(s), s, "sitemap", 0) for s in rules.sitemaps() if self.offsite.valid(s)]
+            news = [
+                NewUrl(normalize_url(s), s, "sitemap", 0) for s in rules.sitemaps() if self.offsite.valid(s)
+            ]
         slot.robots_state = "ready"
         return news
 
@@ -68,7 +76,9 @@ class RobotsMiddleware:
         resp = None
         refused = None
         for _hop in range(6):  # RFC 9309: follow at least five redirects
-            resp = await self.retry.get(fetcher, url, accept="text/plain,*/*;q=0.5", max_bytes=MAX_ROBOTS_BYTES + 1)
+            resp = await self.retry.get(
+                fetcher, url, accept="text/plain,*/*;q=0.5", max_bytes=MAX_ROBOTS_BYTES + 1
+            )
             if resp.location is None:
                 break
             refused = self.offsite.robots_redirect_refused(slot.key, resp.location)
@@ -104,7 +114,9 @@ class RobotsMiddleware:
         """``(state, status, reason)`` when ``item`` must not be fetched (dead host, robots.txt), else None."""
         if slot.dead_reason:
             return "failed", "failed", slot.dead_reason
-        rules = slot.robots or self._rules("robots.txt was not read")  # never crawl a host whose robots.txt is unread
+        rules = slot.robots or self._rules(
+            "robots.txt was not read"
+        )  # never crawl a host whose robots.txt is unread
         if not rules.allowed(item.url):
             self.stats.inc("robots/forbidden")
             return "skipped", "skipped", rules.why_not()

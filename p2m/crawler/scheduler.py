@@ -76,8 +76,14 @@ class Scheduler:
         seed: random seed for the delay jitter.
     """
 
-    def __init__(self, workers: int, per_host: int, delay: float, admit: Callable[[Item], bool],
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        per_host: int,
+        delay: float,
+        admit: Callable[[Item], bool],
+        seed: int | None = None,
+    ) -> None:
         self.workers = workers
         self.per_host = per_host
         self.delay = delay
@@ -111,7 +117,9 @@ class Scheduler:
         if item.not_before > time.time():
             heapq.heappush(slot.delayed, (item.not_before, next(self._seq), item))
         else:
-            heapq.heappush(slot.ready, (PRIORITY.get(item.kind, 3) + item.depth * 0.01, next(self._seq), item))
+            heapq.heappush(
+                slot.ready, (PRIORITY.get(item.kind, 3) + item.depth * 0.01, next(self._seq), item)
+            )
         self._work[slot.key] = slot
         self.idle = False
         self._changed.set()

@@ -28,8 +28,11 @@ def decide_kind(resp: Response) -> str:
     if xml:
         return xml
     ctype = resp.content_type
-    if "html" in ctype or body[:1024].lstrip().lower().startswith((b"<!doctype html", b"<html")) \
-            or b"<html" in body[:1024].lower():
+    if (
+        "html" in ctype
+        or body[:1024].lstrip().lower().startswith((b"<!doctype html", b"<html"))
+        or b"<html" in body[:1024].lower()
+    ):
         return "page"
     return "other"
 
@@ -47,8 +50,16 @@ class Scraper:
         finish: records a URL's result.
     """
 
-    def __init__(self, depth: int, max_bytes: int, offsite: OffsiteFilter, stats: Stats, cpu: Executor,
-                 enqueue: Callable[[list[NewUrl]], object], finish: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        depth: int,
+        max_bytes: int,
+        offsite: OffsiteFilter,
+        stats: Stats,
+        cpu: Executor,
+        enqueue: Callable[[list[NewUrl]], object],
+        finish: Callable[..., None],
+    ) -> None:
         self.depth = depth
         self.max_bytes = max_bytes
         self.offsite = offsite
@@ -74,8 +85,17 @@ class Scraper:
         else:
             for ref in page.images:
                 if valid(ref.url):
-                    news.append(NewUrl(normalize_url(ref.url), ref.url, "image", item.depth, item.url, ref.alt,
-                                       page.license))
+                    news.append(
+                        NewUrl(
+                            normalize_url(ref.url),
+                            ref.url,
+                            "image",
+                            item.depth,
+                            item.url,
+                            ref.alt,
+                            page.license,
+                        )
+                    )
         if item.depth < self.depth and not (page.robots & {"nofollow", "none"}):
             self.stats.inc("page/links", len(page.links))
             for link in page.links:
@@ -88,8 +108,12 @@ class Scraper:
         """Sitemaps, pages and images listed by a sitemap, sitemap index, RSS or Atom feed."""
         loop = asyncio.get_running_loop()
         try:
-            found = await loop.run_in_executor(self.cpu, functools.partial(
-                parse_sitemap_or_feed, resp.body or b"", item.url, max_bytes=self.max_bytes))
+            found = await loop.run_in_executor(
+                self.cpu,
+                functools.partial(
+                    parse_sitemap_or_feed, resp.body or b"", item.url, max_bytes=self.max_bytes
+                ),
+            )
         except BodyTooLarge:
             self.finish(item, "failed", "failed", f"sitemap over the {self.max_bytes}-byte cap", resp=resp)
             return
@@ -98,9 +122,16 @@ class Scraper:
             return
         self.stats.inc(f"sitemap/parsed/{found.kind}")
         valid = self.offsite.valid
-        news = [NewUrl(normalize_url(u), u, "sitemap", item.depth, item.url) for u in found.sitemaps if valid(u)]
+        news = [
+            NewUrl(normalize_url(u), u, "sitemap", item.depth, item.url) for u in found.sitemaps if valid(u)
+        ]
         news += [NewUrl(normalize_url(u), u, "page", item.depth, item.url) for u in found.pages if valid(u)]
-        news += [NewUrl(normalize_url(u), u, "image", item.depth, item.url, alt) for u, alt in found.images
-                 if valid(u)]
+        news += [
+            NewUrl(normalize_url(u), u, "image", item.depth, item.url, alt)
+            for u, alt in found.images
+            if valid(u)
+        ]
         self.enqueue(news)
-        self.finish(item, "done", "ok", resp=resp, kind="feed" if found.kind in ("rss", "atom") else "sitemap")
+        self.finish(
+            item, "done", "ok", resp=resp, kind="feed" if found.kind in ("rss", "atom") else "sitemap"
+        )

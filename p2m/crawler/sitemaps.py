@@ -87,8 +87,11 @@ def parse_sitemap_or_feed(body: bytes, url: str, max_bytes: int = 50 * 1024 * 10
     if root is None:
         return Discovered("unknown")
     kind = _local(root.tag)
-    out = Discovered({"urlset": "urlset", "sitemapindex": "sitemapindex", "rss": "rss", "feed": "atom",
-                      "rdf": "rss"}.get(kind, "unknown"))
+    out = Discovered(
+        {"urlset": "urlset", "sitemapindex": "sitemapindex", "rss": "rss", "feed": "atom", "rdf": "rss"}.get(
+            kind, "unknown"
+        )
+    )
 
     def absolute(raw: str | None) -> str | None:
         raw = (raw or "").strip()
@@ -137,9 +140,9 @@ def parse_sitemap_or_feed(body: bytes, url: str, max_bytes: int = 50 * 1024 * 10
             for c in item.iter():
                 cname = _local(c.tag)
                 ctype = (c.get("type") or "").lower()
-                if cname in ("enclosure", "content", "thumbnail") and (ctype.startswith("image/") or
-                                                                       cname == "thumbnail" or
-                                                                       c.get("medium") == "image"):
+                if cname in ("enclosure", "content", "thumbnail") and (
+                    ctype.startswith("image/") or cname == "thumbnail" or c.get("medium") == "image"
+                ):
                     img = absolute(c.get("url") or c.get("href"))
                     if img:
                         out.images.append((img, title.strip()))
@@ -148,5 +151,11 @@ def parse_sitemap_or_feed(body: bytes, url: str, max_bytes: int = 50 * 1024 * 10
     return out
 
 
-__all__ = ["BodyTooLarge", "DecodeError", "Discovered", "gunzip_capped", "parse_sitemap_or_feed",
-           "sniff_xml_kind"]
+__all__ = [
+    "BodyTooLarge",
+    "DecodeError",
+    "Discovered",
+    "gunzip_capped",
+    "parse_sitemap_or_feed",
+    "sniff_xml_kind",
+]

@@ -14,17 +14,111 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # Second-level labels under which a registrable domain takes three labels (a short list, not the full PSL).
 _MULTI_LABEL_SUFFIXES = {
-    "co.uk", "org.uk", "ac.uk", "gov.uk", "me.uk", "ltd.uk", "plc.uk", "net.uk", "sch.uk",
-    "com.au", "net.au", "org.au", "edu.au", "gov.au", "co.nz", "org.nz", "govt.nz", "ac.nz",
-    "co.jp", "ne.jp", "or.jp", "ac.jp", "go.jp", "co.kr", "or.kr", "ac.kr", "com.br", "net.br", "org.br",
-    "gov.br", "com.cn", "net.cn", "org.cn", "gov.cn", "edu.cn", "ac.cn", "com.tw", "org.tw", "edu.tw",
-    "com.hk", "org.hk", "edu.hk", "co.in", "net.in", "org.in", "ac.in", "gov.in", "co.za", "org.za",
-    "ac.za", "gov.za", "com.mx", "org.mx", "gob.mx", "com.ar", "org.ar", "gob.ar", "com.tr", "org.tr",
-    "gov.tr", "edu.tr", "com.sg", "org.sg", "edu.sg", "gov.sg", "co.il", "org.il", "ac.il", "co.id",
-    "or.id", "ac.id", "com.my", "org.my", "com.ph", "com.pk", "com.ua", "org.ua", "com.pl", "net.pl",
-    "org.pl", "co.at", "or.at", "ac.at", "com.es", "org.es", "com.pt", "com.ru", "org.ru", "com.sa",
-    "com.eg", "com.vn", "com.ng", "co.ke", "co.th", "ac.th", "in.th", "go.th", "github.io", "blogspot.com",
-    "wordpress.com", "herokuapp.com", "netlify.app", "vercel.app", "pages.dev", "appspot.com",
+    "co.uk",
+    "org.uk",
+    "ac.uk",
+    "gov.uk",
+    "me.uk",
+    "ltd.uk",
+    "plc.uk",
+    "net.uk",
+    "sch.uk",
+    "com.au",
+    "net.au",
+    "org.au",
+    "edu.au",
+    "gov.au",
+    "co.nz",
+    "org.nz",
+    "govt.nz",
+    "ac.nz",
+    "co.jp",
+    "ne.jp",
+    "or.jp",
+    "ac.jp",
+    "go.jp",
+    "co.kr",
+    "or.kr",
+    "ac.kr",
+    "com.br",
+    "net.br",
+    "org.br",
+    "gov.br",
+    "com.cn",
+    "net.cn",
+    "org.cn",
+    "gov.cn",
+    "edu.cn",
+    "ac.cn",
+    "com.tw",
+    "org.tw",
+    "edu.tw",
+    "com.hk",
+    "org.hk",
+    "edu.hk",
+    "co.in",
+    "net.in",
+    "org.in",
+    "ac.in",
+    "gov.in",
+    "co.za",
+    "org.za",
+    "ac.za",
+    "gov.za",
+    "com.mx",
+    "org.mx",
+    "gob.mx",
+    "com.ar",
+    "org.ar",
+    "gob.ar",
+    "com.tr",
+    "org.tr",
+    "gov.tr",
+    "edu.tr",
+    "com.sg",
+    "org.sg",
+    "edu.sg",
+    "gov.sg",
+    "co.il",
+    "org.il",
+    "ac.il",
+    "co.id",
+    "or.id",
+    "ac.id",
+    "com.my",
+    "org.my",
+    "com.ph",
+    "com.pk",
+    "com.ua",
+    "org.ua",
+    "com.pl",
+    "net.pl",
+    "org.pl",
+    "co.at",
+    "or.at",
+    "ac.at",
+    "com.es",
+    "org.es",
+    "com.pt",
+    "com.ru",
+    "org.ru",
+    "com.sa",
+    "com.eg",
+    "com.vn",
+    "com.ng",
+    "co.ke",
+    "co.th",
+    "ac.th",
+    "in.th",
+    "go.th",
+    "github.io",
+    "blogspot.com",
+    "wordpress.com",
+    "herokuapp.com",
+    "netlify.app",
+    "vercel.app",
+    "pages.dev",
+    "appspot.com",
 }
 
 _SKIP_SCHEMES = ("data:", "javascript:", "mailto:", "tel:", "about:", "blob:", "ftp:", "file:", "#")
@@ -108,7 +202,9 @@ def whatwg_ipv4(host: str) -> str | None:
         raise UrlError(f"host {host!r} ends in a number but is not a valid IPv4 address")
     *head, tail = numbers
     if any(n > 255 for n in head) or tail >= 256 ** (5 - len(numbers)):
-        raise UrlError(f"host {host!r} ends in a number but is not a valid IPv4 address (a part is too large)")
+        raise UrlError(
+            f"host {host!r} ends in a number but is not a valid IPv4 address (a part is too large)"
+        )
     value = tail + sum(n << (8 * (3 - i)) for i, n in enumerate(head))
     return str(ipaddress.IPv4Address(value))
 
@@ -232,7 +328,9 @@ class Scope:
         deny: regular expressions; a URL matching any of them is out of scope.
     """
 
-    def __init__(self, seeds: Iterable[str], allow_domains: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
+    def __init__(
+        self, seeds: Iterable[str], allow_domains: Iterable[str] = (), deny: Iterable[str] = ()
+    ) -> None:
         self.domains: set[str] = set()
         for s in seeds:
             host = _host_of(s)
@@ -244,7 +342,9 @@ class Scope:
             try:
                 self.deny.append(re.compile(pattern))
             except re.error as exc:
-                raise UrlError(f"--deny pattern {pattern!r} is not a valid regular expression: {exc}") from exc
+                raise UrlError(
+                    f"--deny pattern {pattern!r} is not a valid regular expression: {exc}"
+                ) from exc
 
     def why_out(self, url: str) -> str | None:
         """None when ``url`` is in scope, else a one-line reason."""

@@ -103,18 +103,32 @@ def export_mesh(
     if image is not None:
         layout = body_uv_layout(body, tex_size)
         result.texture = texture_from_photo(
-            image, verts, faces, layout, f=f, c=c, weak_perspective=weak_perspective, tex_size=tex_size,
-            mirror_vertices=body_rest_vertices(body), mirror_axis=0,
-        )  # fmt: skip
+            image,
+            verts,
+            faces,
+            layout,
+            f=f,
+            c=c,
+            weak_perspective=weak_perspective,
+            tex_size=tex_size,
+            mirror_vertices=body_rest_vertices(body),
+            mirror_axis=0,
+        )
         texture = (result.texture.texture, result.texture.layout)
     if "glb" in formats:
         skin = skin_from_body(body, verts, joints_h36m)
         result.skin = skin
         result.files["glb"] = out / f"{name}.glb"
         write_rigged_glb(
-            result.files["glb"], camera_to_gltf(verts, unit), faces, camera_to_gltf(skin.joints, unit), skin.parents,
-            skin.weights, skin.names, texture=texture,
-        )  # fmt: skip
+            result.files["glb"],
+            camera_to_gltf(verts, unit),
+            faces,
+            camera_to_gltf(skin.joints, unit),
+            skin.parents,
+            skin.weights,
+            skin.names,
+            texture=texture,
+        )
     if "obj" in formats:
         file_verts = camera_to_gltf(verts, unit) if axes == "y_up" else verts * unit
         result.files["obj"] = out / f"{name}.obj"

@@ -58,4 +58,6 @@ def posed_mesh(body: Any, fit: BodyFit, unit_m: float = 1e-3) -> np.ndarray:
 
     with torch.no_grad():
         local = as_numpy(body(t(fit.pose), t(fit.shape), t(fit.trans)).vertices[0])
-    return (local @ np.asarray(fit.rot, dtype=np.float64).T + np.asarray(fit.offset, dtype=np.float64)) / unit_m
+    return (
+        local @ np.asarray(fit.rot, dtype=np.float64).T + np.asarray(fit.offset, dtype=np.float64)
+    ) / unit_m

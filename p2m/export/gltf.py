@@ -106,7 +106,9 @@ def limit_influences(weights: Any, k: int = MAX_INFLUENCES) -> tuple[np.ndarray,
 def _influences(skin_weights: Any, num_vertices: int, num_joints: int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(skin_weights, tuple):
         if len(skin_weights) != 2:
-            raise ValueError("skin_weights: expected a (V, J) array or a pair (indices (V, K), weights (V, K))")
+            raise ValueError(
+                "skin_weights: expected a (V, J) array or a pair (indices (V, K), weights (V, K))"
+            )
         idx = as_numpy(skin_weights[0], np.int64)
         w = as_numpy(skin_weights[1])
         if idx.shape != w.shape or idx.ndim != 2 or len(idx) != num_vertices:
@@ -114,7 +116,9 @@ def _influences(skin_weights: Any, num_vertices: int, num_joints: int) -> tuple[
                 f"skin_weights: indices {idx.shape} and weights {w.shape} must both be ({num_vertices}, K)"
             )
         if idx.size and (idx.min() < 0 or idx.max() >= num_joints):
-            raise ValueError(f"skin_weights: joint indices {idx.min()}..{idx.max()}, skeleton has {num_joints}")
+            raise ValueError(
+                f"skin_weights: joint indices {idx.min()}..{idx.max()}, skeleton has {num_joints}"
+            )
         dense = np.zeros((num_vertices, num_joints))
         np.add.at(dense, (np.repeat(np.arange(num_vertices), idx.shape[1]), idx.ravel()), w.ravel())
     else:
@@ -184,7 +188,9 @@ class _Buffer:
         return len(self.views) - 1
 
     def accessor(self, array: np.ndarray, kind: str, target: int | None, bounds: bool = False) -> int:
-        component = {np.float32: _FLOAT, np.uint8: _UINT8, np.uint16: _UINT16, np.uint32: _UINT32}[array.dtype.type]
+        component = {np.float32: _FLOAT, np.uint8: _UINT8, np.uint16: _UINT16, np.uint32: _UINT32}[
+            array.dtype.type
+        ]
         entry: dict[str, Any] = {
             "bufferView": self.view(np.ascontiguousarray(array).tobytes(), target),
             "componentType": component,
@@ -204,7 +210,9 @@ def _png(image: Any) -> bytes:
 
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-        raise ValueError(f"texture image has shape {img.shape} and dtype {img.dtype}, expected (H, W, 3) uint8")
+        raise ValueError(
+            f"texture image has shape {img.shape} and dtype {img.dtype}, expected (H, W, 3) uint8"
+        )
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
@@ -313,13 +321,23 @@ def write_rigged_glb(
         "scene": 0,
         "scenes": [{"name": "scene", "nodes": [num_joints, *roots]}],
         "nodes": nodes,
-        "meshes": [{"name": mesh_name, "primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}],
+        "meshes": [
+            {
+                "name": mesh_name,
+                "primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}],
+            }
+        ],
         "skins": [skin],
-    }  # fmt: skip
+    }
     if uv is not None:
         gltf["images"] = [{"name": "texture", "mimeType": "image/png", "bufferView": buf.view(png)}]
         gltf["samplers"] = [
-            {"magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR, "wrapS": _CLAMP_TO_EDGE, "wrapT": _CLAMP_TO_EDGE}
+            {
+                "magFilter": _LINEAR,
+                "minFilter": _LINEAR_MIPMAP_LINEAR,
+                "wrapS": _CLAMP_TO_EDGE,
+                "wrapT": _CLAMP_TO_EDGE,
+            }
         ]
         gltf["textures"] = [{"sampler": 0, "source": 0}]
         pbr["baseColorTexture"] = {"index": 0, "texCoord": 0}
@@ -335,13 +353,21 @@ def write_rigged_glb(
     text = json.dumps(gltf, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 4)
     total = 12 + 8 + len(text) + 8 + len(buf.data)
-    blob = b"".join([
-        struct.pack("<III", _GLB_MAGIC, 2, total),
-        struct.pack("<II", len(text), _JSON_CHUNK), text,
-        struct.pack("<II", len(buf.data), _BIN_CHUNK), bytes(buf.data),
-    ])  # fmt: skip
+    blob = b"".join(
+        [
+            struct.pack("<III", _GLB_MAGIC, 2, total),
+            struct.pack("<II", len(text), _JSON_CHUNK),
+            text,
+            struct.pack("<II", len(buf.data), _BIN_CHUNK),
+            bytes(buf.data),
+        ]
+    )
     write_bytes(path, blob)
     logger.info(
-        "wrote %s: %d vertices, %d faces, %d joints%s", path, len(verts), len(tris), num_joints,
+        "wrote %s: %d vertices, %d faces, %d joints%s",
+        path,
+        len(verts),
+        len(tris),
+        num_joints,
         ", textured" if uv is not None else "",
-    )  # fmt: skip
+    )

@@ -150,20 +150,28 @@ def skin_from_body(
         face, bary, dist = closest_points(verts, bverts, tris)
         weights = interpolate(bone_w, tris, face, bary)
         weights /= weights.sum(axis=1, keepdims=True)
-        logger.info("skin weights carried over: closest-point distance mean %.4g, max %.4g", dist.mean(), dist.max())
+        logger.info(
+            "skin weights carried over: closest-point distance mean %.4g, max %.4g", dist.mean(), dist.max()
+        )
 
     if skeleton == "body":
         if joints is None:
-            raise ValueError(f"skeleton 'body' needs joints: the ({len(body.bone_names)}, 3) bone heads of the mesh")
+            raise ValueError(
+                f"skeleton 'body' needs joints: the ({len(body.bone_names)}, 3) bone heads of the mesh"
+            )
         jpos = as_numpy(joints)
         if jpos.shape != (len(body.bone_names), 3):
-            raise ValueError(f"joints has shape {jpos.shape}, expected ({len(body.bone_names)}, 3) bone heads")
+            raise ValueError(
+                f"joints has shape {jpos.shape}, expected ({len(body.bone_names)}, 3) bone heads"
+            )
         mapping = np.arange(len(body.bone_names))
         return Skin(jpos, np.asarray(body.bone_parents, np.int64), tuple(body.bone_names), weights, mapping)
 
     if joints is None:
         if not same_topology:
-            raise ValueError("joints=None regresses the H36M joints from the mesh, which needs the body's topology")
+            raise ValueError(
+                "joints=None regresses the H36M joints from the mesh, which needs the body's topology"
+            )
         jpos = as_numpy(body.h36m_regressor) @ verts
     else:
         jpos = as_numpy(joints)

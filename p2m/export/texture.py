@@ -95,7 +95,9 @@ def _camera(
     on the surface (depths -> vertex units per pixel) and whether the camera is orthographic."""
     if weak_perspective is not None:
         if f is not None or c is not None:
-            raise ValueError("texture_from_photo: give either f and c (pinhole) or weak_perspective, not both")
+            raise ValueError(
+                "texture_from_photo: give either f and c (pinhole) or weak_perspective, not both"
+            )
         s, tx, ty = (float(v) for v in weak_perspective)
         if s <= 0:
             raise ValueError(f"texture_from_photo: weak_perspective scale {s} must be positive")
@@ -110,11 +112,15 @@ def _camera(
         far[:, 2] = verts[:, 2] - verts[:, 2].mean() + dist
         return far, s * dist, (tx, ty), project, lambda z: np.full(len(z), 1.0 / s), True
     if f is None or c is None:
-        raise ValueError("texture_from_photo: a camera is needed: f and c (pinhole) or weak_perspective=(s, tx, ty)")
+        raise ValueError(
+            "texture_from_photo: a camera is needed: f and c (pinhole) or weak_perspective=(s, tx, ty)"
+        )
     fx, fy = (float(f), float(f)) if np.ndim(f) == 0 else (float(f[0]), float(f[1]))
     cx, cy = float(c[0]), float(c[1])
     if (verts[:, 2] <= 0).all():
-        raise ValueError("texture_from_photo: every vertex is behind the camera (z <= 0); expected camera-frame z > 0")
+        raise ValueError(
+            "texture_from_photo: every vertex is behind the camera (z <= 0); expected camera-frame z > 0"
+        )
 
     def project(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = np.maximum(p[:, 2], 1e-12)
@@ -269,8 +275,12 @@ def texture_from_photo(
     n_cov = max(len(texel), 1)
     logger.info(
         "texture %dx%d: %.1f %% of the surface texels seen, %.1f %% mirrored, %.1f %% mean colour",
-        t, t, 100 * ok.sum() / n_cov, 100 * mirrored_flat.sum() / n_cov, 100 * (~filled).sum() / n_cov,
-    )  # fmt: skip
+        t,
+        t,
+        100 * ok.sum() / n_cov,
+        100 * mirrored_flat.sum() / n_cov,
+        100 * (~filled).sum() / n_cov,
+    )
     return TextureResult(
         texture=np.clip(np.rint(tex), 0, 255).astype(np.uint8),
         seen=seen_flat.reshape(t, t),
@@ -282,7 +292,11 @@ def texture_from_photo(
 
 
 def write_textured_obj(
-    path: str | os.PathLike, vertices: Any, faces: Any, uv: UVLayout | Any, texture: Any,
+    path: str | os.PathLike,
+    vertices: Any,
+    faces: Any,
+    uv: UVLayout | Any,
+    texture: Any,
     texture_name: str | None = None,
 ) -> tuple[Path, Path, Path]:
     """Write a textured Wavefront OBJ: ``NAME.obj`` + ``NAME.mtl`` + ``NAME.png`` side by side, each atomically.
@@ -310,7 +324,9 @@ def write_textured_obj(
     layout = as_layout(uv, tris)
     img = np.asarray(texture)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"write_textured_obj: texture has shape {img.shape}, dtype {img.dtype}; expected (H, W, 3) uint8")
+        raise ValueError(
+            f"write_textured_obj: texture has shape {img.shape}, dtype {img.dtype}; expected (H, W, 3) uint8"
+        )
     obj = Path(path)
     mtl = obj.with_suffix(".mtl")
     png = obj.with_name(texture_name) if texture_name else obj.with_suffix(".png")

@@ -68,7 +68,9 @@ class UVLayout:
         if face_uv.ndim != 2 or face_uv.shape[1] != 3:
             raise ValueError(f"UVLayout: face_uv has shape {face_uv.shape}, expected (F, 3)")
         if face_uv.size and (face_uv.min() < 0 or face_uv.max() >= len(uv)):
-            raise ValueError(f"UVLayout: face_uv indexes {face_uv.min()}..{face_uv.max()}, uv has {len(uv)} rows")
+            raise ValueError(
+                f"UVLayout: face_uv indexes {face_uv.min()}..{face_uv.max()}, uv has {len(uv)} rows"
+            )
         object.__setattr__(self, "uv", uv)
         object.__setattr__(self, "face_uv", face_uv)
 
@@ -171,14 +173,18 @@ def _carry_over(full_model: Any, model: Any) -> tuple[UVLayout, float, int] | No
     if share < MIN_EXACT_SHARE:
         return None
     rest = np.nonzero(~exact)[0]
-    if len(rest):  # the affine UV map of the full-mesh face nearest to each face's centroid, extended to its corners
+    if len(
+        rest
+    ):  # the affine UV map of the full-mesh face nearest to each face's centroid, extended to its corners
         tri, _, _ = closest_points(verts[faces[rest]].mean(axis=1), full_verts, full_faces)
         a = full_verts[full_faces[tri]]  # (n, 3, 3)
         basis = np.stack([a[:, 1] - a[:, 0], a[:, 2] - a[:, 0]], axis=2)  # (n, 3, 2)
         rel = verts[faces[rest]] - a[:, :1]  # (n, 3 corners, 3)
         gram = np.einsum("nda,ndb->nab", basis, basis)
         rhs = np.einsum("nda,nkd->nka", basis, rel)
-        ab = np.linalg.solve(gram[:, None], rhs[..., None])[..., 0]  # (n, 3, 2) coordinates in the face's edges
+        ab = np.linalg.solve(gram[:, None], rhs[..., None])[
+            ..., 0
+        ]  # (n, 3, 2) coordinates in the face's edges
         u = full_uv[full_fuv[tri]]  # (n, 3, 2)
         out[rest] = u[:, :1] + ab[..., :1] * (u[:, 1:2] - u[:, :1]) + ab[..., 1:] * (u[:, 2:3] - u[:, :1])
     uv, face_uv = np.unique(out.reshape(-1, 2), axis=0, return_inverse=True)  # corners share identical UVs
@@ -205,7 +211,9 @@ def anny_uv_layout(body: Any) -> UVLayout | None:
     model = body.anny
     if getattr(model, "texture_coordinates", None) is not None:
         return UVLayout(
-            as_numpy(model.texture_coordinates), as_numpy(model.face_texture_coordinate_indices, np.int64), "anny"
+            as_numpy(model.texture_coordinates),
+            as_numpy(model.face_texture_coordinate_indices, np.int64),
+            "anny",
         )
     path = _cache_path(body.topology)
     if path.exists():
@@ -229,8 +237,10 @@ def anny_uv_layout(body: Any) -> UVLayout | None:
         np.savez(buf, fits=np.array(True), uv=layout.uv, face_uv=layout.face_uv)
         logger.info(
             "anny topology %s: MakeHuman UVs carried over (%.1f %% exact faces, %d patched)",
-            body.topology, 100 * share, patched,
-        )  # fmt: skip
+            body.topology,
+            100 * share,
+            patched,
+        )
     write_bytes(path, buf.getvalue())
     return None if found is None else found[0]
 

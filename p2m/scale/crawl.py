@@ -67,8 +67,9 @@ class Outbox:
         self.db.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, dest INTEGER, urls TEXT)")
 
     def put(self, dest: int, news: list[NewUrl]) -> int:
-        cur = self.db.execute("INSERT INTO outbox(dest, urls) VALUES (?, ?)",
-                              (dest, json.dumps([astuple(n) for n in news])))  # fmt: skip
+        cur = self.db.execute(
+            "INSERT INTO outbox(dest, urls) VALUES (?, ?)", (dest, json.dumps([astuple(n) for n in news]))
+        )
         return int(cur.lastrowid)
 
     def done(self, row: int) -> None:
@@ -85,7 +86,9 @@ class Outbox:
 class CrawlActor:
     """One crawler of a Ray crawl (wrapped with ``ray.remote`` by :func:`crawl`); every method runs on its loop."""
 
-    def __init__(self, index: int, count: int, out: str, config: dict[str, Any], seeds: list[str], group: str) -> None:
+    def __init__(
+        self, index: int, count: int, out: str, config: dict[str, Any], seeds: list[str], group: str
+    ) -> None:
         self.index, self.count, self.out, self.group = index, count, Path(out), group
         self.config = CrawlConfig.from_options(**config)
         folder = self.out / JOURNALS / f"{index:03d}"
@@ -138,8 +141,13 @@ class CrawlActor:
         return -1 if self.closed else self.crawler.add_urls(news)
 
     async def status(self) -> dict[str, Any]:
-        return {"idle": self.crawler.idle(), "in_flight": len(self.in_flight), "images": self.crawler.images_stored,
-                "pages": self.crawler.pages_read, "sent": self.sent}  # fmt: skip
+        return {
+            "idle": self.crawler.idle(),
+            "in_flight": len(self.in_flight),
+            "images": self.crawler.images_stored,
+            "pages": self.crawler.pages_read,
+            "sent": self.sent,
+        }
 
     async def stop(self, reason: str) -> None:
         self.crawler.stop(reason)
@@ -169,8 +177,9 @@ class CrawlActor:
             if await ref >= 0:
                 self.outbox.done(row)
         except Exception as exc:  # noqa: BLE001 - kept in the outbox, resent on the next run
-            logger.warning("actor %d: URLs for another actor not delivered (%s); kept for the next run",
-                           self.index, exc)  # fmt: skip
+            logger.warning(
+                "actor %d: URLs for another actor not delivered (%s); kept for the next run", self.index, exc
+            )
         finally:
             self.in_flight.discard(row)
 
@@ -205,8 +214,10 @@ def crawl(
     if (out / JOURNAL).exists():
         raise CrawlError(f"{out} holds a crawl made without --ray ({JOURNAL}); continue it without --ray")
     if record_path.exists() and not resume:
-        raise CrawlError(f"{out} already holds a crawl ({RAY_CRAWL}); pass --resume to continue it, "
-                         "or choose another --out folder")  # fmt: skip
+        raise CrawlError(
+            f"{out} already holds a crawl ({RAY_CRAWL}); pass --resume to continue it, "
+            "or choose another --out folder"
+        )
     if resume and not record_path.exists():
         raise CrawlError(f"nothing to resume in {out}: no {RAY_CRAWL}; run without --resume to start a crawl")
     urls = read_seeds(list(seeds))
@@ -216,21 +227,29 @@ def crawl(
     common.init(address)
     count = int(record.get("actors") or actors or common.cluster_cpus())
     if actors is not None and actors != count:
-        raise CrawlError(f"--actors {actors}: {out} was crawled with {count} actors (its hosts are split "
-                         f"that way); resume with --actors {count}")  # fmt: skip
+        raise CrawlError(
+            f"--actors {actors}: {out} was crawled with {count} actors (its hosts are split "
+            f"that way); resume with --actors {count}"
+        )
     if count < 1:
         raise CrawlError(f"--actors {count}: expected at least 1")
     out.mkdir(parents=True, exist_ok=True)
     all_seeds = list(dict.fromkeys([*record.get("seeds", []), *urls]))
-    write_json(record_path, {**record, "actors": count, "seeds": all_seeds, "config": config.to_dict()}, indent=1)
+    write_json(
+        record_path, {**record, "actors": count, "seeds": all_seeds, "config": config.to_dict()}, indent=1
+    )
     for stale in [*out.glob(".*.tmp"), *(out / "images").glob("*/.*.tmp")]:  # unfinished atomic writes
         stale.unlink(missing_ok=True)
 
     group = uuid.uuid4().hex[:8]
     remote = ray.remote(max_restarts=-1, max_task_retries=-1)(CrawlActor)
     actor_config = {**config.to_dict(), "manifest_every_s": 0, "progress": False}
-    handles = [remote.options(name=actor_name(group, i), scheduling_strategy="SPREAD")
-               .remote(i, count, str(out), actor_config, all_seeds, group) for i in range(count)]  # fmt: skip
+    handles = [
+        remote.options(name=actor_name(group, i), scheduling_strategy="SPREAD").remote(
+            i, count, str(out), actor_config, all_seeds, group
+        )
+        for i in range(count)
+    ]
     runs = [h.run.remote() for h in handles]
     if urls:
         ray.get(handles[0].add_seeds.remote(urls))
@@ -240,19 +259,46 @@ def crawl(
         ray.kill(h, no_restart=True)
     reason = _finish_reason(reason, [r["reason"] for r in results])
     stats, totals = _merge(out, count, results, config)
-    run = {**stats, "elapsed_s": round(time.time() - t0, 3), "finish_reason": reason,
-           "start_time": t0, "finish_time": time.time()}  # fmt: skip
+    run = {
+        **stats,
+        "elapsed_s": round(time.time() - t0, 3),
+        "finish_reason": reason,
+        "start_time": t0,
+        "finish_time": time.time(),
+    }
     previous = record.get("previous_runs", [])
-    write_json(out / STATS, {"partial": False, "run": run, "totals": totals, "previous_runs": previous,
-                             "config": config.to_dict(), "ray": {"actors": count, "address": address or common.LOCAL,
-                             "per_actor": [r["stats"]["counters"] for r in results],
-                             "restarted": [r["restarted"] for r in results]}}, indent=1)  # fmt: skip
+    write_json(
+        out / STATS,
+        {
+            "partial": False,
+            "run": run,
+            "totals": totals,
+            "previous_runs": previous,
+            "config": config.to_dict(),
+            "ray": {
+                "actors": count,
+                "address": address or common.LOCAL,
+                "per_actor": [r["stats"]["counters"] for r in results],
+                "restarted": [r["restarted"] for r in results],
+            },
+        },
+        indent=1,
+    )
     record = read_json(record_path)
-    record["previous_runs"] = [*previous, {k: run[k] for k in ("start_time", "finish_time", "elapsed_s",
-                                                              "finish_reason")}][-50:]  # fmt: skip
+    record["previous_runs"] = [
+        *previous,
+        {k: run[k] for k in ("start_time", "finish_time", "elapsed_s", "finish_reason")},
+    ][-50:]
     write_json(record_path, record, indent=1)
-    return CrawlResult(out=out, manifest=out / MANIFEST, finish_reason=reason, stats=run, totals=totals,
-                       images_stored=totals.get("stored_files", 0), elapsed_s=run["elapsed_s"])  # fmt: skip
+    return CrawlResult(
+        out=out,
+        manifest=out / MANIFEST,
+        finish_reason=reason,
+        stats=run,
+        totals=totals,
+        images_stored=totals.get("stored_files", 0),
+        elapsed_s=run["elapsed_s"],
+    )
 
 
 def _finish_reason(driver: str, actors: list[str]) -> str:
@@ -281,11 +327,18 @@ def _wait(handles: list[Any], runs: list[Any], config: CrawlConfig) -> str:
             pages = sum(s["pages"] for s in status)
             if time.monotonic() - said > PROGRESS_S:
                 said = time.monotonic()
-                logger.info("crawl: %d images stored, %d pages read, %d of %d actors idle", images, pages,
-                            sum(s["idle"] for s in status), len(status))  # fmt: skip
+                logger.info(
+                    "crawl: %d images stored, %d pages read, %d of %d actors idle",
+                    images,
+                    pages,
+                    sum(s["idle"] for s in status),
+                    len(status),
+                )
             if config.max_images is not None and images >= config.max_images:
                 reason = "max_images"
-            elif config.max_pages is not None and pages >= config.max_pages and all(s["idle"] for s in status):
+            elif (
+                config.max_pages is not None and pages >= config.max_pages and all(s["idle"] for s in status)
+            ):
                 reason = "max_pages"
             elif all(s["idle"] and not s["in_flight"] for s in status):
                 # Over twice in a row, with no URL sent between actors meanwhile: no status was taken while a
@@ -364,6 +417,9 @@ def _merge(out: Path, count: int, results: list[dict[str, Any]], config: CrawlCo
         for k, v in r["stats"]["maxima"].items():
             maxima[k] = max(v, maxima.get(k, v))
     counters["image/duplicate_across_actors"] = journals.cross_duplicates  # over all runs, as totals
-    stats = {"counters": dict(sorted((k, v) for k, v in counters.items() if v)), "maxima": dict(sorted(maxima.items())),
-             "error_messages": dict(messages.most_common(100))}  # fmt: skip
+    stats = {
+        "counters": dict(sorted((k, v) for k, v in counters.items() if v)),
+        "maxima": dict(sorted(maxima.items())),
+        "error_messages": dict(messages.most_common(100)),
+    }
     return stats, dict(sorted((k, v) for k, v in totals.items() if v or k == "stored_files"))

@@ -26,15 +26,26 @@ def describe(key: tuple[int, int, int]) -> str:
     return _detector(key).description
 
 
-def detect_batch(items: list[stage.SourceImage], images_dir: str, min_score: float,
-                 key: tuple[int, int, int]) -> tuple[list, Any]:  # fmt: skip
+def detect_batch(
+    items: list[stage.SourceImage], images_dir: str, min_score: float, key: tuple[int, int, int]
+) -> tuple[list, Any]:
     """One Ray task: :func:`p2m.annotate.detect.detect_images` on a batch."""
     return stage.detect_images(items, Path(images_dir), _detector(key), min_score)
 
 
-def detect(src: str | Path, out: str | Path, *, address: str | None = common.LOCAL, name: str = "photos",
-           min_score: float = stage.MIN_PERSON_SCORE, batch: int = 256, model_complexity: int = 1,
-           progress: bool | None = None, max_people: int = 20, grid: int = 2) -> dict[str, Any]:  # fmt: skip
+def detect(
+    src: str | Path,
+    out: str | Path,
+    *,
+    address: str | None = common.LOCAL,
+    name: str = "photos",
+    min_score: float = stage.MIN_PERSON_SCORE,
+    batch: int = 256,
+    model_complexity: int = 1,
+    progress: bool | None = None,
+    max_people: int = 20,
+    grid: int = 2,
+) -> dict[str, Any]:
     """:func:`p2m.annotate.detect.detect` with the detection on Ray; same dataset files.
 
     Batches are at most ``batch`` images and small enough to give every CPU of the cluster a few of them.
@@ -50,6 +61,15 @@ def detect(src: str | Path, out: str | Path, *, address: str | None = common.LOC
         work = [(items[i : i + size], images_dir, min_score, key) for i in range(0, len(items), size)]
         return common.ordered_map(detect_batch, work)
 
-    return stage.detect(src, out, name=name, min_score=min_score, batch=batch, model_complexity=model_complexity,
-                        progress=progress, max_people=max_people, grid=grid,
-                        map_batches=(described, executor))  # fmt: skip
+    return stage.detect(
+        src,
+        out,
+        name=name,
+        min_score=min_score,
+        batch=batch,
+        model_complexity=model_complexity,
+        progress=progress,
+        max_people=max_people,
+        grid=grid,
+        map_batches=(described, executor),
+    )

@@ -14,8 +14,14 @@ from p2m.annotate import fit as stage
 from p2m.scale import common
 
 
-def fit(dataset: str | Path, *, address: str | None = common.LOCAL, device: str = "auto", gpus_per_task: float = 1.0,
-        **options: Any) -> dict[str, Any]:  # fmt: skip
+def fit(
+    dataset: str | Path,
+    *,
+    address: str | None = common.LOCAL,
+    device: str = "auto",
+    gpus_per_task: float = 1.0,
+    **options: Any,
+) -> dict[str, Any]:
     """:func:`p2m.annotate.fit.fit_bodies` with the solver on Ray.
 
     With ``device`` ``"auto"`` each task asks Ray for ``gpus_per_task`` GPUs when the cluster has any (and fits
@@ -28,8 +34,12 @@ def fit(dataset: str | Path, *, address: str | None = common.LOCAL, device: str 
         raise common.RayError(f"--device {device}: the Ray cluster has no GPU; use --device auto or cpu")
     num_gpus = gpus_per_task if gpus else 0
     worker_device = "cuda" if gpus else "cpu"
-    executor = partial(common.ordered_map, num_cpus=1, num_gpus=num_gpus,
-                       max_in_flight=2 * max(1, int(gpus / gpus_per_task)) if gpus else None)  # fmt: skip
+    executor = partial(
+        common.ordered_map,
+        num_cpus=1,
+        num_gpus=num_gpus,
+        max_in_flight=2 * max(1, int(gpus / gpus_per_task)) if gpus else None,
+    )
     stats = stage.fit_bodies(dataset, device=worker_device, map_chunks=executor, **options)
     stats["device"] = f"ray ({worker_device}, {gpus} GPU(s) in the cluster)"
     return stats

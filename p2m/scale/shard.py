@@ -13,8 +13,9 @@ from typing import Any
 from p2m.scale import common
 
 
-def build_shards(datasets: Sequence[str | Path], out: str | Path, *, address: str | None = common.LOCAL,
-                 **options: Any) -> dict[str, Any]:  # fmt: skip
+def build_shards(
+    datasets: Sequence[str | Path], out: str | Path, *, address: str | None = common.LOCAL, **options: Any
+) -> dict[str, Any]:
     """:func:`p2m.shards.build_shards` with the per-subject encoding on Ray (``workers`` is ignored).
 
     Dataset folders must be readable at the same path on every node.

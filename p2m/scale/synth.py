@@ -15,8 +15,9 @@ def make_batches(out: str, options: stage.SynthOptions, first: int, last: int) -
     return [maker.batch(b) for b in range(first, last)]
 
 
-def synth(out: str | Path, options: stage.SynthOptions, address: str | None = common.LOCAL,
-          progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def synth(
+    out: str | Path, options: stage.SynthOptions, address: str | None = common.LOCAL, progress: bool = True
+) -> dict[str, Any]:
     """:func:`p2m.annotate.synth.synth` with the batches made on Ray; same files, same bytes.
 
     Each task builds the body model once and makes a contiguous range of batches (about four tasks per CPU), so

@@ -119,10 +119,14 @@ def _member_size(head: bytes, where: str, offset: int) -> int:
     field = head[124:136]
     digits = field.strip(b"\0 ")
     if field[0] & 0x80 or not digits or not _OCTAL.issuperset(digits):
-        raise TarStreamError(f"{where}: byte {offset}: tar header size field {field!r} is not an octal number")
+        raise TarStreamError(
+            f"{where}: byte {offset}: tar header size field {field!r} is not an octal number"
+        )
     size = int(digits, 8)
     if size > MAX_MEMBER:
-        raise TarStreamError(f"{where}: byte {offset}: tar member of {size} bytes, more than the {MAX_MEMBER} allowed")
+        raise TarStreamError(
+            f"{where}: byte {offset}: tar member of {size} bytes, more than the {MAX_MEMBER} allowed"
+        )
     return size
 
 
@@ -146,10 +150,14 @@ def _check_header(head: bytes, where: str, offset: int) -> None:
         base = _CONST_SUMS[const] = sum(const) + 8 * 32
     actual = base + sum(head[:100]) + sum(head[124:136])
     if actual != int(stored, 8):
-        raise TarStreamError(f"{where}: byte {offset}: tar header checksum {actual} != stored {int(stored, 8)}")
+        raise TarStreamError(
+            f"{where}: byte {offset}: tar header checksum {actual} != stored {int(stored, 8)}"
+        )
 
 
-def _refill(stream: IO[bytes], buf: bytes, pos: int, base: int, need: int, chunk: int) -> tuple[bytes, int, int]:
+def _refill(
+    stream: IO[bytes], buf: bytes, pos: int, base: int, need: int, chunk: int
+) -> tuple[bytes, int, int]:
     """Drop consumed bytes and read until ``need`` bytes are available after ``pos`` (or EOF)."""
     parts = [buf[pos:]]
     have = len(parts[0])
@@ -163,7 +171,10 @@ def _refill(stream: IO[bytes], buf: bytes, pos: int, base: int, need: int, chunk
 
 
 def iter_tar_samples(
-    stream: IO[bytes], where: str = "<stream>", check: bool = True, keep: Callable[[], bool] | None = None,
+    stream: IO[bytes],
+    where: str = "<stream>",
+    check: bool = True,
+    keep: Callable[[], bool] | None = None,
     chunk: int = 1 << 22,
 ) -> Iterator[Sample]:
     """Expand a tar stream and group consecutive members that share a key: yield ``(key, {field: bytes})``.
@@ -197,7 +208,9 @@ def iter_tar_samples(
             buf, pos, base = _refill(stream, buf, pos, base, BLOCK, chunk)
             if len(buf) - pos < BLOCK:
                 state = "ends" if len(buf) == pos else "has a partial header"
-                raise TarStreamError(f"{where}: truncated tar: {state} at byte {base + pos}, before the end blocks")
+                raise TarStreamError(
+                    f"{where}: truncated tar: {state} at byte {base + pos}, before the end blocks"
+                )
         head = buf[pos : pos + BLOCK]
         if head[257:262] != b"ustar":
             if head == zero:
@@ -234,7 +247,9 @@ def iter_tar_samples(
                 if field is None:
                     field = names[suffix] = suffix.lower().decode("utf-8", "replace")
                 if field in fields:
-                    raise TarStreamError(f"{where}: byte {base + pos}: member {name!r} appears twice in its sample")
+                    raise TarStreamError(
+                        f"{where}: byte {base + pos}: member {name!r} appears twice in its sample"
+                    )
                 fields[field] = buf[pos + BLOCK : end]
         pos = end + (-size % BLOCK)
     if key is not None and keeping:
@@ -294,7 +309,9 @@ def npy_spec(data: bytes | memoryview) -> tuple[np.dtype, tuple[int, ...], int, 
         version = np.lib.format.read_magic(bio)
         if version not in ((1, 0), (2, 0), (3, 0)):
             raise ValueError(f"unsupported .npy format version {version}")
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        reader = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
         shape, fortran, dtype = reader(bio)
         if fortran and len(shape) > 1:
             raise ValueError("Fortran-ordered .npy arrays are not supported")
@@ -311,7 +328,9 @@ def decode_npy(data: bytes | memoryview) -> np.ndarray:
     """Decode ``.npy`` bytes into a read-only array that views ``data`` (no copy)."""
     dtype, shape, count, hlen = npy_spec(data)
     if len(data) - hlen != count * dtype.itemsize:
-        raise ValueError(f".npy data is {len(data) - hlen} bytes; {dtype}{list(shape)} needs {count * dtype.itemsize}")
+        raise ValueError(
+            f".npy data is {len(data) - hlen} bytes; {dtype}{list(shape)} needs {count * dtype.itemsize}"
+        )
     return np.frombuffer(data, dtype, count, hlen).reshape(shape)
 
 
@@ -329,7 +348,9 @@ def record_header(fields: tuple[Field, ...]) -> tuple[bytes, int]:
     hit = _RECORDS.get(fields)
     if hit is None:
         dtype = np.dtype([(name, kind, shape) for name, kind, shape in fields])
-        if len(_RECORDS) > 4096:  # many distinct layouts (free-length body parameters): keep the cache bounded
+        if (
+            len(_RECORDS) > 4096
+        ):  # many distinct layouts (free-length body parameters): keep the cache bounded
             _RECORDS.clear()
         hit = _RECORDS[fields] = (npy_header(dtype, ()), dtype.itemsize)
     return hit

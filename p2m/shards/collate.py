@@ -75,7 +75,9 @@ def _layout(head: bytes) -> _Layout:
                 sub = dtype.fields[name][0]
                 expected = FIXED_SHAPES.get(name)
                 if expected is not None and (sub.shape != expected or sub.base.kind != "f"):
-                    hit = _Layout(None, f"{name} is {sub.base}{list(sub.shape)}, expected float32{list(expected)}")
+                    hit = _Layout(
+                        None, f"{name} is {sub.base}{list(sub.shape)}, expected float32{list(expected)}"
+                    )
                     break
             missing = [f for f in REQUIRED if f not in dtype.names]
             if hit.error is None and missing:
@@ -117,7 +119,9 @@ def collate(batch: Sequence[Sample], spec: CollateSpec) -> dict[str, Any]:
     for i, (key, fields) in enumerate(batch):
         blob = fields.get("npy")
         if blob is None:
-            raise ShardError(f"sample {key}: no .npy record (members {sorted(fields)}); shards of schema 2 have one")
+            raise ShardError(
+                f"sample {key}: no .npy record (members {sorted(fields)}); shards of schema 2 have one"
+            )
         hlen = _header_length(blob)
         if hlen < 0 or hlen > len(blob):
             raise ShardError(f"sample {key}: the .npy member is not an .npy array")
@@ -127,7 +131,9 @@ def collate(batch: Sequence[Sample], spec: CollateSpec) -> dict[str, Any]:
             groups[head] = [i]
         else:
             rows.append(i)
-    floats: dict[str, np.ndarray] = {name: np.zeros((n, *shape), np.float32) for name, shape in FIXED_SHAPES.items()}
+    floats: dict[str, np.ndarray] = {
+        name: np.zeros((n, *shape), np.float32) for name, shape in FIXED_SHAPES.items()
+    }
     floats["R"][:] = _EYE
     masks = {"has_j3d": np.zeros(n, bool), "has_cam": np.zeros(n, bool)}
     body_model = spec.body_model.encode("utf-8") if spec.body_model is not None and spec.body_shapes else None
@@ -146,8 +152,10 @@ def collate(batch: Sequence[Sample], spec: CollateSpec) -> dict[str, Any]:
         data = b"".join([memoryview(batch[i][1]["npy"])[hlen:] for i in rows])
         if len(data) != len(rows) * dtype.itemsize:
             bad = next(i for i in rows if len(batch[i][1]["npy"]) - hlen != dtype.itemsize)
-            raise ShardError(f"sample {keys[bad]}: .npy record data is {len(batch[bad][1]['npy']) - hlen} bytes, "
-                             f"its header says {dtype.itemsize}")  # fmt: skip
+            raise ShardError(
+                f"sample {keys[bad]}: .npy record data is {len(batch[bad][1]['npy']) - hlen} bytes, "
+                f"its header says {dtype.itemsize}"
+            )
         records = np.frombuffer(data, dtype)
         idx = np.asarray(rows)
         names = dtype.names

@@ -125,8 +125,12 @@ class _Subject:
     def __init__(self, task: Any, opts: EncodeOptions, files: Any, content: Any, data: _Data) -> None:
         self.task, self.opts, self.files, self.content = task, opts, files, content
         images, anns = data.images, data.annotations
-        index = {img.id: i for i, img in enumerate(images)}  # a repeated id: the last image wins, as in layout
-        ann_img = [index[a.image_id] for a in anns]  # KeyError: an unknown image (the reference path says which)
+        index = {
+            img.id: i for i, img in enumerate(images)
+        }  # a repeated id: the last image wins, as in layout
+        ann_img = [
+            index[a.image_id] for a in anns
+        ]  # KeyError: an unknown image (the reference path says which)
         self.stats: Counter[str] = Counter()
         prefix_of = self._frames(images, ann_img)
         # people: position among their image's annotations, exclusions, keys
@@ -257,16 +261,27 @@ class _Subject:
             if rec is None:
                 continue
             model = rec.model if rec.model is not msgspec.UNSET else ("smpl" if legacy else None)
-            lengths = (None if rec.pose is None else len(rec.pose), None if rec.shape is None else len(rec.shape),
-                       None if rec.trans is None else len(rec.trans))  # fmt: skip
+            lengths = (
+                None if rec.pose is None else len(rec.pose),
+                None if rec.shape is None else len(rec.shape),
+                None if rec.trans is None else len(rec.trans),
+            )
             try:
                 ident = checked.get((model, rec.rig, lengths))
             except TypeError:  # a model or rig that is a list or an object
                 ident = None
             if ident is None:
                 a, sa, f = frames[fi]
-                check_param_sizes({"model": model, "rig": rec.rig, "pose": rec.pose, "shape": rec.shape,
-                                   "trans": rec.trans}, f"{path}: frame {a}/{sa}/{f}")  # fmt: skip
+                check_param_sizes(
+                    {
+                        "model": model,
+                        "rig": rec.rig,
+                        "pose": rec.pose,
+                        "shape": rec.shape,
+                        "trans": rec.trans,
+                    },
+                    f"{path}: frame {a}/{sa}/{f}",
+                )
                 ident = body_model_id({"model": model, "rig": rec.rig})
                 with contextlib.suppress(TypeError):
                     checked[(model, rec.rig, lengths)] = ident
@@ -309,7 +324,9 @@ class _Subject:
                     li = layout_index[(layout, ident)] = len(self.body_layouts)
                     width = sum(p.shape[1] for p in parts)
                     shapes = encoder._shapes.setdefault(layout, shapes)  # one dict per layout, as the encoder
-                    self.body_layouts.append((layout, ident, shapes, np.zeros((len(frames), width), np.uint8)))
+                    self.body_layouts.append(
+                        (layout, ident, shapes, np.zeros((len(frames), width), np.uint8))
+                    )
                 self.body_layouts[li][3][fis_arr[sub]] = np.concatenate(parts, axis=1)
                 self.body_of_frame[fis_arr[sub]] = li
 
@@ -331,7 +348,9 @@ class _Subject:
         if good:
             flat = chain.from_iterable(chain.from_iterable(anns[k].joints_2d_h36m for k in good))
             with np.errstate(over="ignore", invalid="ignore"):
-                self.j2d[good] = np.fromiter(flat, np.float64, 51 * len(good)).reshape(-1, 17, 3).astype("<f4")
+                self.j2d[good] = (
+                    np.fromiter(flat, np.float64, 51 * len(good)).reshape(-1, 17, 3).astype("<f4")
+                )
             for k in np.asarray(good)[~np.isfinite(self.j2d[good]).all(axis=(1, 2))].tolist():
                 skip[k] = "bad_joints_2d"
         bad_j3d = (self.has_j3d & ~self.j3d_ok)[self.img_of]
@@ -357,8 +376,9 @@ class _Subject:
         task, source = self.task, self.files.name
         n = len(self.keys)
         if task.mode == "keys":
-            batch = EncodedBatch(task.split, source, self.keys, self.image_ids, b"", [0] * n, [KEY_ONLY] * n, [],
-                                 [-1] * n)  # fmt: skip
+            batch = EncodedBatch(
+                task.split, source, self.keys, self.image_ids, b"", [0] * n, [KEY_ONLY] * n, [], [-1] * n
+            )
         else:
             batch = self._encode()
         out: list[EncodedBatch | Counter[str]] = [batch[a : a + BATCH] for a in range(0, n, BATCH)]
@@ -411,8 +431,17 @@ class _Subject:
                 for j, k in enumerate(sel.tolist()):
                     pieces[k] = view[j * width : (j + 1) * width]
             data_all = b"".join(pieces)
-        return EncodedBatch(task.split, source, keys, self.image_ids, data_all, ends.tolist(), self.skip, groups,
-                            group_of.tolist())  # fmt: skip
+        return EncodedBatch(
+            task.split,
+            source,
+            keys,
+            self.image_ids,
+            data_all,
+            ends.tolist(),
+            self.skip,
+            groups,
+            group_of.tolist(),
+        )
 
 
 @dataclass
@@ -452,8 +481,17 @@ class EncodedBatch:
         start = self.ends[a - 1] if a else 0
         stop = self.ends[b - 1] if b > a else start
         data = self.data if (start, stop) == (0, len(self.data)) else self.data[start:stop]
-        return EncodedBatch(self.split, self.source, self.keys[a:b], self.image_ids[a:b], data,
-                            [e - start for e in self.ends[a:b]], self.skips[a:b], self.groups, self.group_of[a:b])  # fmt: skip
+        return EncodedBatch(
+            self.split,
+            self.source,
+            self.keys[a:b],
+            self.image_ids[a:b],
+            data,
+            [e - start for e in self.ends[a:b]],
+            self.skips[a:b],
+            self.groups,
+            self.group_of[a:b],
+        )
 
     def __iter__(self) -> Iterator[Encoded]:
         start = 0
@@ -463,8 +501,16 @@ class EncodedBatch:
                 yield Encoded(self.split, key, b"", self.source, skip=why, image_id=self.image_ids[k])
             else:
                 names, model, shapes = self.groups[g]
-                yield Encoded(self.split, key, bytes(self.data[start:end]), self.source, names, model, shapes,
-                              image_id=self.image_ids[k])  # fmt: skip
+                yield Encoded(
+                    self.split,
+                    key,
+                    bytes(self.data[start:end]),
+                    self.source,
+                    names,
+                    model,
+                    shapes,
+                    image_id=self.image_ids[k],
+                )
             start = end
 
 

@@ -59,7 +59,9 @@ def sanitize_key_part(text: str) -> str:
     return out or "x"
 
 
-def sample_key(source: str, subject: int, action: int, subaction: int, cam: int, frame: int, person: int) -> str:
+def sample_key(
+    source: str, subject: int, action: int, subaction: int, cam: int, frame: int, person: int
+) -> str:
     """The dot-free, zero-padded key of one person (see the module docstring)."""
     return (
         f"{sanitize_key_part(source)}_s{int(subject):03d}_a{int(action):03d}_sa{int(subaction):03d}"
@@ -91,7 +93,11 @@ class EncodeOptions:
 
     def to_config(self) -> dict[str, Any]:
         """The options that decide the bytes of a sample (recorded in index.json)."""
-        cfg: dict[str, Any] = {"with_images": self.with_images, "crop": self.crop, "with_meta": self.with_meta}
+        cfg: dict[str, Any] = {
+            "with_images": self.with_images,
+            "crop": self.crop,
+            "with_meta": self.with_meta,
+        }
         if self.with_images:
             cfg["jpeg_quality"] = self.jpeg_quality
             if self.crop:
@@ -254,6 +260,8 @@ def _json_value(value: Any) -> str:
     if kind is str:
         return encode_basestring_ascii(value)
     return "null" if value is None else _JSON.encode(value)
+
+
 _J2D: Field = ("j2d", "<f4", (17, 3))
 _J3D: Field = ("j3d", "<f4", (17, 3))
 _BBOX: Field = ("bbox", "<f4", (4,))
@@ -362,7 +370,9 @@ class SampleEncoder:
         head, size = record_header(layout)
         record = b"".join((head, *datas))
         if len(record) != len(head) + size:
-            raise ValueError(f"sample {job.key}: record data is {len(record) - len(head)} bytes, its header says {size}")
+            raise ValueError(
+                f"sample {job.key}: record data is {len(record) - len(head)} bytes, its header says {size}"
+            )
         names = self._names.get(layout)
         if names is None:
             names = self._names[layout] = tuple(f[0] for f in layout)
@@ -383,8 +393,15 @@ class SampleEncoder:
         if self.opts.with_meta:
             members.insert(0, (f"{job.key}.json", self._meta(job, body, bbox[0], extras).encode("utf-8")))
             names += ("json",)
-        return Encoded(job.split, job.key, tar_members(members), job.source, names,
-                       body.ident if body else None, body.shapes if body else None)  # fmt: skip
+        return Encoded(
+            job.split,
+            job.key,
+            tar_members(members),
+            job.source,
+            names,
+            body.ident if body else None,
+            body.shapes if body else None,
+        )
 
     @staticmethod
     def _meta(job: Job, body: _Body | None, bbox: bytes, extras: dict[str, Any]) -> str:
@@ -392,12 +409,23 @@ class SampleEncoder:
         s = job.sample
         img, ann = s.image, s.annotation
         text = _META % (
-            job.key, _json_value(job.source), _json_value(img.get("id")), _json_value(ann.get("id")),
-            _json_value(s.subject), _json_value(img.get("action_idx")), _json_value(img.get("subaction_idx")),
-            _json_value(img.get("cam_idx")), _json_value(img.get("frame_idx")), _json_value(job.person),
-            _json_value(img.get("file_name")), _json_value(img.get("width")), _json_value(img.get("height")),
-            *_BBOX_VALUES(bbox), _json_value(body.model if body else None), _json_value(body.rig if body else None),
-        )  # fmt: skip
+            job.key,
+            _json_value(job.source),
+            _json_value(img.get("id")),
+            _json_value(ann.get("id")),
+            _json_value(s.subject),
+            _json_value(img.get("action_idx")),
+            _json_value(img.get("subaction_idx")),
+            _json_value(img.get("cam_idx")),
+            _json_value(img.get("frame_idx")),
+            _json_value(job.person),
+            _json_value(img.get("file_name")),
+            _json_value(img.get("width")),
+            _json_value(img.get("height")),
+            *_BBOX_VALUES(bbox),
+            _json_value(body.model if body else None),
+            _json_value(body.rig if body else None),
+        )
         extras = {**{k: img[k] for k in ("source_url", "license") if k in img}, **extras}
         if extras:
             text += "," + _JSON.encode(extras)[1:-1]
@@ -418,7 +446,9 @@ def _image_bytes(path: Path, bbox: np.ndarray, opts: EncodeOptions) -> tuple[byt
             im = im.convert("RGB")
             if opts.max_side is not None and max(im.size) > opts.max_side:
                 scale = opts.max_side / max(im.size)
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+                im = im.resize(
+                    (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR
+                )
             return _jpeg(im, opts.jpeg_quality), None
     x, y, w, h = (float(v) for v in bbox)
     side = max(w, h) * (1.0 + 2.0 * opts.crop_margin)

@@ -43,7 +43,13 @@ STATS_NAME = "shard_stats.json"
 SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>[0-9]{6,})\.tar$")
 #: Shapes every sample's arrays must have (the body-parameter shapes are recorded per model instead).
-FIXED_SHAPES: dict[str, tuple[int, ...]] = {"j2d": (17, 3), "j3d": (17, 3), "bbox": (4,), "cam": (4,), "R": (3, 3)}
+FIXED_SHAPES: dict[str, tuple[int, ...]] = {
+    "j2d": (17, 3),
+    "j3d": (17, 3),
+    "bbox": (4,),
+    "cam": (4,),
+    "R": (3, 3),
+}
 BODY_FIELDS: tuple[str, ...] = ("pose", "shape", "trans")
 
 
@@ -142,12 +148,16 @@ def check_index(index: Any, where: str) -> None:
         for i, shard in enumerate(rec["shards"]):
             for field, kind in (("name", str), ("samples", int), ("bytes", int), ("sha256", str)):
                 if not isinstance(shard, dict) or not isinstance(shard.get(field), kind):
-                    raise ShardError(f"{where}: splits.{split}.shards[{i}].{field} missing or not {kind.__name__}")
+                    raise ShardError(
+                        f"{where}: splits.{split}.shards[{i}].{field} missing or not {kind.__name__}"
+                    )
             # a name is never a path or URL: shards are files beside the index (pipe: and URLs only from the user)
             m = SHARD_RE.fullmatch(shard["name"])
             if m is None or m["split"] != split:
-                raise ShardError(f"{where}: splits.{split}.shards[{i}].name {shard['name'][:80]!r} is not a shard file "
-                                 f"name of split {split!r} ({split}-NNNNNN.tar)")  # fmt: skip
+                raise ShardError(
+                    f"{where}: splits.{split}.shards[{i}].name {shard['name'][:80]!r} is not a shard file "
+                    f"name of split {split!r} ({split}-NNNNNN.tar)"
+                )
 
 
 def save_index(out: Path, index: Mapping[str, Any]) -> None:
@@ -218,19 +228,32 @@ def format_info(info: Mapping[str, Any]) -> str:
         sources = ", ".join(f"{k}:{v}" for k, v in sorted(rec["sources"].items())) or "-"
         models = ", ".join(f"{k}:{v.get('samples', 0)}" for k, v in sorted(rec["body_models"].items())) or "-"
         rows.append(
-            (name, str(rec["shards"]), str(rec["samples"]), _human(rec["bytes"]), f"{rec['bytes_per_sample']:.0f}",
-             sources, models)
-        )  # fmt: skip
+            (
+                name,
+                str(rec["shards"]),
+                str(rec["samples"]),
+                _human(rec["bytes"]),
+                f"{rec['bytes_per_sample']:.0f}",
+                sources,
+                models,
+            )
+        )
     t = info["total"]
     rows.append(("total", str(t["shards"]), str(t["samples"]), _human(t["bytes"]), "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     head = f"{info['location']}: schema {info['schema_version']}, " + (
-        "complete" if info["complete"] else "INCOMPLETE (an interrupted run: rerun `p2m shard` with the same arguments)"
+        "complete"
+        if info["complete"]
+        else "INCOMPLETE (an interrupted run: rerun `p2m shard` with the same arguments)"
     )
     cfg = info.get("config", {})
-    mode = "with images" + (" (crops)" if cfg.get("crop") else " (frames)") if cfg.get("with_images") else "pose-only"
+    mode = (
+        "with images" + (" (crops)" if cfg.get("crop") else " (frames)")
+        if cfg.get("with_images")
+        else "pose-only"
+    )
     return "\n".join([head, f"content: {mode}", *lines])
 
 

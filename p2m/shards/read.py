@@ -71,10 +71,19 @@ logger = logging.getLogger(__name__)
 
 
 def shard_pipeline(
-    shards: Iterable[ShardRef], spec: CollateSpec, *, batch_size: int, batches: int, skip: int = 0,
-    partial: bool = False, part: int = 0, parts: int = 1, shuffle_buffer: int = 0, rng: random.Random | None = None,
+    shards: Iterable[ShardRef],
+    spec: CollateSpec,
+    *,
+    batch_size: int,
+    batches: int,
+    skip: int = 0,
+    partial: bool = False,
+    part: int = 0,
+    parts: int = 1,
+    shuffle_buffer: int = 0,
+    rng: random.Random | None = None,
     handler: Callable[[BaseException], bool] = reraise,
-) -> Iterator[dict[str, Any]]:  # fmt: skip
+) -> Iterator[dict[str, Any]]:
     """Collated batches of the samples of ``shards`` (``(url, limit, sha256)``, in reading order).
 
     Args:
@@ -224,13 +233,24 @@ class ShardStream(IterableDataset):
             self.limits = [max(0, min(c, max_samples - o)) for c, o in zip(self.counts, offsets, strict=True)]
         for flag, option, member in ((with_meta, "with_meta", "json"), (with_images, "with_images", "jpg")):
             if flag and config is not None and not config.get(option):
-                raise ShardError(f"{source}: {option}: the shards hold no .{member} members; rewrite them with "
-                                 f"`p2m shard --{option.replace('_', '-')}`")  # fmt: skip
+                raise ShardError(
+                    f"{source}: {option}: the shards hold no .{member} members; rewrite them with "
+                    f"`p2m shard --{option.replace('_', '-')}`"
+                )
         self.spec = CollateSpec(*self._body(models, body_model, body_shapes), with_meta, with_images)
-        self.state = StreamState(0, 0, self.seed, "exact" if epoch_length is None else "resampled",
-                                 self.world_size, self.num_workers, self.batch_size)  # fmt: skip
+        self.state = StreamState(
+            0,
+            0,
+            self.seed,
+            "exact" if epoch_length is None else "resampled",
+            self.world_size,
+            self.num_workers,
+            self.batch_size,
+        )
         # (epoch, batch) where the next iteration starts, shared with persistent DataLoader workers
-        self._start = multiprocessing.get_context("fork").Array("q", 2, lock=False) if self.num_workers else None
+        self._start = (
+            multiprocessing.get_context("fork").Array("q", 2, lock=False) if self.num_workers else None
+        )
         self.rank_shards: list[int] = list(range(len(self.urls)))
         self.worker_batches: list[int] | None = None  # drop_last=False: batches of each worker
         self.batches_per_epoch = int(epoch_length) if epoch_length is not None else self._plan_exact()
@@ -285,11 +305,19 @@ class ShardStream(IterableDataset):
             raise ShardError(f"{text}: no split {split!r}; the index has {sorted(index['splits'])}")
         rec = index["splits"][split]
         urls = [shard_location(text, sh["name"]) for sh in rec["shards"]]
-        return (urls, [int(sh["samples"]) for sh in rec["shards"]], rec.get("body_models", {}), index.get("config", {}),
-                [sh["sha256"] for sh in rec["shards"]])  # fmt: skip
+        return (
+            urls,
+            [int(sh["samples"]) for sh in rec["shards"]],
+            rec.get("body_models", {}),
+            index.get("config", {}),
+            [sh["sha256"] for sh in rec["shards"]],
+        )
 
     def _body(
-        self, models: dict[str, Any] | None, body_model: str | None, body_shapes: Mapping[str, Sequence[int]] | None
+        self,
+        models: dict[str, Any] | None,
+        body_model: str | None,
+        body_shapes: Mapping[str, Sequence[int]] | None,
     ) -> tuple[str | None, dict[str, list[int]] | None]:
         if body_shapes is not None:
             if body_model is None:
@@ -297,7 +325,9 @@ class ShardStream(IterableDataset):
             return body_model, {k: list(v) for k, v in body_shapes.items()}
         if not models:
             if body_model is not None:
-                raise ShardError(f"body_model {body_model!r}: no index.json to take its shapes from; pass body_shapes")
+                raise ShardError(
+                    f"body_model {body_model!r}: no index.json to take its shapes from; pass body_shapes"
+                )
             return None, None
         if body_model is None:
             if len(models) > 1:
@@ -360,11 +390,15 @@ class ShardStream(IterableDataset):
         else:
             epoch, start = self.state.epoch, self.state.batch
         logical = (physical + start) % nw
-        done = start // nw + (1 if logical < start % nw else 0)  # batches this worker's role already delivered
+        done = start // nw + (
+            1 if logical < start % nw else 0
+        )  # batches this worker's role already delivered
         quota = self.batches_per_epoch // nw + (1 if logical < self.batches_per_epoch % nw else 0)
         if not self.drop_last:
             if start:
-                raise ShardError("drop_last=False streams have no mid-epoch resume; start the epoch from batch 0")
+                raise ShardError(
+                    "drop_last=False streams have no mid-epoch resume; start the epoch from batch 0"
+                )
             assert self.worker_batches is not None
             quota = self.worker_batches[logical]
         if self.epoch_length is None:
@@ -379,9 +413,19 @@ class ShardStream(IterableDataset):
             part, parts, skip = 0, 1, 0
             rng = self._rng(epoch, logical, start, 1)
         produced = 0
-        for batch in shard_pipeline(shards, self.spec, batch_size=self.batch_size, batches=quota - done, skip=skip,
-                                    partial=not self.drop_last, part=part, parts=parts,
-                                    shuffle_buffer=self.shuffle_buffer, rng=rng, handler=self.handler):  # fmt: skip
+        for batch in shard_pipeline(
+            shards,
+            self.spec,
+            batch_size=self.batch_size,
+            batches=quota - done,
+            skip=skip,
+            partial=not self.drop_last,
+            part=part,
+            parts=parts,
+            shuffle_buffer=self.shuffle_buffer,
+            rng=rng,
+            handler=self.handler,
+        ):
             produced += 1
             yield batch
         if produced < quota - done:
@@ -416,10 +460,20 @@ class ShardLoader:
         self.stream = stream
         kwargs: dict[str, Any] = {}
         if stream.num_workers > 0:
-            kwargs = {"prefetch_factor": prefetch_factor, "multiprocessing_context": multiprocessing_context,
-                      "persistent_workers": True, "worker_init_fn": functools.partial(die_with_parent, os.getpid())}  # fmt: skip
-        self.loader = DataLoader(stream, batch_size=None, num_workers=stream.num_workers, pin_memory=pin_memory,
-                                 collate_fn=_as_is, **kwargs)  # fmt: skip
+            kwargs = {
+                "prefetch_factor": prefetch_factor,
+                "multiprocessing_context": multiprocessing_context,
+                "persistent_workers": True,
+                "worker_init_fn": functools.partial(die_with_parent, os.getpid()),
+            }
+        self.loader = DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=stream.num_workers,
+            pin_memory=pin_memory,
+            collate_fn=_as_is,
+            **kwargs,
+        )
 
     @property
     def state(self) -> StreamState:
@@ -438,7 +492,9 @@ class ShardLoader:
             st.epoch, st.batch = st.epoch + 1, 0
         self.stream._publish_position()
         for batch in self.loader:
-            st.batch += 1  # counted before the trainer sees it: a checkpoint taken after this step resumes after it
+            st.batch += (
+                1  # counted before the trainer sees it: a checkpoint taken after this step resumes after it
+            )
             yield batch
         st.epoch, st.batch = st.epoch + 1, 0
 
@@ -450,15 +506,23 @@ class ShardLoader:
         """Continue from a saved position. A different layout (ranks, workers, batch size, seed) is allowed but
         then the rest of the epoch is not the one the saved run would have seen (logged)."""
         st = self.stream.state
-        changed = [k for k in ("seed", "mode", "world_size", "num_workers", "batch_size") if state.get(k) != getattr(st, k)]
+        changed = [
+            k
+            for k in ("seed", "mode", "world_size", "num_workers", "batch_size")
+            if state.get(k) != getattr(st, k)
+        ]
         if changed:
             logger.warning(
                 "resuming the shard stream with other %s than were saved (%s); the rest of epoch %s is not the one "
                 "the saved run would have read",
-                ", ".join(changed), {k: (state.get(k), getattr(st, k)) for k in changed}, state.get("epoch"),
-            )  # fmt: skip
+                ", ".join(changed),
+                {k: (state.get(k), getattr(st, k)) for k in changed},
+                state.get("epoch"),
+            )
         epoch, batch = int(state.get("epoch", 0)), int(state.get("batch", 0))
-        if batch >= self.stream.batches_per_epoch:  # saved after the last batch of an epoch: the next one is due
+        if (
+            batch >= self.stream.batches_per_epoch
+        ):  # saved after the last batch of an epoch: the next one is due
             epoch, batch = epoch + 1, 0
         self.stream.set_position(epoch, batch)
 

@@ -67,8 +67,10 @@ def check_sha256(path: str, expected: str) -> None:
         for block in iter(lambda: fh.read(1 << 22), b""):
             digest.update(block)
     if digest.hexdigest() != expected:
-        raise ShardError(f"{path}: sha256 {digest.hexdigest()[:16]}..., index.json says {expected[:16]}...; the shard "
-                         "changed since it was written (run `p2m shard verify`, then `p2m shard` to rewrite it)")  # fmt: skip
+        raise ShardError(
+            f"{path}: sha256 {digest.hexdigest()[:16]}..., index.json says {expected[:16]}...; the shard "
+            "changed since it was written (run `p2m shard verify`, then `p2m shard` to rewrite it)"
+        )
     _VERIFIED.add(ident)
 
 
@@ -90,8 +92,11 @@ def url_opener(
             if sha256 is not None and path is not None:
                 check_sha256(path, sha256)
             elif sha256 is not None and not _warned_streams:
-                logger.info("%s: a streamed shard's sha256 cannot be checked before it is read; its tar headers are "
-                            "checked instead", url)  # fmt: skip
+                logger.info(
+                    "%s: a streamed shard's sha256 cannot be checked before it is read; its tar headers are "
+                    "checked instead",
+                    url,
+                )
                 _warned_streams = True
             stream = gopen(url, "rb")
         except Exception as exc:  # noqa: BLE001 - the handler decides
@@ -119,7 +124,9 @@ def tar_samples(
     for url, stream, limit in streams:
         limited = None if limit is None else _Limit(limit, keep)
         try:
-            for sample in iter_tar_samples(stream, url, check=check, keep=keep if limited is None else limited):
+            for sample in iter_tar_samples(
+                stream, url, check=check, keep=keep if limited is None else limited
+            ):
                 yield sample
                 if limited is not None and limited.seen >= limit:
                     break  # the rest of the shard is not wanted: stop reading it
@@ -180,7 +187,9 @@ def batched(
         yield batch
 
 
-def resample(urls: Sequence[str], rng: random.Random, sha256: Sequence[str | None] | None = None) -> Iterator[ShardRef]:
+def resample(
+    urls: Sequence[str], rng: random.Random, sha256: Sequence[str | None] | None = None
+) -> Iterator[ShardRef]:
     """Shards drawn with replacement, forever."""
     while True:
         i = rng.randrange(len(urls))

@@ -62,7 +62,9 @@ class SubjectTask:
     mode: str
 
 
-def plan_tasks(datasets: Sequence[Any], split_of: dict[int | str, str], resume_after: dict[str, str]) -> list[SubjectTask]:
+def plan_tasks(
+    datasets: Sequence[Any], split_of: dict[int | str, str], resume_after: dict[str, str]
+) -> list[SubjectTask]:
     """One task per (dataset folder, dataset name, subject), in writing order.
 
     Args:
@@ -120,8 +122,15 @@ def run_task(task: SubjectTask, opts: EncodeOptions) -> Iterator[list[Encoded] |
             stats[f"samples/skipped/{excluded}"] += 1
             continue
         try:
-            key = sample_key(sample.dataset, sample.subject, img["action_idx"], img["subaction_idx"], img["cam_idx"],
-                             img["frame_idx"], person)  # fmt: skip
+            key = sample_key(
+                sample.dataset,
+                sample.subject,
+                img["action_idx"],
+                img["subaction_idx"],
+                img["cam_idx"],
+                img["frame_idx"],
+                person,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise LayoutError(
                 f"{task.dataset.root}: dataset {sample.dataset!r} subject {sample.subject}: image id {img.get('id')}: "
@@ -175,8 +184,12 @@ def iter_results(
     n = min(workers, len(tasks))
     queues = [ctx.Queue(maxsize=8) for _ in range(n)]
     procs = [
-        ctx.Process(target=_worker, args=(w, n, tasks, opts, queues[w], os.getpid()), daemon=True,
-                    name=f"p2m-shard-{w}")  # fmt: skip
+        ctx.Process(
+            target=_worker,
+            args=(w, n, tasks, opts, queues[w], os.getpid()),
+            daemon=True,
+            name=f"p2m-shard-{w}",
+        )
         for w in range(n)
     ]
     for p in procs:
@@ -190,8 +203,10 @@ def iter_results(
                 except queue.Empty:
                     proc = procs[task.index % n]
                     if not proc.is_alive():
-                        raise ShardError(f"shard worker {proc.name} died (exit code {proc.exitcode}) on "
-                                         f"{task.name} subject {task.subject}") from None  # fmt: skip
+                        raise ShardError(
+                            f"shard worker {proc.name} died (exit code {proc.exitcode}) on "
+                            f"{task.name} subject {task.subject}"
+                        ) from None
                     continue
                 if item == "done":
                     break
@@ -208,7 +223,9 @@ def iter_results(
             q.cancel_join_thread()
 
 
-def _worker(wid: int, n: int, tasks: Sequence[SubjectTask], opts: EncodeOptions, out: Any, parent: int) -> None:
+def _worker(
+    wid: int, n: int, tasks: Sequence[SubjectTask], opts: EncodeOptions, out: Any, parent: int
+) -> None:
     try:
         for task in tasks[wid::n]:
             for item in run_task(task, opts):

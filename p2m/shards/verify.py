@@ -48,7 +48,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.shard}: sample {self.key}: {self.message}" if self.key else f"{self.shard}: {self.message}"
+        return (
+            f"{self.shard}: sample {self.key}: {self.message}"
+            if self.key
+            else f"{self.shard}: {self.message}"
+        )
 
 
 @dataclass
@@ -100,8 +104,13 @@ def verify_shards(location: str | Path, *, workers: int = 1, progress: bool | No
     base = resolve_index_path(location)
     report = VerifyReport(str(location))
     if not index.get("complete"):
-        report.problems.append(Problem("index.json", None, "incomplete: the writing run was interrupted; rerun "
-                                       "`p2m shard` with the same arguments"))  # fmt: skip
+        report.problems.append(
+            Problem(
+                "index.json",
+                None,
+                "incomplete: the writing run was interrupted; rerun `p2m shard` with the same arguments",
+            )
+        )
     config = index.get("config", {})
     with_images, with_meta = bool(config.get("with_images")), bool(config.get("with_meta"))
     tasks = []
@@ -109,18 +118,31 @@ def verify_shards(location: str | Path, *, workers: int = 1, progress: bool | No
         total = sum(sh["samples"] for sh in rec["shards"])
         if total != rec.get("samples"):
             report.problems.append(
-                Problem("index.json", None, f"split {split}: shard counts add up to {total}, the split says {rec.get('samples')}")
+                Problem(
+                    "index.json",
+                    None,
+                    f"split {split}: shard counts add up to {total}, the split says {rec.get('samples')}",
+                )
             )
         for sh in rec["shards"]:
-            tasks.append((shard_location(base, sh["name"]), sh, rec.get("body_models", {}), with_images, with_meta))
+            tasks.append(
+                (shard_location(base, sh["name"]), sh, rec.get("body_models", {}), with_images, with_meta)
+            )
     listed = {sh["name"] for rec in index["splits"].values() for sh in rec["shards"]}
     folder = Path(base).parent
     if "://" not in base and folder.is_dir():
         for p in sorted(folder.iterdir()):
             if SHARD_RE.match(p.name) and p.name not in listed:
-                report.warnings.append(f"{p.name}: a shard file that index.json does not list (left by another run?)")
+                report.warnings.append(
+                    f"{p.name}: a shard file that index.json does not list (left by another run?)"
+                )
     keys: dict[str, str] = {}
-    bar = tqdm(total=len(tasks), desc="verify", unit=" shards", disable=(not progress) if progress is not None else None)
+    bar = tqdm(
+        total=len(tasks),
+        desc="verify",
+        unit=" shards",
+        disable=(not progress) if progress is not None else None,
+    )
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and len(tasks) > 1 else None
     try:
         results: Iterator[tuple[int, list[str], list[Problem]]] = (
@@ -145,7 +167,9 @@ def verify_shards(location: str | Path, *, workers: int = 1, progress: bool | No
     return report
 
 
-def _check_task(task: tuple[str, dict[str, Any], dict[str, Any], bool, bool]) -> tuple[int, list[str], list[Problem]]:
+def _check_task(
+    task: tuple[str, dict[str, Any], dict[str, Any], bool, bool],
+) -> tuple[int, list[str], list[Problem]]:
     return check_shard(*task)
 
 
@@ -184,24 +208,43 @@ def check_shard(
             keys.append(key)
             _check_sample(key, sample, body_models, with_images, with_meta, add, counts)
     except Exception as exc:  # noqa: BLE001 - any failure of the tar reader is a finding
-        reason = str(exc.args[0] if exc.args else exc).split(" @ <", 1)[0]  # webdataset appends the stream repr
-        add(keys[-1] if keys else None,
-            f"webdataset cannot read the tar after {len(keys)} samples: {type(exc).__name__}: {reason}")  # fmt: skip
+        reason = str(exc.args[0] if exc.args else exc).split(" @ <", 1)[
+            0
+        ]  # webdataset appends the stream repr
+        add(
+            keys[-1] if keys else None,
+            f"webdataset cannot read the tar after {len(keys)} samples: {type(exc).__name__}: {reason}",
+        )
     if len(keys) != record["samples"]:
         add(None, f"{len(keys)} samples read, index.json says {record['samples']}")
-    elif keys and (keys[0] != record.get("first_key", keys[0]) or keys[-1] != record.get("last_key", keys[-1])):
-        add(None, f"keys run {keys[0]} .. {keys[-1]}, index.json says {record.get('first_key')} .. {record.get('last_key')}")
+    elif keys and (
+        keys[0] != record.get("first_key", keys[0]) or keys[-1] != record.get("last_key", keys[-1])
+    ):
+        add(
+            None,
+            f"keys run {keys[0]} .. {keys[-1]}, index.json says {record.get('first_key')} .. {record.get('last_key')}",
+        )
     if "sources" in record and len(keys) == record["samples"]:
         expected: Counter[str] = Counter()
         for name, n in record["sources"].items():
             expected[sanitize_key_part(name)] += n
         if counts["sources"] != expected:
-            add(None, f"samples per source (from the keys) {dict(counts['sources'])}, index.json says {record['sources']}")
+            add(
+                None,
+                f"samples per source (from the keys) {dict(counts['sources'])}, index.json says {record['sources']}",
+            )
     return len(keys), keys, problems
 
 
-def _check_sample(key: str, sample: dict[str, Any], body_models: dict[str, Any], with_images: bool, with_meta: bool,
-                  add: Any, counts: dict[str, Counter[str]]) -> None:  # fmt: skip
+def _check_sample(
+    key: str,
+    sample: dict[str, Any],
+    body_models: dict[str, Any],
+    with_images: bool,
+    with_meta: bool,
+    add: Any,
+    counts: dict[str, Counter[str]],
+) -> None:
     fields = {k for k in sample if not k.startswith("__")}
     if "." in key or any(f not in KNOWN_MEMBERS for f in fields):
         add(key, f"unexpected members {sorted(fields - KNOWN_MEMBERS)} (a key with a dot is cut at the dot)")

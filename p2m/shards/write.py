@@ -87,7 +87,9 @@ def normalise_splits(splits: Mapping[str, str | Sequence[str | int]] | None) -> 
     owner: dict[int | str, str] = {}
     for name, spec in splits.items():
         if not SPLIT_RE.match(name):
-            raise ConfigError(f"split name {name!r}: use letters, digits and '_' only (it becomes a file name)")
+            raise ConfigError(
+                f"split name {name!r}: use letters, digits and '_' only (it becomes a file name)"
+            )
         subjects = parse_subjects(spec)
         for subj in subjects:
             if subj in owner and owner[subj] != name:
@@ -101,7 +103,9 @@ def normalise_splits(splits: Mapping[str, str | Sequence[str | int]] | None) -> 
 class _SplitWriter:
     """Writes the shards of one split: temp file -> fsync -> rename -> on_commit(record)."""
 
-    def __init__(self, out: Path, split: str, start: int, maxcount: int, maxsize: int, on_commit: Any) -> None:
+    def __init__(
+        self, out: Path, split: str, start: int, maxcount: int, maxsize: int, on_commit: Any
+    ) -> None:
         self.out, self.split, self.next_index = out, split, start
         self.maxcount, self.maxsize, self.on_commit = maxcount, maxsize, on_commit
         self.fh: IO[bytes] | None = None
@@ -120,15 +124,21 @@ class _SplitWriter:
         self.groups: dict[tuple[str, tuple[str, ...], str | None, int], list[Any]] = {}
 
     def add(self, enc: Encoded) -> None:
-        if self.fh is not None and self.count and (
-            self.count >= self.maxcount or self.size + len(enc.data) + len(TAR_END) > self.maxsize
+        if (
+            self.fh is not None
+            and self.count
+            and (self.count >= self.maxcount or self.size + len(enc.data) + len(TAR_END) > self.maxsize)
         ):
             self.commit()
         if self.fh is None:
             self._open()
         if len(enc.data) + len(TAR_END) > self.maxsize:
-            logger.warning("sample %s is %d bytes, more than maxsize %d: it gets a shard of its own",
-                           enc.key, len(enc.data), self.maxsize)  # fmt: skip
+            logger.warning(
+                "sample %s is %d bytes, more than maxsize %d: it gets a shard of its own",
+                enc.key,
+                len(enc.data),
+                self.maxsize,
+            )
         assert self.fh is not None
         self.fh.write(enc.data)
         self.hash.update(enc.data)
@@ -156,18 +166,26 @@ class _SplitWriter:
         view = memoryview(batch.data)
         n, k, begin = len(live), 0, 0
         while k < n:
-            if self.fh is not None and self.count and (
-                self.count >= self.maxcount or self.size + ends[k] - begin + len(TAR_END) > self.maxsize
+            if (
+                self.fh is not None
+                and self.count
+                and (self.count >= self.maxcount or self.size + ends[k] - begin + len(TAR_END) > self.maxsize)
             ):
                 self.commit()
             if self.fh is None:
                 self._open()
             # samples k..j-1 go to this shard: as many as maxcount and maxsize let in (at least one)
-            j = min(k + self.maxcount - self.count, bisect.bisect_right(ends, self.maxsize - len(TAR_END) - self.size
-                                                                        + begin, k, n))  # fmt: skip
+            j = min(
+                k + self.maxcount - self.count,
+                bisect.bisect_right(ends, self.maxsize - len(TAR_END) - self.size + begin, k, n),
+            )
             if j == k:
-                logger.warning("sample %s is %d bytes, more than maxsize %d: it gets a shard of its own",
-                               keys[k], ends[k] - begin, self.maxsize)  # fmt: skip
+                logger.warning(
+                    "sample %s is %d bytes, more than maxsize %d: it gets a shard of its own",
+                    keys[k],
+                    ends[k] - begin,
+                    self.maxsize,
+                )
                 j = k + 1
             assert self.fh is not None
             chunk = view[begin : ends[j - 1]]
@@ -217,10 +235,16 @@ class _SplitWriter:
         _fsync_dir(self.out)
         sources, fields, models = self._summary()
         record = {
-            "name": name, "samples": self.count, "bytes": self.size, "sha256": self.hash.hexdigest(),
-            "first_key": self.first_key, "last_key": self.last_key, "sources": dict(sorted(sources.items())),
-            "fields": dict(sorted(fields.items())), "body_models": dict(sorted(models.items())),
-        }  # fmt: skip
+            "name": name,
+            "samples": self.count,
+            "bytes": self.size,
+            "sha256": self.hash.hexdigest(),
+            "first_key": self.first_key,
+            "last_key": self.last_key,
+            "sources": dict(sorted(sources.items())),
+            "fields": dict(sorted(fields.items())),
+            "body_models": dict(sorted(models.items())),
+        }
         self.fh = self.tmp = None
         self.next_index += 1
         self.on_commit(self.split, record)
@@ -251,8 +275,12 @@ def aggregate_split(shards: list[dict[str, Any]]) -> dict[str, Any]:
             for f in BODY_FIELDS:
                 if f in m and agg.get(f) != m[f]:
                     agg[f] = None
-    rec.update(sources=dict(sorted(sources.items())), fields=dict(sorted(fields.items())),
-               body_models=dict(sorted(models.items())), shards=list(shards))  # fmt: skip
+    rec.update(
+        sources=dict(sorted(sources.items())),
+        fields=dict(sorted(fields.items())),
+        body_models=dict(sorted(models.items())),
+        shards=list(shards),
+    )
     return rec
 
 
@@ -272,8 +300,9 @@ def _kept_shards(out: Path, old: dict[str, Any], stats: Counter[str]) -> dict[st
         for sh in rec.get("shards", []):
             path = out / sh["name"]
             if not path.is_file() or path.stat().st_size != sh["bytes"] or _file_sha256(path) != sh["sha256"]:
-                logger.warning("%s: missing or changed since it was indexed; rewriting it and the shards after it",
-                               path)  # fmt: skip
+                logger.warning(
+                    "%s: missing or changed since it was indexed; rewriting it and the shards after it", path
+                )
                 stats["shards/rewritten_bad_hash"] += 1
                 break
             keep.append(sh)
@@ -295,7 +324,9 @@ def _source_records(datasets: Sequence[str | Path]) -> tuple[list[Any], list[dic
         if not ds.names:
             raise LayoutError(f"{root}: no annotations/{{name}}_subject{{S}}_data.json files")
         opened.append(ds)
-        records.append({"path": str(root), "names": list(ds.names), "info": {n: ds.read_info(n) for n in ds.names}})
+        records.append(
+            {"path": str(root), "names": list(ds.names), "info": {n: ds.read_info(n) for n in ds.names}}
+        )
     return opened, records
 
 
@@ -354,7 +385,9 @@ def build_shards(
     """
     t0 = time.perf_counter()
     if maxcount < 1 or maxsize < 4096:
-        raise ConfigError(f"maxcount {maxcount} / maxsize {maxsize}: need maxcount >= 1 and maxsize >= 4096 bytes")
+        raise ConfigError(
+            f"maxcount {maxcount} / maxsize {maxsize}: need maxcount >= 1 and maxsize >= 4096 bytes"
+        )
     if not 1 <= jpeg_quality <= 95:
         raise ConfigError(f"jpeg_quality {jpeg_quality}: expected 1..95")
     if crop and not with_images:
@@ -363,13 +396,19 @@ def build_shards(
         raise ConfigError(f"workers {workers}: expected >= 1")
     if not datasets:
         raise ConfigError("no dataset folder given")
-    opts = EncodeOptions(with_images, crop, int(crop_size), float(crop_margin), int(jpeg_quality), max_side,
-                         bool(with_meta))  # fmt: skip
+    opts = EncodeOptions(
+        with_images, crop, int(crop_size), float(crop_margin), int(jpeg_quality), max_side, bool(with_meta)
+    )
     split_map = normalise_splits(splits)
     opened, sources = _source_records(datasets)
     # npy_align: how .npy headers are padded (p2m before it: numpy's 64), so a resume never mixes the two
-    config = {**opts.to_config(), "maxcount": int(maxcount), "maxsize": int(maxsize), "splits": split_map,
-              "npy_align": NPY_ALIGN}  # fmt: skip
+    config = {
+        **opts.to_config(),
+        "maxcount": int(maxcount),
+        "maxsize": int(maxsize),
+        "splits": split_map,
+        "npy_align": NPY_ALIGN,
+    }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stats: Counter[str] = Counter()
@@ -413,14 +452,26 @@ def build_shards(
     return result
 
 
-def _run(tasks: list[SubjectTask], writers: dict[str, _SplitWriter], opts: EncodeOptions, workers: int,
-         resume_after: dict[str, str], stats: Counter[str], progress: bool | None,
-         map_tasks: Any = None) -> None:  # fmt: skip
+def _run(
+    tasks: list[SubjectTask],
+    writers: dict[str, _SplitWriter],
+    opts: EncodeOptions,
+    workers: int,
+    resume_after: dict[str, str],
+    stats: Counter[str],
+    progress: bool | None,
+    map_tasks: Any = None,
+) -> None:
     """Write every task's samples in order: check keys are unique, skip what kept shards hold, count the rest."""
     from tqdm import tqdm
 
-    bar = tqdm(desc="shard", unit=" samples", disable=(not progress) if progress is not None else None,
-               mininterval=0.5, smoothing=0.1)  # fmt: skip
+    bar = tqdm(
+        desc="shard",
+        unit=" samples",
+        disable=(not progress) if progress is not None else None,
+        mininterval=0.5,
+        smoothing=0.1,
+    )
     waiting = dict(resume_after)  # split -> last key already in a kept shard
     seen: dict[str, tuple[str, str, Any]] = {}
     try:
@@ -448,7 +499,9 @@ def _run(tasks: list[SubjectTask], writers: dict[str, _SplitWriter], opts: Encod
                     continue
                 if enc.skip is not None:
                     if enc.skip == KEY_ONLY:  # planning promised this sample lies in a kept shard
-                        raise ShardError(f"internal: sample {enc.key} was not encoded; rerun with --overwrite")
+                        raise ShardError(
+                            f"internal: sample {enc.key} was not encoded; rerun with --overwrite"
+                        )
                     stats[f"samples/skipped/{enc.skip}"] += 1
                     continue
                 writers[enc.split].add(enc)
@@ -465,12 +518,23 @@ def _run(tasks: list[SubjectTask], writers: dict[str, _SplitWriter], opts: Encod
         )
 
 
-def _add_batch(batch: EncodedBatch, task: SubjectTask, writers: dict[str, _SplitWriter], waiting: dict[str, str],
-               seen: dict[str, tuple[str, str, Any]], stats: Counter[str]) -> bool:  # fmt: skip
+def _add_batch(
+    batch: EncodedBatch,
+    task: SubjectTask,
+    writers: dict[str, _SplitWriter],
+    waiting: dict[str, str],
+    seen: dict[str, tuple[str, str, Any]],
+    stats: Counter[str],
+) -> bool:
     """What :func:`_run` does per sample, for a whole batch; False (nothing done) where it must go sample by sample:
     a split still skipping kept shards, a key seen before, or key-only samples."""
     keys = batch.keys
-    if batch.split in waiting or KEY_ONLY in batch.skips or not seen.keys().isdisjoint(keys) or len(set(keys)) != len(keys):
+    if (
+        batch.split in waiting
+        or KEY_ONLY in batch.skips
+        or not seen.keys().isdisjoint(keys)
+        or len(set(keys)) != len(keys)
+    ):
         return False
     seen.update(zip(keys, zip(repeat(str(task.dataset.root)), repeat(batch.source), batch.image_ids)))
     skipped = Counter(why for why in batch.skips if why is not None)
@@ -482,8 +546,9 @@ def _add_batch(batch: EncodedBatch, task: SubjectTask, writers: dict[str, _Split
     return True
 
 
-def _start_index(out: Path, config: dict[str, Any], sources: list[dict[str, Any]], overwrite: bool,
-                 stats: Counter[str]) -> dict[str, Any]:  # fmt: skip
+def _start_index(
+    out: Path, config: dict[str, Any], sources: list[dict[str, Any]], overwrite: bool, stats: Counter[str]
+) -> dict[str, Any]:
     """The index to continue from: the old one when it matches (bad-hash shards dropped), else a fresh one."""
     for stale in out.iterdir():
         if _TMP_RE.match(stale.name):  # a shard being written when a previous run died
@@ -494,7 +559,9 @@ def _start_index(out: Path, config: dict[str, Any], sources: list[dict[str, Any]
     if not path.exists():
         leftovers = [p.name for p in out.iterdir() if SHARD_RE.match(p.name)]
         if leftovers and not overwrite:
-            raise ShardError(f"{out}: holds shards ({leftovers[0]}, ...) but no {INDEX_NAME}; use --overwrite")
+            raise ShardError(
+                f"{out}: holds shards ({leftovers[0]}, ...) but no {INDEX_NAME}; use --overwrite"
+            )
         _remove_shards(out, stats)
         return fresh
     from p2m.io import read_json
@@ -548,7 +615,9 @@ def _lock(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise ShardError(f"{out}: another `p2m shard` is writing here (lock {out / '.p2m-shard.lock'})") from exc
+            raise ShardError(
+                f"{out}: another `p2m shard` is writing here (lock {out / '.p2m-shard.lock'})"
+            ) from exc
         yield
     finally:
         fh.close()

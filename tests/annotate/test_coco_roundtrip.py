@@ -27,7 +27,9 @@ def _coco_dataset(tmp_path: Path) -> Path:
     return tmp_path / "ds"
 
 
-def _correct(path: Path, out: Path, moves: dict[int, tuple[int, float]], hide: dict[int, int], id_shift: int = 0):
+def _correct(
+    path: Path, out: Path, moves: dict[int, tuple[int, float]], hide: dict[int, int], id_shift: int = 0
+):
     """What a reviewer does in CVAT: move keypoint k of some people by dx px, mark others not visible."""
     coco = json.loads(path.read_text())
     for ann in coco["annotations"]:
@@ -51,16 +53,25 @@ def test_export_opens_in_pycocotools_and_merge_changes_only_corrected_people(tmp
     api = CocoApi(str(tmp_path / "review.json"))
     data_path = subject_file(ds, "coco", 1, "data")
     before = json.loads(data_path.read_text())
-    assert sorted(api.getAnnIds()) == sorted(a["id"] for a in before["annotations"]) and len(api.getImgIds()) == 4
+    assert (
+        sorted(api.getAnnIds()) == sorted(a["id"] for a in before["annotations"])
+        and len(api.getImgIds()) == 4
+    )
     assert api.loadCats(1)[0]["keypoints"][0] == "nose"
     labelled = [a for a in before["annotations"] if a["num_keypoints"] >= 10]
     moved, hidden = labelled[0], labelled[1]
     k_moved = next(k for k in range(17) if moved["keypoints"][3 * k + 2] > 0)
     k_hidden = next(k for k in range(17) if hidden["keypoints"][3 * k + 2] > 0)
-    _correct(tmp_path / "review.json", tmp_path / "fixed.json", {moved["id"]: (k_moved, 6.0)},
-             {hidden["id"]: k_hidden})  # fmt: skip
+    _correct(
+        tmp_path / "review.json",
+        tmp_path / "fixed.json",
+        {moved["id"]: (k_moved, 6.0)},
+        {hidden["id"]: k_hidden},
+    )
 
-    res = runner.invoke(main, ["annotate", "import", "coco", str(tmp_path / "fixed.json"), "--merge-into", str(ds)])
+    res = runner.invoke(
+        main, ["annotate", "import", "coco", str(tmp_path / "fixed.json"), "--merge-into", str(ds)]
+    )
     assert res.exit_code == 0, res.output
     assert "2 people changed, 12 unchanged, 0 not matched" in res.output
     after = json.loads(data_path.read_text())
@@ -74,7 +85,9 @@ def test_export_opens_in_pycocotools_and_merge_changes_only_corrected_people(tmp
     assert by_id[hidden["id"]]["num_keypoints"] == hidden["num_keypoints"] - 1
     assert validate(ds).ok
     # Merging the same file again changes nothing.
-    again = runner.invoke(main, ["annotate", "import", "coco", str(tmp_path / "fixed.json"), "--merge-into", str(ds)])
+    again = runner.invoke(
+        main, ["annotate", "import", "coco", str(tmp_path / "fixed.json"), "--merge-into", str(ds)]
+    )
     assert again.exit_code == 0 and "0 people changed, 14 unchanged" in again.output
 
 
@@ -91,13 +104,19 @@ def test_merge_matches_by_box_when_the_tool_renumbered_ids(tmp_path: Path) -> No
     bad = json.loads((tmp_path / "fixed.json").read_text())
     bad["annotations"][0]["keypoints"][2] = 7
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    res = CliRunner().invoke(main, ["annotate", "import", "coco", str(tmp_path / "bad.json"), "--merge-into", str(ds)])
-    assert res.exit_code == 1 and "bad.json: annotation id" in res.output and "field 'keypoints'" in res.output
+    res = CliRunner().invoke(
+        main, ["annotate", "import", "coco", str(tmp_path / "bad.json"), "--merge-into", str(ds)]
+    )
+    assert (
+        res.exit_code == 1 and "bad.json: annotation id" in res.output and "field 'keypoints'" in res.output
+    )
     for img in bad["images"]:
         img["file_name"] = "elsewhere/" + img["file_name"]
     bad["annotations"][0]["keypoints"][2] = 2
     (tmp_path / "other.json").write_text(json.dumps(bad))
-    res = CliRunner().invoke(main, ["annotate", "import", "coco", str(tmp_path / "other.json"), "--merge-into", str(ds)])
+    res = CliRunner().invoke(
+        main, ["annotate", "import", "coco", str(tmp_path / "other.json"), "--merge-into", str(ds)]
+    )
     assert res.exit_code == 1 and "none of its 14 people matches a person of" in res.output
 
 
@@ -123,18 +142,36 @@ def test_merge_keeps_other_fits_and_refits_only_changed_people(tmp_path: Path) -
     shutil.copy(COCO / "000000197388.jpg", src / "000000197388.jpg")
     (src / "000000197388_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
     ds = tmp_path / "ds"
-    assert CliRunner().invoke(main, ["annotate", "import", "openpose", str(src), "--out", str(ds)]).exit_code == 0
+    assert (
+        CliRunner().invoke(main, ["annotate", "import", "openpose", str(src), "--out", str(ds)]).exit_code
+        == 0
+    )
     first = fit_bodies(ds, device="cpu", iters=20, topology="notoes_collapse10pc", progress=False)
     assert first["annotations/fitted"] == 5
-    j3d_path, bp_path = subject_file(ds, "openpose", 1, "joint_3d"), subject_file(ds, "openpose", 1, "body_param")
+    j3d_path, bp_path = (
+        subject_file(ds, "openpose", 1, "joint_3d"),
+        subject_file(ds, "openpose", 1, "body_param"),
+    )
     j3d_before, bp_before = json.loads(j3d_path.read_text()), json.loads(bp_path.read_text())
     res = CliRunner().invoke(main, ["annotate", "export", "coco", str(ds), "--out", str(tmp_path / "r.json")])
     assert res.exit_code == 0 and "1 images, 5 people" in res.output
     exported = json.loads((tmp_path / "r.json").read_text())
     target = exported["annotations"][2]
     _correct(tmp_path / "r.json", tmp_path / "fixed.json", {target["id"]: (10, 8.0)}, {})  # right wrist
-    res = CliRunner().invoke(main, ["annotate", "import", "coco", str(tmp_path / "fixed.json"), "--merge-into",
-                                    str(ds), "--refit", "--device", "cpu"])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "annotate",
+            "import",
+            "coco",
+            str(tmp_path / "fixed.json"),
+            "--merge-into",
+            str(ds),
+            "--refit",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "1 people changed, 4 unchanged, 0 not matched; 1 need a refit, 1 refitted" in res.output
     data = json.loads(subject_file(ds, "openpose", 1, "data").read_text())
@@ -147,6 +184,9 @@ def test_merge_keeps_other_fits_and_refits_only_changed_people(tmp_path: Path) -
             assert not np.allclose(j3d_after["1"]["1"][frame], joints)
             assert bp_after["1"]["1"][frame]["topology"] == bp_before["1"]["1"][frame]["topology"]  # kept
         else:
-            assert j3d_after["1"]["1"][frame] == joints and bp_after["1"]["1"][frame] == bp_before["1"]["1"][frame]
+            assert (
+                j3d_after["1"]["1"][frame] == joints
+                and bp_after["1"]["1"][frame] == bp_before["1"]["1"][frame]
+            )
     assert "needs_refit" not in ann["review"] and ann["fit_valid"] is True
     assert validate(ds).ok

@@ -54,8 +54,11 @@ def _gradient(path: Path, focal_35mm: float | None = None) -> None:
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ------------------------------------------------------------------------------------------------ pure parts
@@ -144,13 +147,21 @@ def test_detect_records_every_image_and_passes_validate(detected: tuple[Path, Pa
     assert stats["camera/exif_35mm"] == 1 and stats["camera/default_diagonal"] == 6
     report = validate(out)
     assert report.ok, [str(p) for p in report.problems]
-    assert report.counts["images"] == 7 and report.counts["annotations"] == 6 and report.counts["cameras"] == 7
+    assert (
+        report.counts["images"] == 7 and report.counts["annotations"] == 6 and report.counts["cameras"] == 7
+    )
     info = json.loads((out / "annotations" / "photos_info.json").read_text())
     assert info["detect"]["no_person"] == ["gradient.jpg"] and "mediapipe" in info["detect"]["detector"]
     data = json.loads(subject_file(out, "photos", 1, "data").read_text())
     by_name = {img["file_name"]: img for img in data["images"]}
-    assert set(by_name) == {"astronaut.png", "camera.png", "gradient.jpg"} | {f"coco/{p.name}" for p in COCO.glob("*.jpg")}
-    assert len({img["cam_idx"] for img in data["images"]}) == 7 == len({img["frame_idx"] for img in data["images"]})
+    assert set(by_name) == {"astronaut.png", "camera.png", "gradient.jpg"} | {
+        f"coco/{p.name}" for p in COCO.glob("*.jpg")
+    }
+    assert (
+        len({img["cam_idx"] for img in data["images"]})
+        == 7
+        == len({img["frame_idx"] for img in data["images"]})
+    )
     gradient = by_name["gradient.jpg"]
     assert not [a for a in data["annotations"] if a["image_id"] == gradient["id"]]
     cams = json.loads(subject_file(out, "photos", 1, "camera").read_text())
@@ -187,7 +198,12 @@ def test_detect_into_a_dataset_inside_the_source_never_reads_its_own_output(tmp_
 def _pck(found: np.ndarray, truth: np.ndarray, size: float) -> tuple[float, float, float, int]:
     both = (found[:, 2] > 0) & (truth[:, 2] > 0)
     err = np.linalg.norm(found[both, :2] - truth[both, :2], axis=1)
-    return float(err.mean()), float((err < 0.1 * size).mean()), float((err < 0.2 * size).mean()), int(both.sum())
+    return (
+        float(err.mean()),
+        float((err < 0.1 * size).mean()),
+        float((err < 0.2 * size).mean()),
+        int(both.sum()),
+    )
 
 
 def test_detected_keypoints_match_coco_ground_truth(detected: tuple[Path, Path, dict]) -> None:
@@ -205,7 +221,9 @@ def test_detected_keypoints_match_coco_ground_truth(detected: tuple[Path, Path, 
                 candidates.append((*_pck(found, truth, max(ann["bbox"][2:])), max(ann["bbox"][2:])))
         mean_err, p10, p20, n, size = min(candidates)
         assert n >= 10, f"{img['file_name']}: only {n} keypoints labelled in both"
-        assert mean_err < 0.15 * size, f"{img['file_name']}: mean error {mean_err:.1f} px, person {size:.0f} px"
+        assert mean_err < 0.15 * size, (
+            f"{img['file_name']}: mean error {mean_err:.1f} px, person {size:.0f} px"
+        )
         pck10.append(p10)
         pck20.append(p20)
     # Measured (mediapipe 0.10.21, complexity 1): PCK@0.2 = 1, 1, 1, 0.875; PCK@0.1 mean 0.78.
@@ -228,15 +246,20 @@ def _match_coco_people(out: Path, name: str) -> tuple[int, int, list[float], int
             if ann["image_id"] != img["id"] or ann["num_keypoints"] == 0:
                 continue
             total += 1
-            scored = [(box_overlap(np.array(p["bbox"]), np.array(ann["bbox"]))[0], i)
-                      for i, p in enumerate(preds) if i not in used]  # fmt: skip
+            scored = [
+                (box_overlap(np.array(p["bbox"]), np.array(ann["bbox"]))[0], i)
+                for i, p in enumerate(preds)
+                if i not in used
+            ]
             if not scored or max(scored)[0] < 0.5:
                 continue
             i = max(scored)[1]
             used.add(i)
             found += 1
             truth = np.asarray(ann["keypoints"], float).reshape(17, 3)
-            pck.append(_pck(np.asarray(preds[i]["keypoints"], float).reshape(17, 3), truth, max(ann["bbox"][2:]))[1])
+            pck.append(
+                _pck(np.asarray(preds[i]["keypoints"], float).reshape(17, 3), truth, max(ann["bbox"][2:]))[1]
+            )
     return found, total, pck, len(data["annotations"])
 
 
@@ -288,10 +311,19 @@ def test_detect_reads_a_crawl_manifest(tmp_path: Path) -> None:
             (crawl / rel).parent.mkdir(parents=True, exist_ok=True)
             (crawl / rel).write_bytes(data)
         status = ["ok", "duplicate", "failed"][i]
-        rows.append({"url": f"http://127.0.0.1/{i}.png", "page_url": "http://127.0.0.1/page.html",
-                     "sha256": sha if data else None, "status": status, "kind": "image",
-                     "license": "CC0-1.0" if i == 0 else "", "path": rel if data else None,
-                     "width": 512, "height": 512})  # fmt: skip
+        rows.append(
+            {
+                "url": f"http://127.0.0.1/{i}.png",
+                "page_url": "http://127.0.0.1/page.html",
+                "sha256": sha if data else None,
+                "status": status,
+                "kind": "image",
+                "license": "CC0-1.0" if i == 0 else "",
+                "path": rel if data else None,
+                "width": 512,
+                "height": 512,
+            }
+        )
     cols = {n: [r.get(n) for r in rows] for n in SCHEMA.names}
     pq.write_table(pa.table(cols, schema=SCHEMA), crawl / "manifest.parquet")
     out = tmp_path / "ds"
@@ -336,6 +368,7 @@ def test_detect_on_rendered_anny_bodies_has_small_pixel_error(tmp_path: Path) ->
     f, c = 1000.0, (255.5, 255.5)
     truth = {}
     for b in range(3):
+
         def to_cam(a: np.ndarray) -> np.ndarray:  # anny: +X left, -Y forward, +Z up; camera 4.5 m in front
             return np.stack([a[:, 0], -a[:, 2], a[:, 1] + 4.5], axis=1)
 
@@ -369,7 +402,9 @@ def test_every_person_of_a_group_photo_gets_its_own_fit(tmp_path: Path) -> None:
     shutil.copy(COCO / "000000196141.jpg", tmp_path / "group.jpg")  # 4 annotated people
     stats = detect(tmp_path, tmp_path / "ds", progress=False)
     assert stats["people"] >= 3
-    fitted = fit_bodies(tmp_path / "ds", device="cpu", iters=30, topology="notoes_collapse10pc", progress=False)
+    fitted = fit_bodies(
+        tmp_path / "ds", device="cpu", iters=30, topology="notoes_collapse10pc", progress=False
+    )
     assert fitted["annotations/fitted"] == stats["people"] == fitted["frames/fitted"]
     assert fitted["annotations/valid"] >= stats["people"] - 1
     joints = json.loads(subject_file(tmp_path / "ds", "photos", 1, "joint_3d").read_text())["1"]["1"]

@@ -52,8 +52,11 @@ def _strip_3d(root: Path) -> tuple[dict, dict]:
 def _synth(root: Path, num: int, cameras: str = "random", seed: int = 5) -> None:
     from p2m.annotate.synth import SynthOptions, synth
 
-    synth(root, SynthOptions(num=num, poses="cmu-eval", cameras=cameras, seed=seed, topology="notoes_collapse10pc"),
-          progress=False)  # fmt: skip
+    synth(
+        root,
+        SynthOptions(num=num, poses="cmu-eval", cameras=cameras, seed=seed, topology="notoes_collapse10pc"),
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,9 @@ def fitted(tmp_path_factory):
     before = copy.deepcopy(data)
     cameras = subject_file(root, NAME, 1, "camera").read_bytes()
     stats = fit_bodies(root, device="cpu", iters=100, batch=16, progress=False)
-    assert subject_file(root, NAME, 1, "camera").read_bytes() == cameras  # camera.json unchanged where present
+    assert (
+        subject_file(root, NAME, 1, "camera").read_bytes() == cameras
+    )  # camera.json unchanged where present
     return root, truth, before, stats
 
 
@@ -115,7 +120,11 @@ def test_fit_writes_body_params_that_reproduce_the_joints(fitted):
     assert all(0.0 <= s <= 1.0 for s in rec["shape"])
     body = create("anny", topology=rec["topology"])
     with torch.no_grad():
-        out = body(torch.tensor(rec["pose"]).reshape(1, 31, 3), torch.tensor([rec["shape"]]), torch.tensor([rec["trans"]]))
+        out = body(
+            torch.tensor(rec["pose"]).reshape(1, 31, 3),
+            torch.tensor([rec["shape"]]),
+            torch.tensor([rec["trans"]]),
+        )
     joints = np.asarray(_read(root, "joint_3d")[key[0]][key[1]][key[2]])
     assert np.abs(out.joints[0].double().numpy() * 1000.0 - joints).max() < 0.5  # mm
 
@@ -133,7 +142,9 @@ def test_garbage_keypoints_are_marked_invalid_and_kept(fitted):
     images = {img["id"]: img for img in before["images"]}
     for ann in (garbage, empty):
         img = images[ann["image_id"]]
-        assert str(img["frame_idx"]) not in j3d.get(str(img["action_idx"]), {}).get(str(img["subaction_idx"]), {})
+        assert str(img["frame_idx"]) not in j3d.get(str(img["action_idx"]), {}).get(
+            str(img["subaction_idx"]), {}
+        )
     assert stats["annotations/invalid"] == 1 and stats["annotations/too_few_keypoints"] == 1
     problem = [p for p in stats["problems"] if f"annotation id {empty['id']}" in p]
     assert problem and "too few labelled keypoints" in problem[0] and "synth_subject1_data.json" in problem[0]
@@ -148,16 +159,23 @@ def test_fitted_dataset_validates_and_keeps_other_fields(fitted):
     for key in ("images", "categories", "licenses"):
         assert after[key] == before[key]
     for old, new in zip(before["annotations"], after["annotations"]):
-        assert {k: v for k, v in new.items() if k not in FIT_FIELDS} == {k: v for k, v in old.items() if k not in FIT_FIELDS}
+        assert {k: v for k, v in new.items() if k not in FIT_FIELDS} == {
+            k: v for k, v in old.items() if k not in FIT_FIELDS
+        }
     assert after["annotations"][0]["note"] == {"kept": [1, 2]}
     h36m_only = after["annotations"][5]  # fitted from its H36M joints, whose original is kept
-    assert h36m_only["fit_valid"] is True and h36m_only["joints_2d_h36m_input"] == before["annotations"][5]["joints_2d_h36m"]
+    assert (
+        h36m_only["fit_valid"] is True
+        and h36m_only["joints_2d_h36m_input"] == before["annotations"][5]["joints_2d_h36m"]
+    )
 
 
 def test_rerun_skips_what_is_done_and_refits_what_review_flags(fitted, tmp_path):
     root = tmp_path / "ds"
     shutil.copytree(fitted[0], root)
-    files = {k: subject_file(root, NAME, 1, k).read_bytes() for k in ("data", "joint_3d", "body_param", "camera")}
+    files = {
+        k: subject_file(root, NAME, 1, k).read_bytes() for k in ("data", "joint_3d", "body_param", "camera")
+    }
     stats = fit_bodies(root, device="cpu", iters=20, progress=False)
     assert stats.get("annotations/fitted", 0) == 0 and stats["annotations/skipped/already_fitted"] == 8
     assert {k: subject_file(root, NAME, 1, k).read_bytes() for k in files} == files
@@ -188,7 +206,11 @@ def test_photos_without_camera_file_and_multi_person_frames(fitted, tmp_path):
     assert stats["annotations/skipped/multi_person"] == 2 and stats["annotations/fitted"] == 1
     assert stats["cameras/default"] == 2
     cams = _read(root, "camera")  # single-photo cameras: R = I, t = 0, f = image diagonal, c = centre
-    assert cams[str(second["cam_idx"])]["R"] == np.eye(3).tolist() and cams[str(second["cam_idx"])]["t"] == [0, 0, 0]
+    assert cams[str(second["cam_idx"])]["R"] == np.eye(3).tolist() and cams[str(second["cam_idx"])]["t"] == [
+        0,
+        0,
+        0,
+    ]
     assert np.allclose(cams[str(second["cam_idx"])]["f"], [np.hypot(512, 512)] * 2)
     assert np.allclose(cams[str(second["cam_idx"])]["c"], [255.5, 255.5])
     j3d = _read(root, "joint_3d")
@@ -206,8 +228,12 @@ def test_missing_camera_is_reported_and_nothing_written(fitted, tmp_path):
     del cams[str(img["cam_idx"])]
     _write(root, "camera", cams)
     before = {p.name: p.read_bytes() for p in (root / "annotations").iterdir()}
-    with pytest.raises(P2MError, match=rf"image id {img['id']}: field 'cam_idx' = {img['cam_idx']} has no camera"):
-        fit_bodies(root, device="cpu", iters=5, overwrite=True, progress=False)  # overwrite: every person is due
+    with pytest.raises(
+        P2MError, match=rf"image id {img['id']}: field 'cam_idx' = {img['cam_idx']} has no camera"
+    ):
+        fit_bodies(
+            root, device="cpu", iters=5, overwrite=True, progress=False
+        )  # overwrite: every person is due
     assert {p.name: p.read_bytes() for p in (root / "annotations").iterdir()} == before
     result = CliRunner().invoke(main, ["annotate", "fit", str(root), "--device", "cpu", "--overwrite"])
     assert result.exit_code == 1 and "has no camera" in result.output
@@ -216,7 +242,11 @@ def test_missing_camera_is_reported_and_nothing_written(fitted, tmp_path):
 def test_target_2d_choice_and_bad_input():
     kp = np.zeros((17, 3))
     kp[:6] = [[10, 20, 2]] * 6
-    ann = {"keypoints": kp.ravel().tolist(), "keypoint_scores": [0.5] * 17, "joints_2d_h36m": np.ones((17, 3)).tolist()}
+    ann = {
+        "keypoints": kp.ravel().tolist(),
+        "keypoint_scores": [0.5] * 17,
+        "joints_2d_h36m": np.ones((17, 3)).tolist(),
+    }
     kind, points, weights, labelled = target_2d(ann, "f.json: annotation id 1")
     assert kind == "coco" and labelled.sum() == 6 and np.allclose(weights[:6], 0.5) and weights[6:].sum() == 0
     ann["keypoints"] = [0] * 51  # no COCO keypoints: the H36M joints are used
@@ -237,11 +267,15 @@ def test_multi_view_frames_are_fitted_jointly(tmp_path):
     _synth(root, 8, cameras="h36m", seed=2)  # 2 frames seen by 4 cameras each
     truth, _ = _strip_3d(root)
     data = _read(root, "data")
-    partial = data["annotations"][0]  # a view with 3 labelled joints: not fitted, but its 2D must match the 3D
+    partial = data["annotations"][
+        0
+    ]  # a view with 3 labelled joints: not fitted, but its 2D must match the 3D
     kp = np.asarray(partial["keypoints"], dtype=float).reshape(17, 3)
     kp[3:] = 0
     partial["keypoints"], partial["num_keypoints"] = kp.ravel().tolist(), 3
-    partial["joints_2d_h36m"] = [j if i < 3 else [0.0, 0.0, 0] for i, j in enumerate(partial["joints_2d_h36m"])]
+    partial["joints_2d_h36m"] = [
+        j if i < 3 else [0.0, 0.0, 0] for i, j in enumerate(partial["joints_2d_h36m"])
+    ]
     _write(root, "data", data)
     stats = fit_bodies(root, device="cpu", iters=80, progress=False)
     assert stats["frames/fitted"] == 2 and stats["frames/multi_view"] == 2 and stats["annotations/valid"] == 7

@@ -34,8 +34,11 @@ needs_coco = pytest.mark.skipif(not COCO.is_dir(), reason=f"shared COCO fixture 
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _copy_h36m(tmp_path: Path) -> Path:
@@ -74,9 +77,13 @@ def test_import_h36m_keeps_3d_cameras_smpl_and_projects_2d(tmp_path: Path) -> No
     # pinhole projection of joint_3d lands within the 3.4 px the fixture's NOTES measured for that difference.
     mm = json.loads((H36M / "h36m_coco.json").read_text())
     names = {img["id"]: img["file_name"] for img in mm["images"]}
-    truth = {names[a["image_id"]]: np.asarray(a["keypoints"], float).reshape(17, 3) for a in mm["annotations"]}
+    truth = {
+        names[a["image_id"]]: np.asarray(a["keypoints"], float).reshape(17, 3) for a in mm["annotations"]
+    }
     for s in samples:
-        src_j3d = json.loads((H36M_P2M / "annotations" / f"Human36M_subject{s.subject}_joint_3d.json").read_text())
+        src_j3d = json.loads(
+            (H36M_P2M / "annotations" / f"Human36M_subject{s.subject}_joint_3d.json").read_text()
+        )
         a, sa, f = (str(s.image[k]) for k in ("action_idx", "subaction_idx", "frame_idx"))
         assert np.array_equal(s.joints_3d_world, np.asarray(src_j3d[a][sa][f]))
         j2d = s.joints_2d_h36m
@@ -91,7 +98,9 @@ def test_import_h36m_keeps_3d_cameras_smpl_and_projects_2d(tmp_path: Path) -> No
         assert len(s.body_param["shape"]) == 10 and len(s.body_param["trans"]) == 3
         assert "fitted_3d_pose" not in s.body_param
         assert s.annotation["source_id"] == s.image["source_id"]
-        assert (out / "images" / s.image["file_name"]).read_bytes() == (H36M / "images" / s.image["file_name"]).read_bytes()
+        assert (out / "images" / s.image["file_name"]).read_bytes() == (
+            H36M / "images" / s.image["file_name"]
+        ).read_bytes()
     assert subject_file(out, "Human36M", 5, "body_param").is_file()
 
 
@@ -117,7 +126,9 @@ def test_import_coco_round_trips_keypoints_and_loads_in_pycocotools(tmp_path: Pa
     out = tmp_path / "ds"
     stats = import_coco(COCO / "test_coco.json", out, progress=False)
     src = json.loads((COCO / "test_coco.json").read_text())
-    assert stats["images"] == len(src["images"]) == 4 and stats["annotations"] == len(src["annotations"]) == 14
+    assert (
+        stats["images"] == len(src["images"]) == 4 and stats["annotations"] == len(src["annotations"]) == 14
+    )
     assert stats["images/copied"] == 4 and stats["camera/default_diagonal"] == 4
     report = validate(out)
     assert report.ok, [str(p) for p in report.problems]
@@ -133,7 +144,10 @@ def test_import_coco_round_trips_keypoints_and_loads_in_pycocotools(tmp_path: Pa
         for key in ("bbox", "area", "iscrowd", "num_keypoints", "segmentation", "category_id"):
             assert mine[key] == ann[key], key
         img = images[mine["image_id"]]
-        assert img["source_id"] == ann["image_id"] and img["file_name"] == src_images[ann["image_id"]]["file_name"]
+        assert (
+            img["source_id"] == ann["image_id"]
+            and img["file_name"] == src_images[ann["image_id"]]["file_name"]
+        )
         kp = np.asarray(ann["keypoints"], float).reshape(17, 3)
         assert np.allclose(mine["joints_2d_h36m"], coco_to_h36m(kp))
     for img in images.values():
@@ -149,8 +163,9 @@ def test_import_coco_round_trips_keypoints_and_loads_in_pycocotools(tmp_path: Pa
 @needs_coco
 def test_import_coco_cli_and_no_images(tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    result = CliRunner().invoke(main, ["annotate", "import", "coco", str(COCO / "test_coco.json"), "--out", str(out),
-                                       "--no-images"])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["annotate", "import", "coco", str(COCO / "test_coco.json"), "--out", str(out), "--no-images"]
+    )
     assert result.exit_code == 0, result.output
     assert "4 images, 14 annotations" in result.output and not (out / "images").exists()
     assert validate(out).ok
@@ -275,7 +290,9 @@ def test_import_h36m_cli_reports_errors_without_traceback(tmp_path: Path) -> Non
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "Human36M_subject7_smpl_param.json" in result.output and "'pose'" in result.output
     assert not (tmp_path / "ds" / "annotations").exists()
-    ok = CliRunner().invoke(main, ["annotate", "import", "h36m", str(H36M_P2M), "--out", str(tmp_path / "ok")])
+    ok = CliRunner().invoke(
+        main, ["annotate", "import", "h36m", str(H36M_P2M), "--out", str(tmp_path / "ok")]
+    )
     assert ok.exit_code == 0, ok.output
     assert "4 subjects, 4 images, 4 annotations, 4 SMPL parameter sets" in ok.output
 

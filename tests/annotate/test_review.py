@@ -58,19 +58,49 @@ def annotation_2d(kp: np.ndarray) -> dict:
 
 def pose_3d() -> np.ndarray:
     """(17, 3) H36M world mm: a person standing at the origin (same as tests/_layout_helpers, no noise)."""
-    return np.array([
-        [0, 0, 900], [-130, 0, 900], [-130, 0, 480], [-130, 0, 60], [130, 0, 900], [130, 0, 480], [130, 0, 60],
-        [0, 0, 1150], [0, 0, 1400], [0, -80, 1500], [0, 0, 1650], [180, 0, 1400], [200, 0, 1120], [210, 0, 860],
-        [-180, 0, 1400], [-200, 0, 1120], [-210, 0, 860],
-    ], dtype=float)  # fmt: skip
+    return np.array(
+        [
+            [0, 0, 900],
+            [-130, 0, 900],
+            [-130, 0, 480],
+            [-130, 0, 60],
+            [130, 0, 900],
+            [130, 0, 480],
+            [130, 0, 60],
+            [0, 0, 1150],
+            [0, 0, 1400],
+            [0, -80, 1500],
+            [0, 0, 1650],
+            [180, 0, 1400],
+            [200, 0, 1120],
+            [210, 0, 860],
+            [-180, 0, 1400],
+            [-200, 0, 1120],
+            [-210, 0, 860],
+        ],
+        dtype=float,
+    )
 
 
 def annotation_3d(X: np.ndarray) -> dict:
     uv = CAM.project(X)
     j2d = np.c_[uv, np.full(17, 2.0)]
     coco = np.zeros((17, 3))
-    for c_idx, h_idx in {0: 9, 5: 11, 6: 14, 7: 12, 8: 15, 9: 13, 10: 16, 11: 4, 12: 1, 13: 5, 14: 2, 15: 6,
-                         16: 3}.items():  # fmt: skip
+    for c_idx, h_idx in {
+        0: 9,
+        5: 11,
+        6: 14,
+        7: 12,
+        8: 15,
+        9: 13,
+        10: 16,
+        11: 4,
+        12: 1,
+        13: 5,
+        14: 2,
+        15: 6,
+        16: 3,
+    }.items():
         coco[c_idx] = [*uv[h_idx], 2]
     return {"bbox": bbox_from_joints(j2d), "keypoints": coco, "joints_2d_h36m": j2d}
 
@@ -103,10 +133,12 @@ def build_dataset(root: Path) -> dict[str, int]:
     with DatasetWriter(root, "rev", info={"version": "test"}) as w:
         for s in (1, 2):
             w.add_camera(s, 1, CAM)
-        _, (two_a, two_b) = w.add_frame(1, {"file_name": "s1/two.jpg", **base, "frame_idx": 0},
-                                        [annotation_2d(a), annotation_2d(b)])  # fmt: skip
-        _, (three_d,) = w.add_frame(1, {"file_name": "s1/three_d.jpg", **base, "frame_idx": 1}, [ann3d],
-                                    joints_3d_world=X)  # fmt: skip
+        _, (two_a, two_b) = w.add_frame(
+            1, {"file_name": "s1/two.jpg", **base, "frame_idx": 0}, [annotation_2d(a), annotation_2d(b)]
+        )
+        _, (three_d,) = w.add_frame(
+            1, {"file_name": "s1/three_d.jpg", **base, "frame_idx": 1}, [ann3d], joints_3d_world=X
+        )
         w.add_frame(1, {"file_name": "s1/empty.jpg", **base, "frame_idx": 2}, [])
         _, (one,) = w.add_frame(2, {"file_name": "s2/one.jpg", **base, "frame_idx": 0}, [annotation_2d(c)])
     return {"two_a": two_a, "two_b": two_b, "three_d": three_d, "one": one}
@@ -160,7 +192,14 @@ async def post(client, ann_id, body):
 # ---------------------------------------------------------------------------------------------- HTTP surface
 async def test_every_route_needs_the_token(client, dataset):
     _, ids = dataset
-    for path in ("/", "/api/info", "/api/page/0", f"/api/annotation/{ids['one']}", "/static/review.js", "/image/1"):
+    for path in (
+        "/",
+        "/api/info",
+        "/api/page/0",
+        f"/api/annotation/{ids['one']}",
+        "/static/review.js",
+        "/image/1",
+    ):
         for suffix in ("", "?token=wrong", f"?token={TOKEN}x"):
             r = await client.get(path + suffix)
             assert r.status == 403, (path, suffix)
@@ -273,7 +312,10 @@ async def test_malformed_body_is_400_naming_the_field(client, dataset):
         ({"etag": etag, "keypoints": kp[:50]}, "field 'keypoints': expected 51 numbers (17 x, y, v), got 50"),
         ({"etag": etag, "keypoints": kp[:3] + ["a"] + kp[4:]}, "value 3 (L_Eye x)"),
         ({"etag": etag, "keypoints": kp[:2] + [5] + kp[3:]}, "visibility of keypoint 0 (Nose) = 5"),
-        ({"etag": etag, "keypoints": [W + 50, 10, 2] + kp[3:]}, "keypoint 0 (Nose) at (690.0, 10.0) is outside"),
+        (
+            {"etag": etag, "keypoints": [W + 50, 10, 2] + kp[3:]},
+            "keypoint 0 (Nose) at (690.0, 10.0) is outside",
+        ),
         ({"etag": etag, "rejected": "yes"}, "field 'rejected'"),
         ({"etag": etag, "color": "red"}, "unknown field(s) ['color']"),
     ]
@@ -302,7 +344,11 @@ async def test_save_changes_exactly_that_keypoint_and_its_dependents(client, dat
     assert new == body["annotation"]
     assert set(new) == set(old) | {"review"}
     assert new["keypoints"][:27] == old["keypoints"][:27] and new["keypoints"][30:] == old["keypoints"][30:]
-    assert new["keypoints"][27:30] == [round(old["keypoints"][27] + 12.5, 2), round(old["keypoints"][28] - 7.25, 2), 2]
+    assert new["keypoints"][27:30] == [
+        round(old["keypoints"][27] + 12.5, 2),
+        round(old["keypoints"][28] - 7.25, 2),
+        2,
+    ]
     assert new["num_keypoints"] == old["num_keypoints"]
     # no 3D: H36M L_Wrist (13) follows; every other H36M joint is untouched
     h_changed = [h for h, parents in COCO_TO_H36M_PARENTS.items() if 9 in parents]
@@ -389,8 +435,19 @@ def _many_people(root: Path, n: int) -> list[int]:
         ids = []
         for i in range(n):
             kp = person_2d(100 + (i % 10) * 45, 240)
-            _, (a,) = w.add_frame(1, {"file_name": f"{i}.jpg", "width": W, "height": H, "action_idx": 1,
-                                      "subaction_idx": 1, "cam_idx": 1, "frame_idx": i}, [annotation_2d(kp)])  # fmt: skip
+            _, (a,) = w.add_frame(
+                1,
+                {
+                    "file_name": f"{i}.jpg",
+                    "width": W,
+                    "height": H,
+                    "action_idx": 1,
+                    "subaction_idx": 1,
+                    "cam_idx": 1,
+                    "frame_idx": i,
+                },
+                [annotation_2d(kp)],
+            )
             ids.append(a)
     return ids
 
@@ -401,6 +458,7 @@ async def test_concurrent_saves_keep_every_accepted_change(tmp_path):
     before = load(root)
     async with TestClient(TestServer(create_app(root, TOKEN), host="127.0.0.1")) as c:
         c.session.headers.update(page_origin(c))
+
         # 40 saves of 40 different people of one file, all at once, from separate client sessions
         async def save_one(i: int, ann_id: int):
             old = ann_of(before, ann_id)
@@ -458,7 +516,9 @@ def test_two_processes_saving_one_file_lose_nothing(tmp_path):
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     after = load(root)
     for i, a in enumerate(ids):
-        assert ann_of(after, a)["keypoints"][3] == round(ann_of(before, a)["keypoints"][3] + (3.0, 5.0)[i % 2], 2)
+        assert ann_of(after, a)["keypoints"][3] == round(
+            ann_of(before, a)["keypoints"][3] + (3.0, 5.0)[i % 2], 2
+        )
     assert not list(root.glob("annotations/*.tmp")) and not list(root.glob("annotations/.*.tmp"))
 
 
@@ -478,8 +538,13 @@ def test_store_conflict_after_another_store_saved(dataset):
 def test_cli_serves_and_stops_on_ctrl_c(dataset):
     root, _ = dataset
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "p2m", "annotate", "review", str(root), "--no-open"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2m", "annotate", "review", str(root), "--no-open"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith(f"Reviewing {root} at http://127.0.0.1:"), line + proc.stderr.read()
@@ -523,16 +588,26 @@ def live(dataset):
 @pytest.fixture
 def browser(tmp_path):
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver, "
-                    "or run scripts/ensure-chromium as root)")  # fmt: skip
+        pytest.skip(
+            "chromium and chromedriver are not installed (apt-get install chromium chromium-driver, "
+            "or run scripts/ensure-chromium as root)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,900",
-                f"--user-data-dir={tmp_path / 'chrome-profile'}"):  # fmt: skip
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,900",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(30)
@@ -578,7 +653,9 @@ def test_browser_drag_toggle_reject_and_save(live, browser, tmp_path):
     assert [new["keypoints"][i] for i in rest] == [old["keypoints"][i] for i in rest]
     assert without(after, person) == without(before, person) and load(root, 2) == before2
     dependents = {"keypoints", "bbox", "area", "joints_2d_h36m", "review"}
-    assert {f: v for f, v in new.items() if f not in dependents} == {f: v for f, v in old.items() if f not in dependents}
+    assert {f: v for f, v in new.items() if f not in dependents} == {
+        f: v for f, v in old.items() if f not in dependents
+    }
     assert all(new["joints_2d_h36m"][j] == old["joints_2d_h36m"][j] for j in range(17) if j != 13)
     assert new["review"]["edited_keypoints"] == [k] and new["review"]["status"] == "accepted"
     browser.save_screenshot(str(tmp_path / "after-drag.png"))

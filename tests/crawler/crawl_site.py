@@ -86,8 +86,14 @@ class Site:
     def url(self, host: int, path: str) -> str:
         return self.base(host) + path
 
-    def add(self, host: int, path: str, handler: Handler | bytes | str, content_type: str = "text/html",
-            headers: dict[str, str] | None = None) -> str:
+    def add(
+        self,
+        host: int,
+        path: str,
+        handler: Handler | bytes | str,
+        content_type: str = "text/html",
+        headers: dict[str, str] | None = None,
+    ) -> str:
         if not callable(handler):
             handler = static(handler, content_type, headers)
         self.routes[(self.ports[host], path)] = handler
@@ -108,18 +114,32 @@ class Site:
         finally:
             with self.lock:
                 self.active[port] -= 1
-                self.log.append(Req(port, request.raw_path, start, time.monotonic(), status,
-                                    request.headers.get("User-Agent", ""), request.headers.get("Host", "")))
+                self.log.append(
+                    Req(
+                        port,
+                        request.raw_path,
+                        start,
+                        time.monotonic(),
+                        status,
+                        request.headers.get("User-Agent", ""),
+                        request.headers.get("Host", ""),
+                    )
+                )
 
     # -- reading the log ----------------------------------------------------------------------
     def requests(self, host: int | None = None, path: str | None = None) -> list[Req]:
         with self.lock:
-            return [r for r in self.log if (host is None or r.port == self.ports[host])
-                    and (path is None or r.path == path)]
+            return [
+                r
+                for r in self.log
+                if (host is None or r.port == self.ports[host]) and (path is None or r.path == path)
+            ]
 
 
 # -- handlers -------------------------------------------------------------------------------------
-def static(body: bytes | str, content_type: str = "text/html", headers: dict[str, str] | None = None) -> Handler:
+def static(
+    body: bytes | str, content_type: str = "text/html", headers: dict[str, str] | None = None
+) -> Handler:
     data = body.encode() if isinstance(body, str) else body
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -164,6 +184,7 @@ def delayed(seconds: float, inner: Handler) -> Handler:
 
 def stall(seconds: float, content_type: str = "image/jpeg") -> Handler:
     """Send headers and a few bytes, then nothing for ``seconds``."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": content_type, "Content-Length": "100000"})
         await resp.prepare(request)
@@ -176,6 +197,7 @@ def stall(seconds: float, content_type: str = "image/jpeg") -> Handler:
 
 def endless(total: int, content_type: str = "image/jpeg", chunk: int = 65536) -> Handler:
     """Stream ``total`` bytes with no Content-Length (chunked)."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": content_type})
         resp.enable_chunked_encoding()

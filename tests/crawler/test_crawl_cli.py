@@ -14,7 +14,16 @@ from p2m.cli import main
 from p2m.crawler import crawl
 from p2m.errors import CrawlError
 
-FAST_ARGS = ["--allow-private", "--delay", "0.01", "--no-progress", "--user-agent", TEST_UA, "--min-size", "32"]
+FAST_ARGS = [
+    "--allow-private",
+    "--delay",
+    "0.01",
+    "--no-progress",
+    "--user-agent",
+    TEST_UA,
+    "--min-size",
+    "32",
+]
 
 
 def test_cli_crawl_summary_and_errors(trap_site, tmp_path):
@@ -30,14 +39,18 @@ def test_cli_crawl_summary_and_errors(trap_site, tmp_path):
     assert again.exit_code == 1 and "pass --resume" in again.output and "Traceback" not in again.output
     resumed = runner.invoke(main, ["crawl", "--resume", "--out", str(out), *FAST_ARGS])
     assert resumed.exit_code == 0 and "images stored (all runs)" in resumed.output
-    bad = runner.invoke(main, ["crawl", site.url(D, "/d.html"), "--out", str(tmp_path / "b"), "--per-host", "0"])
+    bad = runner.invoke(
+        main, ["crawl", site.url(D, "/d.html"), "--out", str(tmp_path / "b"), "--per-host", "0"]
+    )
     assert bad.exit_code == 2 and "--per-host" in bad.output
 
 
 def test_cli_seed_file(trap_site, tmp_path):
     site, _ = trap_site
     seeds = tmp_path / "urls.txt"
-    seeds.write_text(f"# image URLs, one per line\n{site.url(D, '/img/d1.jpg')}\n\n{site.url(D, '/img/d2.png')}\n")
+    seeds.write_text(
+        f"# image URLs, one per line\n{site.url(D, '/img/d1.jpg')}\n\n{site.url(D, '/img/d2.png')}\n"
+    )
     result = CliRunner().invoke(main, ["crawl", str(seeds), "--out", str(tmp_path / "c"), *FAST_ARGS])
     assert result.exit_code == 0, result.output
     rows = pq.read_table(tmp_path / "c" / "manifest.parquet").to_pylist()
@@ -52,8 +65,12 @@ def test_person_filter_mediapipe(trap_site, tmp_path):
     pytest.importorskip("mediapipe", reason="the 'detect' extra (mediapipe) is not installed")
     people = fixture_dir("public-domain-people-images")
     site, _ = trap_site
-    site.add(E, "/people.html", '<html><body><img src="/astronaut.png" alt="astronaut">'
-                                '<img src="/blobs.jpg" alt="no one"></body></html>')
+    site.add(
+        E,
+        "/people.html",
+        '<html><body><img src="/astronaut.png" alt="astronaut">'
+        '<img src="/blobs.jpg" alt="no one"></body></html>',
+    )
     site.add(E, "/astronaut.png", (people / "astronaut.png").read_bytes(), "image/png")
     site.add(E, "/blobs.jpg", photo(77, 256, 256), "image/jpeg")
     r = crawl([site.url(E, "/people.html")], tmp_path / "p", **{**FAST, "person_filter": "mediapipe"})
@@ -62,8 +79,10 @@ def test_person_filter_mediapipe(trap_site, tmp_path):
     assert rows["blobs.jpg"]["status"] == "rejected" and "no person found" in rows["blobs.jpg"]["error"]
     import subprocess  # mediapipe itself must not pull torch in
 
-    code = ("import sys; from p2m.crawler.person import load_person_filter; load_person_filter('mediapipe');"
-            "assert 'torch' not in sys.modules")
+    code = (
+        "import sys; from p2m.crawler.person import load_person_filter; load_person_filter('mediapipe');"
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
@@ -73,6 +92,16 @@ def test_person_filter_missing_extra_is_a_clear_error(trap_site, tmp_path, monke
     with pytest.raises(CrawlError, match=r"needs the 'detect' extra.*pip install 'p2m\[detect\]'"):
         crawl([site.url(D, "/d.html")], tmp_path / "m", **{**FAST, "person_filter": "mediapipe"})
     assert not (tmp_path / "m").exists()  # refused before anything was written
-    result = CliRunner().invoke(main, ["crawl", site.url(D, "/d.html"), "--out", str(tmp_path / "n"),
-                                       "--person-filter", "mediapipe", *FAST_ARGS])
+    result = CliRunner().invoke(
+        main,
+        [
+            "crawl",
+            site.url(D, "/d.html"),
+            "--out",
+            str(tmp_path / "n"),
+            "--person-filter",
+            "mediapipe",
+            *FAST_ARGS,
+        ],
+    )
     assert result.exit_code == 1 and "detect" in result.output

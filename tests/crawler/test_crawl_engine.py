@@ -15,8 +15,23 @@ from p2m.crawler import crawl
 from p2m.crawler.manifest import SCHEMA
 from p2m.errors import CrawlError
 
-ISSUE_COLUMNS = ["url", "page_url", "sha256", "phash", "width", "height", "format", "bytes", "alt", "license",
-                 "status", "http_status", "fetched_at", "person_score", "error"]
+ISSUE_COLUMNS = [
+    "url",
+    "page_url",
+    "sha256",
+    "phash",
+    "width",
+    "height",
+    "format",
+    "bytes",
+    "alt",
+    "license",
+    "status",
+    "http_status",
+    "fetched_at",
+    "person_score",
+    "error",
+]
 
 
 def row(tc, host, path):
@@ -35,29 +50,32 @@ def test_manifest_has_the_issue_columns_and_reasons(trap_crawl):
     assert trap_crawl["stats"]["run"]["finish_reason"] == "finished"
 
 
-@pytest.mark.parametrize("host,path,status,reason", [
-    (A, "/img/tiny.png", "rejected", "smaller than --min-size 32"),
-    (A, "/img/truncated.jpg", "rejected", "truncated JPEG"),
-    (A, "/img/corrupt.jpg", "rejected", "JPEG image"),
-    (A, "/img/html.jpg", "rejected", "not an image: HTML served as image/jpeg"),
-    (A, "/img/vector.svg", "rejected", "SVG"),
-    (A, "/img/oversize.jpg", "failed", "Content-Length 3145731 bytes over the 2097152-byte cap"),
-    (A, "/img/oversize-chunked.jpg", "failed", "body over the 2097152-byte cap"),
-    (A, "/img/gzip-bomb.jpg", "failed", "decompressed body over the 2097152-byte cap"),
-    (A, "/bomb.html", "failed", "decompressed body over"),
-    (A, "/img/pixelbomb.png", "rejected", "9000000 pixels over the 4000000-pixel cap"),
-    (A, "/img/always500.jpg", "failed", "HTTP 500 Internal Server Error after 3 attempts"),
-    (A, "/img/missing.jpg", "failed", "HTTP 404"),
-    (A, "/img/stalled.jpg", "failed", "timed out"),
-    (A, "/img/noai.jpg", "skipped", "X-Robots-Tag: noimageai"),
-    (A, "/private/hidden.jpg", "skipped", "disallowed by robots.txt"),
-    (A, "/private/secret.html", "skipped", "disallowed by robots.txt"),
-    (B, "/b/private/x.jpg", "skipped", "disallowed by robots.txt"),
-    (C, "/c.html", "skipped", "robots.txt returned HTTP 500"),
-    (A, "/chain/5", "failed", "too many redirects (6 > --max-redirects 5)"),
-    (A, "/loop/b", "redirect", "already seen (redirect loop"),
-    (A, "/img/moved.jpg", "redirect", "/img/target.jpg"),
-])
+@pytest.mark.parametrize(
+    "host,path,status,reason",
+    [
+        (A, "/img/tiny.png", "rejected", "smaller than --min-size 32"),
+        (A, "/img/truncated.jpg", "rejected", "truncated JPEG"),
+        (A, "/img/corrupt.jpg", "rejected", "JPEG image"),
+        (A, "/img/html.jpg", "rejected", "not an image: HTML served as image/jpeg"),
+        (A, "/img/vector.svg", "rejected", "SVG"),
+        (A, "/img/oversize.jpg", "failed", "Content-Length 3145731 bytes over the 2097152-byte cap"),
+        (A, "/img/oversize-chunked.jpg", "failed", "body over the 2097152-byte cap"),
+        (A, "/img/gzip-bomb.jpg", "failed", "decompressed body over the 2097152-byte cap"),
+        (A, "/bomb.html", "failed", "decompressed body over"),
+        (A, "/img/pixelbomb.png", "rejected", "9000000 pixels over the 4000000-pixel cap"),
+        (A, "/img/always500.jpg", "failed", "HTTP 500 Internal Server Error after 3 attempts"),
+        (A, "/img/missing.jpg", "failed", "HTTP 404"),
+        (A, "/img/stalled.jpg", "failed", "timed out"),
+        (A, "/img/noai.jpg", "skipped", "X-Robots-Tag: noimageai"),
+        (A, "/private/hidden.jpg", "skipped", "disallowed by robots.txt"),
+        (A, "/private/secret.html", "skipped", "disallowed by robots.txt"),
+        (B, "/b/private/x.jpg", "skipped", "disallowed by robots.txt"),
+        (C, "/c.html", "skipped", "robots.txt returned HTTP 500"),
+        (A, "/chain/5", "failed", "too many redirects (6 > --max-redirects 5)"),
+        (A, "/loop/b", "redirect", "already seen (redirect loop"),
+        (A, "/img/moved.jpg", "redirect", "/img/target.jpg"),
+    ],
+)
 def test_each_trap_gets_its_status_and_reason(trap_crawl, host, path, status, reason):
     r = row(trap_crawl, host, path)
     assert r["status"] == status
@@ -67,8 +85,28 @@ def test_each_trap_gets_its_status_and_reason(trap_crawl, host, path, status, re
 def test_good_images_are_stored_content_addressed(trap_crawl):
     out, images = trap_crawl["out"], trap_crawl["images"]
     ok = [r for r in trap_crawl["manifest"] if r["status"] == "ok" and r["kind"] == "image"]
-    expected = {"good1", "large", "pic-big", "lazy1", "noscript", "og", "tw", "ls-2x", "lo", "mal1", "mal2", "slow",
-                "ratelimited", "burst", "neardup", "b1", "b2", "target", "d1", "d2"}
+    expected = {
+        "good1",
+        "large",
+        "pic-big",
+        "lazy1",
+        "noscript",
+        "og",
+        "tw",
+        "ls-2x",
+        "lo",
+        "mal1",
+        "mal2",
+        "slow",
+        "ratelimited",
+        "burst",
+        "neardup",
+        "b1",
+        "b2",
+        "target",
+        "d1",
+        "d2",
+    }
     stored_hashes = {r["sha256"] for r in ok}
     for name in expected:
         assert hashlib.sha256(images[name]).hexdigest() in stored_hashes, name
@@ -160,7 +198,9 @@ def test_retry_after_holds_the_whole_host(trap_crawl):
     first, second = sorted((r for r in log if r.path == "/img/ratelimited.jpg"), key=lambda r: r.start)
     assert first.status == 429 and second.status == 200
     assert second.start - first.end >= 0.95
-    started_during_hold = [r for r in log if r.port == site.ports[A] and first.end + 0.05 < r.start < first.end + 0.95]
+    started_during_hold = [
+        r for r in log if r.port == site.ports[A] and first.end + 0.05 < r.start < first.end + 0.95
+    ]
     assert started_during_hold == []
     row_ = row(trap_crawl, A, "/img/ratelimited.jpg")
     assert row_["status"] == "ok" and row_["attempts"] == 2
@@ -169,8 +209,9 @@ def test_retry_after_holds_the_whole_host(trap_crawl):
 def test_stats_json(trap_crawl):
     stats = json.loads((trap_crawl["out"] / "stats.json").read_text())
     c = stats["run"]["counters"]
-    assert c["image/stored"] == len({r["sha256"] for r in trap_crawl["manifest"]
-                                     if r["status"] == "ok" and r["kind"] == "image"})
+    assert c["image/stored"] == len(
+        {r["sha256"] for r in trap_crawl["manifest"] if r["status"] == "ok" and r["kind"] == "image"}
+    )
     assert c["robots/forbidden"] >= 3 and c["image/duplicate"] == 1 and c["x_robots/skipped"] == 1
     assert c["fetch/retry/http_429"] == 1 and c["redirect/too_many"] == 1
     assert stats["run"]["finish_reason"] == "finished" and stats["totals"].get("queued", 0) == 0
@@ -233,7 +274,9 @@ def test_resume_of_a_finished_crawl_fetches_nothing(trap_site, tmp_path):
 
 
 def test_crawler_never_imports_torch():
-    code = ("import sys, p2m.crawler, p2m.crawler.engine, p2m.cli.crawl; "
-            "from p2m.cli import main; main.get_command(None, 'crawl'); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, p2m.crawler, p2m.crawler.engine, p2m.cli.crawl; "
+        "from p2m.cli import main; main.get_command(None, 'crawl'); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,11 +18,19 @@ from p2m.crawler.fetch import Fetcher, FetchSettings, parse_retry_after, x_robot
 
 CAP = 1024 * 1024
 ENCODINGS = {
-    "html-gzip.bin": "gzip", "html-rawdeflate.bin": "deflate", "html-zlibdeflate.bin": "deflate",
-    "html-gzip-deflate.bin": "gzip, deflate", "html-gzip-deflate-gzip.bin": "gzip, deflate, gzip",
-    "html-br.bin": "br", "html-zstd-static-content-size.bin": "zstd",
-    "bomb-gzip.bin": "gzip", "bomb-deflate.bin": "deflate", "bomb-br.bin": "br", "bomb-zstd.bin": "zstd",
-    "truncated-crc-error.gz": "gzip", "unexpected-eof.gz": "gzip",
+    "html-gzip.bin": "gzip",
+    "html-rawdeflate.bin": "deflate",
+    "html-zlibdeflate.bin": "deflate",
+    "html-gzip-deflate.bin": "gzip, deflate",
+    "html-gzip-deflate-gzip.bin": "gzip, deflate, gzip",
+    "html-br.bin": "br",
+    "html-zstd-static-content-size.bin": "zstd",
+    "bomb-gzip.bin": "gzip",
+    "bomb-deflate.bin": "deflate",
+    "bomb-br.bin": "br",
+    "bomb-zstd.bin": "zstd",
+    "truncated-crc-error.gz": "gzip",
+    "unexpected-eof.gz": "gzip",
 }
 
 
@@ -46,8 +54,13 @@ def compressed(trap_site):
 
 def test_scrapy_html_fixtures_decode_to_the_page(compressed):
     site, folder = compressed
-    names = ["html-gzip.bin", "html-rawdeflate.bin", "html-zlibdeflate.bin", "html-gzip-deflate.bin",
-             "html-gzip-deflate-gzip.bin"]
+    names = [
+        "html-gzip.bin",
+        "html-rawdeflate.bin",
+        "html-zlibdeflate.bin",
+        "html-gzip-deflate.bin",
+        "html-gzip-deflate-gzip.bin",
+    ]
     responses = fetch_all(site, [f"/z/{n}" for n in names], max_bytes=CAP)
     reference = gzip.decompress((folder / "html-gzip.bin").read_bytes())
     assert reference.lstrip().lower().startswith(b"<!doctype html") or b"<html" in reference[:500].lower()
@@ -82,7 +95,7 @@ def test_decoder_alone_bounds_output():
     try:
         with pytest.raises(BodyTooLarge):
             for i in range(0, len(bomb), 4096):
-                d.feed(bomb[i:i + 4096])
+                d.feed(bomb[i : i + 4096])
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -68,8 +68,16 @@ def test_deferred_results_are_written_in_one_transaction_on_flush(tmp_path):
     f = Frontier(path)
     f.deferred = True
     (item,) = f.enqueue_many([NewUrl("http://h.test/a.jpg", "http://h.test/a.jpg", "image", 0)])
-    image = {"sha256": "cd" * 32, "path": "images/cd/x.jpg", "width": 9, "height": 9, "format": "JPEG",
-             "bytes": 5, "phash": "0" * 16, "person_score": None}
+    image = {
+        "sha256": "cd" * 32,
+        "path": "images/cd/x.jpg",
+        "width": 9,
+        "height": 9,
+        "format": "JPEG",
+        "bytes": 5,
+        "phash": "0" * 16,
+        "person_score": None,
+    }
     f.finish(item, "done", "ok", sha256="cd" * 32, image=image, raw_sha256="ef" * 32)
     other = sqlite3.connect(path)
     assert other.execute("SELECT state FROM urls").fetchone()[0] == "queued"  # not written yet

@@ -23,8 +23,12 @@ def site():
     for i in range(3):
         s.add(0, f"/img/{i}.jpg", photo(40 + i), "image/jpeg")
     s.add(0, "/img/noml.jpg", static(photo(50), "image/jpeg", {"X-Robots-Tag": "noml"}))
-    s.add(0, "/noml.html", '<html><head><meta name="robots" content="noml"></head>'
-                           '<body><img src="/img/0.jpg"><a href="/x.html">x</a></body></html>')
+    s.add(
+        0,
+        "/noml.html",
+        '<html><head><meta name="robots" content="noml"></head>'
+        '<body><img src="/img/0.jpg"><a href="/x.html">x</a></body></html>',
+    )
     s.add(0, "/flaky.jpg", sequence(status(500), static(photo(60), "image/jpeg")))
     s.add(0, "/gone.jpg", status(404))
     yield s
@@ -47,7 +51,9 @@ def test_urls_from_csv_and_tsv_columns_and_bad_rows_named(site, tmp_path):
     csv_path = tmp_path / "list.csv"
     csv_path.write_text("url,licence\n" + "".join(f'"{u}",cc-by\n' for u in urls))
     tsv_path = tmp_path / "list.tsv.gz"
-    tsv_path.write_bytes(gzip.compress(("id\tlink\n" + "".join(f"{i}\t{u}\n" for i, u in enumerate(urls))).encode()))
+    tsv_path.write_bytes(
+        gzip.compress(("id\tlink\n" + "".join(f"{i}\t{u}\n" for i, u in enumerate(urls))).encode())
+    )
     assert read_seeds([str(csv_path)]) == urls
     assert read_seeds([str(tsv_path)], "link") == urls
     bad = tmp_path / "bad.csv"
@@ -57,7 +63,9 @@ def test_urls_from_csv_and_tsv_columns_and_bad_rows_named(site, tmp_path):
 
 
 def test_noml_is_honoured_like_noai(site, tmp_path):
-    r = crawl([site.url(0, "/img/noml.jpg"), site.url(0, "/noml.html")], tmp_path / "c", **{**FAST, "depth": 0})
+    r = crawl(
+        [site.url(0, "/img/noml.jpg"), site.url(0, "/noml.html")], tmp_path / "c", **{**FAST, "depth": 0}
+    )
     rows = {x["url"]: x for x in pq.read_table(r.manifest).to_pylist()}
     assert rows[site.url(0, "/img/noml.jpg")]["status"] == "skipped"
     assert "X-Robots-Tag: noml" in rows[site.url(0, "/img/noml.jpg")]["error"]
@@ -74,9 +82,26 @@ def test_retry_failed_fetches_only_the_failed_urls(site, tmp_path):
     with pytest.raises(CrawlError, match="pass --resume too"):
         crawl([], out, retry_failed=True, **FAST)
     site.reset_log()
-    result = CliRunner().invoke(main, ["crawl", "--out", str(out), "--resume", "--retry-failed", "--no-progress",
-                                       "--allow-loopback", "--retries", "0", "--delay", "0.05",
-                                       "--user-agent", FAST["user_agent"], "--min-size", "32"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "crawl",
+            "--out",
+            str(out),
+            "--resume",
+            "--retry-failed",
+            "--no-progress",
+            "--allow-loopback",
+            "--retries",
+            "0",
+            "--delay",
+            "0.05",
+            "--user-agent",
+            FAST["user_agent"],
+            "--min-size",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     fetched = sorted(r.path for r in site.requests() if r.path != "/robots.txt")
     assert fetched == ["/flaky.jpg", "/gone.jpg"]  # the stored image is not fetched again

@@ -41,8 +41,16 @@ def test_generated_page_every_image_source():
     page = parse_html(html.encode(), PAGE)
     urls = [i.url for i in page.images]
     base = "http://h.test/base/"
-    assert urls == ["https://cdn.test/og.jpg", base + "tw.jpg", base + "a.jpg", base + "lazy.jpg", base + "lazy2.jpg",
-                    base + "l.jpg", base + "p-1200.webp", base + "ns.jpg"]
+    assert urls == [
+        "https://cdn.test/og.jpg",
+        base + "tw.jpg",
+        base + "a.jpg",
+        base + "lazy.jpg",
+        base + "lazy2.jpg",
+        base + "l.jpg",
+        base + "p-1200.webp",
+        base + "ns.jpg",
+    ]
     assert page.images[0].alt == "og alt" and page.images[2].alt == "Alt text"
     assert page.images[6].alt == "pic" and page.images[6].source == "picture"
     assert page.links == [base + "next.html", "http://h.test/abs.html"]
@@ -51,8 +59,11 @@ def test_generated_page_every_image_source():
 
 
 def test_malformed_and_non_utf8_html():
-    page = parse_html(b"<html><body><p><img src='x.jpg' alt=\"caf\xe9\"><div><<<</span></i>&bogus;"
-                      b"<img src=y.png", PAGE, encoding="latin-1")
+    page = parse_html(
+        b"<html><body><p><img src='x.jpg' alt=\"caf\xe9\"><div><<<</span></i>&bogus;<img src=y.png",
+        PAGE,
+        encoding="latin-1",
+    )
     assert [i.url for i in page.images] == ["http://h.test/dir/x.jpg"]
     assert page.images[0].alt == "café"
     assert parse_html(b"", PAGE).images == []
@@ -83,8 +94,9 @@ def test_base_href_resolution_matches_readability_expected(pages, name):
     site, folder = pages
     page, host = _serve_and_parse(site, folder, name)
     expected_html = (folder / name / "expected.html").read_text()
-    expected = {src.replace("http://fakehost", host)
-                for src in re.findall(r'<img src="([^"]+)"', expected_html)}
+    expected = {
+        src.replace("http://fakehost", host) for src in re.findall(r'<img src="([^"]+)"', expected_html)
+    }
     assert {i.url for i in page.images} == expected
 
 
@@ -107,8 +119,11 @@ def test_lazy_data_src_only(pages):
     for name in ("herald-sun-1", "article-author-tag"):
         page, _ = _serve_and_parse(site, folder, name)
         found = {i.url for i in page.images}
-        wanted = {img["data-src"] for img in _soup(folder, name).find_all("img", attrs={"data-src": True})
-                  if img["data-src"].startswith("http") and not img.get("srcset") and not img.get("data-srcset")}
+        wanted = {
+            img["data-src"]
+            for img in _soup(folder, name).find_all("img", attrs={"data-src": True})
+            if img["data-src"].startswith("http") and not img.get("srcset") and not img.get("data-srcset")
+        }
         assert wanted and wanted <= found, (name, wanted - found)
 
 

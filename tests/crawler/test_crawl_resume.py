@@ -19,8 +19,18 @@ from yarl import URL
 from p2m.crawler import crawl
 
 N_HOSTS, N_IMAGES = 3, 24
-ARGS = ["--allow-private", "--delay", "0.02", "--per-host", "1", "--no-progress", "--user-agent", TEST_UA,
-        "--min-size", "32"]
+ARGS = [
+    "--allow-private",
+    "--delay",
+    "0.02",
+    "--per-host",
+    "1",
+    "--no-progress",
+    "--user-agent",
+    TEST_UA,
+    "--min-size",
+    "32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +78,23 @@ def test_sigkill_then_resume_matches_an_uninterrupted_crawl(resume_site, tmp_pat
     seeds = [site.url(h, "/index.html") for h in range(N_HOSTS)]
     env = {**os.environ, "P2M_CACHE_DIR": os.environ.get("P2M_CACHE_DIR", str(tmp_path / "cache"))}
 
-    ref = crawl(seeds, tmp_path / "ref", allow_private=True, delay=0.02, per_host=1, user_agent=TEST_UA,
-                min_size_px=32, progress=False)
+    ref = crawl(
+        seeds,
+        tmp_path / "ref",
+        allow_private=True,
+        delay=0.02,
+        per_host=1,
+        user_agent=TEST_UA,
+        min_size_px=32,
+        progress=False,
+    )
     assert ref.finish_reason == "finished"
 
     site.reset_log()
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_p2m(*seeds, "--out", str(out), *ARGS), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _p2m(*seeds, "--out", str(out), *ARGS), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     journal = out / "crawl.sqlite"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -91,8 +110,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_crawl(resume_site, tmp_pat
     assert 12 <= stored_before < N_HOSTS * N_IMAGES + 1  # really killed mid-crawl
     n_before = len(site.requests())
 
-    done = subprocess.run(_p2m("--resume", "--out", str(out), *ARGS), env=env, capture_output=True, text=True,
-                          timeout=90)
+    done = subprocess.run(
+        _p2m("--resume", "--out", str(out), *ARGS), env=env, capture_output=True, text=True, timeout=90
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     after = site.requests()[n_before:]
 
@@ -129,8 +149,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_crawl(resume_site, tmp_pat
 def test_ctrl_c_stops_cleanly_and_writes_outputs(resume_site, tmp_path):
     site = resume_site
     out = tmp_path / "int"
-    proc = subprocess.Popen(_p2m(site.url(0, "/index.html"), "--out", str(out), *ARGS), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _p2m(site.url(0, "/index.html"), "--out", str(out), *ARGS),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _images_stored(out / "crawl.sqlite") < 3:
         time.sleep(0.02)

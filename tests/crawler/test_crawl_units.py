@@ -23,13 +23,31 @@ from p2m.crawler.urls import Scope, UrlError, blocked_address_reason, normalize_
 def test_enqueue_returns_false_on_duplicates_and_survives_reopen(tmp_path):
     path = tmp_path / "j.sqlite"
     f = Frontier(path)
-    a = f.enqueue(NewUrl(normalize_url("http://H.test:80/a?b=2&a=1#x"), "http://H.test:80/a?b=2&a=1", "page", 0))
+    a = f.enqueue(
+        NewUrl(normalize_url("http://H.test:80/a?b=2&a=1#x"), "http://H.test:80/a?b=2&a=1", "page", 0)
+    )
     assert a is not None
-    assert f.enqueue(NewUrl(normalize_url("http://h.test/a?a=1&b=2"), "http://h.test/a?a=1&b=2", "page", 0)) is None
+    assert (
+        f.enqueue(NewUrl(normalize_url("http://h.test/a?a=1&b=2"), "http://h.test/a?a=1&b=2", "page", 0))
+        is None
+    )
     b = f.enqueue(NewUrl("http://h.test/b.jpg", "http://h.test/b.jpg", "image", 1, "http://h.test/a"))
-    f.finish(b, "done", "ok", sha256="ab" * 32, image={
-        "sha256": "ab" * 32, "path": "images/ab/x.jpg", "width": 10, "height": 10, "format": "JPEG", "bytes": 3,
-        "phash": "0" * 16, "person_score": None})
+    f.finish(
+        b,
+        "done",
+        "ok",
+        sha256="ab" * 32,
+        image={
+            "sha256": "ab" * 32,
+            "path": "images/ab/x.jpg",
+            "width": 10,
+            "height": 10,
+            "format": "JPEG",
+            "bytes": 3,
+            "phash": "0" * 16,
+            "person_score": None,
+        },
+    )
     f.retry_later(a, 123.0, "HTTP 503", 503)
     # no close(): as after kill -9, a second connection must see everything committed
     g = Frontier(path)
@@ -57,8 +75,14 @@ def test_normalize_and_scope():
     assert "--deny" in s.why_out("https://www.example.com/logout")
     with pytest.raises(UrlError, match="not a valid regular expression"):
         Scope([], deny=["("])
-    for addr, label in (("127.0.0.1", "loopback"), ("10.1.2.3", "private"), ("169.254.169.254", "link-local"),
-                        ("224.0.0.1", "multicast"), ("::1", "loopback"), ("::ffff:192.168.1.1", "private")):
+    for addr, label in (
+        ("127.0.0.1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("169.254.169.254", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("::1", "loopback"),
+        ("::ffff:192.168.1.1", "private"),
+    ):
         assert label in blocked_address_reason(addr)
     assert blocked_address_reason("93.184.216.34") is None
 
@@ -90,12 +114,18 @@ def test_trafilatura_sitemaps_and_feeds_parse():
     assert plain.kind == gz.kind == "urlset" and len(plain.pages) == 84 and gz.pages == plain.pages
     index = parse_sitemap_or_feed((folder / "sitemap2.xml").read_bytes(), "http://x/")
     assert index.kind == "sitemapindex" and index.sitemaps == [
-        "http://www.example.com/sitemap1.xml.gz", "http://www.example.com/sitemap2.xml.gz"]  # CDATA read too
+        "http://www.example.com/sitemap1.xml.gz",
+        "http://www.example.com/sitemap2.xml.gz",
+    ]  # CDATA read too
     hreflang = parse_sitemap_or_feed((folder / "sitemap-hreflang.xml").read_bytes(), "http://x/")
-    assert set(hreflang.pages) == {f"http://www.example.com/{p}/page.html" for p in
-                                   ("english", "deutsch", "schweiz-deutsch")}
+    assert set(hreflang.pages) == {
+        f"http://www.example.com/{p}/page.html" for p in ("english", "deutsch", "schweiz-deutsch")
+    }
     atom = parse_sitemap_or_feed((folder / "feed1.atom").read_bytes(), "http://x/")
-    assert atom.kind == "atom" and atom.pages == ["http://example.org/2003/12/13/atom03", "http://example.org/1000"]
+    assert atom.kind == "atom" and atom.pages == [
+        "http://example.org/2003/12/13/atom03",
+        "http://example.org/1000",
+    ]
     rss = parse_sitemap_or_feed((folder / "feed2.rss").read_bytes(), "http://x/")
     assert rss.kind == "rss" and rss.pages == ["http://www.example.com/blog/post/1"]
     assert sniff_xml_kind((folder / "sitemap.xml.gz").read_bytes()) == "sitemap"
@@ -132,10 +162,20 @@ def test_crawl_from_a_sitemap_index_and_feeds_over_loopback(trap_site, tmp_path)
     seeds = [site.url(E, p) for p in ("/sitemap2.xml", "/feed1.atom", "/feed2.rss")]
     crawl(seeds, tmp_path / "c", **{**FAST, "delay": 0.0, "per_host": 4})
     requested = [r.path for r in site.requests(E)]
-    pages = {re.sub(r"^https://www.sitemaps.org", "", u) for u in
-             parse_sitemap_or_feed((folder / "sitemap.xml").read_bytes(), "http://x/").pages}
-    expected = pages | {"/english/page.html", "/deutsch/page.html", "/schweiz-deutsch/page.html",
-                        "/2003/12/13/atom03", "/1000", "/blog/post/1", "/sitemap1.xml.gz", "/sitemap2.xml.gz"}
+    pages = {
+        re.sub(r"^https://www.sitemaps.org", "", u)
+        for u in parse_sitemap_or_feed((folder / "sitemap.xml").read_bytes(), "http://x/").pages
+    }
+    expected = pages | {
+        "/english/page.html",
+        "/deutsch/page.html",
+        "/schweiz-deutsch/page.html",
+        "/2003/12/13/atom03",
+        "/1000",
+        "/blog/post/1",
+        "/sitemap1.xml.gz",
+        "/sitemap2.xml.gz",
+    }
     assert expected <= set(requested)
     assert len(requested) == len(set(requested))  # nothing fetched twice
 

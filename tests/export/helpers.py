@@ -10,7 +10,9 @@ from p2m.export import UVLayout
 from p2m.render import render_mesh
 
 
-def uv_sphere(n_lat: int = 32, n_lon: int = 64, radius: float = 1.0) -> tuple[np.ndarray, np.ndarray, UVLayout]:
+def uv_sphere(
+    n_lat: int = 32, n_lon: int = 64, radius: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, UVLayout]:
     """A latitude-longitude sphere with one pole vertex each and a UV seam at longitude 0.
 
     Faces run counter-clockwise seen from outside. UV: u = longitude / 2 pi, v = 1 - latitude / pi (v up).
@@ -28,7 +30,9 @@ def uv_sphere(n_lat: int = 32, n_lon: int = 64, radius: float = 1.0) -> tuple[np
         if key not in index:
             th, ph = lat[key[0]], lon[key[1]]
             index[key] = len(verts)
-            verts.append([radius * np.sin(th) * np.cos(ph), -radius * np.cos(th), radius * np.sin(th) * np.sin(ph)])
+            verts.append(
+                [radius * np.sin(th) * np.cos(ph), -radius * np.cos(th), radius * np.sin(th) * np.sin(ph)]
+            )
         return index[key]
 
     def texcoord(i: int, j: int) -> int:
@@ -61,7 +65,13 @@ def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def render_textured(
-    verts: np.ndarray, faces: np.ndarray, layout: UVLayout, texture: np.ndarray, f: float, c, size: tuple[int, int],
+    verts: np.ndarray,
+    faces: np.ndarray,
+    layout: UVLayout,
+    texture: np.ndarray,
+    f: float,
+    c,
+    size: tuple[int, int],
     background=(0, 255, 0),
 ) -> np.ndarray:
     """A photo of a textured mesh: per pixel, the visible face and barycentrics -> UV -> bilinear texture lookup."""
@@ -72,7 +82,9 @@ def render_textured(
     uv = np.einsum("nk,nkd->nd", bary, layout.uv[layout.face_uv[face]])
     t_h, t_w = texture.shape[:2]
     photo = r.image.reshape(-1, 3).copy()
-    photo[pix] = np.clip(np.rint(bilinear(texture, uv[:, 0] * t_w - 0.5, (1.0 - uv[:, 1]) * t_h - 0.5)), 0, 255)
+    photo[pix] = np.clip(
+        np.rint(bilinear(texture, uv[:, 0] * t_w - 0.5, (1.0 - uv[:, 1]) * t_h - 0.5)), 0, 255
+    )
     return photo.reshape(size[1], size[0], 3)
 
 
@@ -143,7 +155,9 @@ def skin_data(gltf) -> dict[str, np.ndarray]:
     """POSITION, JOINTS_0, WEIGHTS_0, indices and the inverse bind matrices (row-major 4x4) of mesh 0 / skin 0."""
     prim = gltf.meshes[0].primitives[0]
     skin = gltf.skins[0]
-    ibm = accessor(gltf, skin.inverseBindMatrices).reshape(-1, 4, 4).transpose(0, 2, 1)  # column-major on disk
+    ibm = (
+        accessor(gltf, skin.inverseBindMatrices).reshape(-1, 4, 4).transpose(0, 2, 1)
+    )  # column-major on disk
     return {
         "positions": accessor(gltf, prim.attributes.POSITION).astype(np.float64),
         "joints": accessor(gltf, prim.attributes.JOINTS_0).astype(np.int64),

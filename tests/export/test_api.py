@@ -20,7 +20,9 @@ def prediction(body_1229):
     with torch.no_grad():
         out = body_1229(pose)
         rest = body_1229(torch.zeros_like(pose)).vertices[0].double().numpy()
-    to_cam = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # anny -> a camera facing the body
+    to_cam = np.array(
+        [[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]
+    )  # anny -> a camera facing the body
     joints = out.joints[0].double().numpy() @ to_cam.T * 1000.0
     verts = out.vertices[0].double().numpy() @ to_cam.T * 1000.0
     verts, joints = verts - joints[0], joints - joints[0]
@@ -28,7 +30,9 @@ def prediction(body_1229):
     colors = np.where((rest[:, 2] > 0.0)[:, None], [200.0, 30.0, 30.0], [30.0, 30.0, 200.0])
     # A near-orthographic photo: the body 10 km away through a matching long lens.
     far = verts + [0.0, 0.0, 1e7]
-    photo = render_mesh(far, body_1229.faces, scale * 1e7, (tx, ty), (400, 420), color=colors, ambient=1.0).image
+    photo = render_mesh(
+        far, body_1229.faces, scale * 1e7, (tx, ty), (400, 420), color=colors, ambient=1.0
+    ).image
     return verts, joints, (scale, tx, ty), photo, rest
 
 
@@ -37,7 +41,14 @@ def test_export_mesh_writes_a_textured_rigged_glb_and_obj(body_1229, prediction,
 
     verts, joints, camera, photo, rest = prediction
     res = export_mesh(
-        tmp_path, body_1229, verts, joints, formats=("glb", "obj"), image=photo, weak_perspective=camera, tex_size=512
+        tmp_path,
+        body_1229,
+        verts,
+        joints,
+        formats=("glb", "obj"),
+        image=photo,
+        weak_perspective=camera,
+        tex_size=512,
     )
     assert set(res.files) == {"glb", "obj", "mtl", "texture"}
     assert all(p.exists() and p.parent == tmp_path for p in res.files.values())
@@ -47,7 +58,9 @@ def test_export_mesh_writes_a_textured_rigged_glb_and_obj(body_1229, prediction,
     assert len(gltf.skins[0].joints) == 17 and gltf.images
     # metres, y up, pelvis at the origin: the head is ~0.6 m above it and the body faces +z
     tris = data["indices"]
-    np.testing.assert_allclose(data["positions"][tris], verts[body_1229.faces.numpy()] * [1e-3, -1e-3, -1e-3], atol=1e-6)
+    np.testing.assert_allclose(
+        data["positions"][tris], verts[body_1229.faces.numpy()] * [1e-3, -1e-3, -1e-3], atol=1e-6
+    )
     head = data["positions"][:, 1].max()
     assert 0.5 < head < 1.0
 
@@ -83,4 +96,6 @@ def test_export_mesh_without_photo(body_1229, prediction, tmp_path):
     with pytest.raises(ValueError, match="export formats"):
         export_mesh(tmp_path, body_1229, verts, formats=("fbx",))
     res = export_mesh(tmp_path, body_1229, verts, formats=("glb",))  # joints regressed from the mesh
-    np.testing.assert_allclose(res.skin.joints[0], body_1229.h36m_regressor[0].double().numpy() @ verts, atol=1e-9)
+    np.testing.assert_allclose(
+        res.skin.joints[0], body_1229.h36m_regressor[0].double().numpy() @ verts, atol=1e-9
+    )

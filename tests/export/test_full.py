@@ -15,8 +15,12 @@ def test_one_fit_drives_the_decimated_and_the_full_mesh_alike(body_1229, body_fu
     rng = np.random.default_rng(3)
     pose = rng.normal(0.0, 0.25, (body_1229.num_bones, 3))
     angle = 0.7
-    rot = np.array([[np.cos(angle), 0.0, np.sin(angle)], [0.0, 1.0, 0.0], [-np.sin(angle), 0.0, np.cos(angle)]])
-    fit = BodyFit(pose, np.full(body_1229.num_shape, 0.5), np.array([0.0, 0.1, 0.0]), rot, np.array([0.1, 0.2, 3.0]))
+    rot = np.array(
+        [[np.cos(angle), 0.0, np.sin(angle)], [0.0, 1.0, 0.0], [-np.sin(angle), 0.0, np.cos(angle)]]
+    )
+    fit = BodyFit(
+        pose, np.full(body_1229.num_shape, 0.5), np.array([0.0, 0.1, 0.0]), rot, np.array([0.1, 0.2, 3.0])
+    )
     small, full = posed_mesh(body_1229, fit), posed_mesh(body_full, fit)  # mm
     assert small.shape == (1229, 3) and full.shape == (13718, 3)
     joints_small = body_1229.h36m_regressor.numpy() @ small

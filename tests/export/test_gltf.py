@@ -19,7 +19,11 @@ from p2m.joints import H36M_JOINTS
 
 from .helpers import accessor, lbs, load_glb, skin_data, world_matrices
 
-L_ELBOW, L_WRIST, R_KNEE = H36M_JOINTS.index("L_Elbow"), H36M_JOINTS.index("L_Wrist"), H36M_JOINTS.index("R_Knee")
+L_ELBOW, L_WRIST, R_KNEE = (
+    H36M_JOINTS.index("L_Elbow"),
+    H36M_JOINTS.index("L_Wrist"),
+    H36M_JOINTS.index("R_Knee"),
+)
 
 
 def _posed(body, bone: str | None = None, rotvec=(0.0, 0.0, 0.0)):
@@ -29,7 +33,11 @@ def _posed(body, bone: str | None = None, rotvec=(0.0, 0.0, 0.0)):
         pose[0, body.bone_names.index(bone)] = torch.tensor(rotvec)
     with torch.no_grad():
         out = body(pose)
-    return (out.vertices[0].double().numpy(), out.joints[0].double().numpy(), out.bone_heads[0].double().numpy())
+    return (
+        out.vertices[0].double().numpy(),
+        out.joints[0].double().numpy(),
+        out.bone_heads[0].double().numpy(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +66,9 @@ def test_skeleton_hierarchy_and_inverse_bind_matrices(rigged, body_1229):
     world = world_matrices(gltf)
     data = skin_data(gltf)
     for k, node in enumerate(skin_def.joints):
-        np.testing.assert_allclose(world[node][:3, 3], skin.joints[k], atol=1e-6)  # joints where they were given
+        np.testing.assert_allclose(
+            world[node][:3, 3], skin.joints[k], atol=1e-6
+        )  # joints where they were given
         np.testing.assert_allclose(world[node] @ data["ibm"][k], np.eye(4), atol=1e-6)
     # The mesh node is in the scene and carries the skin; positions are the input vertices.
     mesh_node = next(n for n in gltf.scenes[0].nodes if gltf.nodes[n].mesh is not None)
@@ -111,7 +121,10 @@ def test_rotating_one_joint_moves_only_the_vertices_it_weighs(rigged, joint):
     assert np.linalg.norm(after[heavy] - before[heavy], axis=1).min() > 1e-4
 
 
-@pytest.mark.parametrize(("bone", "joint", "rotvec"), [("LeftForeArm", L_ELBOW, (0.0, -0.9, 0.5)), ("RightLeg", R_KNEE, (0.8, 0.0, 0.0))])
+@pytest.mark.parametrize(
+    ("bone", "joint", "rotvec"),
+    [("LeftForeArm", L_ELBOW, (0.0, -0.9, 0.5)), ("RightLeg", R_KNEE, (0.8, 0.0, 0.0))],
+)
 def test_rig_follows_the_body_model(body_1229, tmp_path, bone, joint, rotvec):
     """Rotating a glb joint like the anny bone it took over reproduces anny's own posed mesh.
 
@@ -154,9 +167,16 @@ def test_pose_and_texture_read_back_by_pygltflib_and_trimesh(body_1229, tmp_path
     pose[L_ELBOW] = [0.0, 0.0, 1.2]
     path = tmp_path / "textured.glb"
     write_rigged_glb(
-        path, verts, body_1229.faces, skin.joints, skin.parents, skin.weights, skin.names, pose=pose,
+        path,
+        verts,
+        body_1229.faces,
+        skin.joints,
+        skin.parents,
+        skin.weights,
+        skin.names,
+        pose=pose,
         texture=(image, layout),
-    )  # fmt: skip
+    )
     gltf = load_glb(path)
     node = gltf.nodes[gltf.skins[0].joints[L_ELBOW]]
     np.testing.assert_allclose(node.rotation, Rotation.from_rotvec(pose[L_ELBOW]).as_quat(), atol=1e-7)
@@ -169,9 +189,13 @@ def test_pose_and_texture_read_back_by_pygltflib_and_trimesh(body_1229, tmp_path
     prim = gltf.meshes[0].primitives[0]
     uv = accessor(gltf, prim.attributes.TEXCOORD_0).astype(np.float64)
     tris = accessor(gltf, prim.indices).reshape(-1, 3)
-    np.testing.assert_allclose(uv[tris], np.stack([layout.corners()[..., 0], 1 - layout.corners()[..., 1]], -1), atol=1e-6)
+    np.testing.assert_allclose(
+        uv[tris], np.stack([layout.corners()[..., 0], 1 - layout.corners()[..., 1]], -1), atol=1e-6
+    )
     pos = accessor(gltf, prim.attributes.POSITION)
-    np.testing.assert_allclose(pos[tris], verts[body_1229.faces.numpy()], atol=1e-6)  # seams split, same surface
+    np.testing.assert_allclose(
+        pos[tris], verts[body_1229.faces.numpy()], atol=1e-6
+    )  # seams split, same surface
 
     scene = trimesh.load(str(path), force="scene", process=False)
     (mesh,) = scene.geometry.values()
@@ -244,14 +268,18 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="own ancestor"):
         write_rigged_glb(tmp_path / "a.glb", verts, faces, joints, [1, 0], good)
     with pytest.raises(ValueError, match="vertex 1 has no positive weight"):
-        write_rigged_glb(tmp_path / "a.glb", verts, faces, joints, [-1, 0], np.array([[1.0, 0], [0, 0], [0, 1]]))
+        write_rigged_glb(
+            tmp_path / "a.glb", verts, faces, joints, [-1, 0], np.array([[1.0, 0], [0, 0], [0, 1]])
+        )
     with pytest.raises(ValueError, match=r"expected \(3, 2\)"):
         write_rigged_glb(tmp_path / "a.glb", verts, faces, joints, [-1, 0], np.ones((3, 3)))
     with pytest.raises(ValueError, match="pose has shape"):
         write_rigged_glb(tmp_path / "a.glb", verts, faces, joints, [-1, 0], good, pose=np.zeros(5))
     assert not list(tmp_path.iterdir())  # nothing half-written
     # (indices, weights) pairs are accepted too, and the file is a valid binary glTF.
-    write_rigged_glb(tmp_path / "b.glb", verts, faces, joints, [-1, 0], (np.zeros((3, 1), int), np.ones((3, 1))))
+    write_rigged_glb(
+        tmp_path / "b.glb", verts, faces, joints, [-1, 0], (np.zeros((3, 1), int), np.ones((3, 1)))
+    )
     assert (tmp_path / "b.glb").read_bytes()[:4] == b"glTF"
 
 
@@ -270,7 +298,11 @@ def test_closest_point_on_triangles_matches_dense_sampling():
     s, t = np.meshgrid(np.linspace(0, 1, 121), np.linspace(0, 1, 121))
     keep = s + t <= 1
     s, t = s[keep], t[keep]
-    grid = (1 - s - t)[None, :, None] * a[:, None] + s[None, :, None] * b[:, None] + t[None, :, None] * c[:, None]
+    grid = (
+        (1 - s - t)[None, :, None] * a[:, None]
+        + s[None, :, None] * b[:, None]
+        + t[None, :, None] * c[:, None]
+    )
     dense = np.linalg.norm(grid - p[:, None], axis=2).min(axis=1)
     assert (ours <= dense + 1e-12).all()  # never worse than any sampled point
     assert (dense - ours).max() < 0.05  # and the grid (spacing 1/120 of an edge) gets close to it

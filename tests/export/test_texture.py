@@ -47,9 +47,13 @@ def _known_texture(t: int) -> tuple[np.ndarray, np.ndarray]:
     """(t, t, 3) uint8: smooth sinusoids (periodic in u) half-mixed with a 16 x 8 checker, and the edge mask."""
     v, u = np.meshgrid(1 - (np.arange(t) + 0.5) / t, (np.arange(t) + 0.5) / t, indexing="ij")
     smooth = np.stack(
-        [128 + 90 * np.sin(2 * np.pi * 3 * u) * np.cos(2 * np.pi * v), 128 + 90 * np.cos(2 * np.pi * 2 * u + 1),
-         40 + 180 * v], axis=-1,
-    )  # fmt: skip
+        [
+            128 + 90 * np.sin(2 * np.pi * 3 * u) * np.cos(2 * np.pi * v),
+            128 + 90 * np.cos(2 * np.pi * 2 * u + 1),
+            40 + 180 * v,
+        ],
+        axis=-1,
+    )
     cell = (np.floor(u * 16) + np.floor(v * 8)) % 2
     tex = 0.5 * smooth + 0.5 * np.where(cell == 0, 220.0, 40.0)[..., None]
     # texels within 2 texels of a checker edge
@@ -103,7 +107,9 @@ def test_known_texture_is_recovered(camera):
     unseen = res.covered & ~seen
     assert unseen.sum() > 0.5 * res.covered.sum()
     assert not res.mirrored.any()
-    np.testing.assert_array_equal(res.texture[unseen], np.broadcast_to(np.rint(res.mean_color), (unseen.sum(), 3)))
+    np.testing.assert_array_equal(
+        res.texture[unseen], np.broadcast_to(np.rint(res.mean_color), (unseen.sum(), 3))
+    )
     np.testing.assert_allclose(res.mean_color, res.texture[seen].mean(axis=0), atol=0.5)
 
 
@@ -146,9 +152,13 @@ def body_case(body_1229):
     p = np.einsum("nk,nkd->nd", bary[covered].astype(np.float64), rest[faces[face_of[covered]]])
     x = np.abs(p[:, 0])  # symmetric in anny's x (the subject's left)
     paint = np.stack(
-        [128 + 90 * np.sin(2 * np.pi * x / 0.5), 128 + 90 * np.cos(2 * np.pi * p[:, 2] / 0.8),
-         128 + 90 * np.sin(2 * np.pi * p[:, 1] / 0.6)], axis=-1,
-    )  # fmt: skip
+        [
+            128 + 90 * np.sin(2 * np.pi * x / 0.5),
+            128 + 90 * np.cos(2 * np.pi * p[:, 2] / 0.8),
+            128 + 90 * np.sin(2 * np.pi * p[:, 1] / 0.6),
+        ],
+        axis=-1,
+    )
     known = np.zeros((t, t, 3))
     known[covered] = paint
     _, (iy, ix) = distance_transform_edt(~covered, return_indices=True)  # gutters: as a viewer-ready texture
@@ -180,7 +190,9 @@ def test_unseen_side_is_filled_from_the_mirror_side(body_case):
     assert mirror_psnr >= 35.0, mirror_psnr
     # What neither side saw got the mean colour; gutters copy a covered neighbour (no black seams).
     rest = res.covered & ~res.seen & ~res.mirrored
-    np.testing.assert_array_equal(res.texture[rest], np.broadcast_to(np.rint(res.mean_color), (rest.sum(), 3)))
+    np.testing.assert_array_equal(
+        res.texture[rest], np.broadcast_to(np.rint(res.mean_color), (rest.sum(), 3))
+    )
     assert (res.texture[~res.covered].astype(int).sum(axis=1) > 100).all()
 
 
@@ -206,7 +218,9 @@ def test_bad_camera_is_named():
     with pytest.raises(ValueError, match="a camera is needed"):
         texture_from_photo(photo, verts, faces, layout, tex_size=16)
     with pytest.raises(ValueError, match="not both"):
-        texture_from_photo(photo, verts, faces, layout, f=1.0, c=(0, 0), weak_perspective=(1, 0, 0), tex_size=16)
+        texture_from_photo(
+            photo, verts, faces, layout, f=1.0, c=(0, 0), weak_perspective=(1, 0, 0), tex_size=16
+        )
     with pytest.raises(ValueError, match="behind the camera"):
         texture_from_photo(photo, verts - [0, 0, 10], faces, layout, f=1.0, c=(0, 0), tex_size=16)
 

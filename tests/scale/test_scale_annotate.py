@@ -38,15 +38,20 @@ def test_detect_on_ray_writes_the_same_dataset(ray_cluster, tmp_path):
     skip = ("detect_stats.json",)
     assert tree_bytes(tmp_path / "local", skip) == tree_bytes(tmp_path / "ray", skip)
     assert local["images/person"] >= 4 and local["images/unreadable"] == 1
-    assert {k: v for k, v in ray.items() if k != "seconds"} == {k: v for k, v in local.items() if k != "seconds"}
+    assert {k: v for k, v in ray.items() if k != "seconds"} == {
+        k: v for k, v in local.items() if k != "seconds"
+    }
 
 
 def _fit_input(root: Path) -> None:
     """Six synthetic people with random cameras, their 3D removed: fit has to find it."""
     from p2m.annotate.synth import SynthOptions, synth
 
-    synth(root, SynthOptions(num=6, poses="sampler", cameras="random", seed=7, topology="notoes_collapse10pc"),
-          progress=False)  # fmt: skip
+    synth(
+        root,
+        SynthOptions(num=6, poses="sampler", cameras="random", seed=7, topology="notoes_collapse10pc"),
+        progress=False,
+    )
     for kind in ("joint_3d", "body_param"):
         subject_file(root, "synth", 1, kind).unlink()
 
@@ -59,10 +64,14 @@ def test_fit_on_ray_writes_the_same_fits(ray_cluster, tmp_path):
     shutil.copytree(tmp_path / "local", tmp_path / "ray")
     from p2m.annotate.fit_solver import SolverOptions
 
-    small = SolverOptions(rigid_iters=10, headings=4, candidates=4, starts=1)  # a quick solver: same code paths
+    small = SolverOptions(
+        rigid_iters=10, headings=4, candidates=4, starts=1
+    )  # a quick solver: same code paths
     opts = dict(iters=10, batch=3, topology="notoes_collapse10pc", options=small)
     local = fit(tmp_path / "local", device="cpu", progress=False, **opts)
-    ray = ray_fit(tmp_path / "ray", progress=False, **opts)  # (killed workers: the other tests of this folder)
+    ray = ray_fit(
+        tmp_path / "ray", progress=False, **opts
+    )  # (killed workers: the other tests of this folder)
     assert ray["annotations/fitted"] == local["annotations/fitted"] == 6
     assert ray["device"].startswith("ray (cpu")
 

@@ -42,7 +42,9 @@ print("ok")
 @pytest.mark.slow
 def test_cli_runs_synth_shard_and_crawl_on_ray(ray_cluster, tmp_path):
     runner = CliRunner()
-    r = runner.invoke(main, ["synth", "--out", str(tmp_path / "ds"), "--num", "8", "--poses", "sampler", "--ray"])
+    r = runner.invoke(
+        main, ["synth", "--out", str(tmp_path / "ds"), "--num", "8", "--poses", "sampler", "--ray"]
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["shard", str(tmp_path / "ds"), "--out", str(tmp_path / "sh"), "--ray=local"])
     assert r.exit_code == 0, r.output
@@ -53,12 +55,27 @@ def test_cli_runs_synth_shard_and_crawl_on_ray(ray_cluster, tmp_path):
         site.add(0, "/a.jpg", photo(1), "image/jpeg")
         site.add(1, "/b.html", '<img src="/b.jpg">')
         site.add(1, "/b.jpg", photo(2), "image/jpeg")
-        args = ["crawl", site.url(0, "/index.html"), "--out", str(tmp_path / "c"), "--allow-private", "--delay", "0",
-                "--user-agent", TEST_UA, "--no-progress", "--ray", "--actors", "2"]  # fmt: skip
+        args = [
+            "crawl",
+            site.url(0, "/index.html"),
+            "--out",
+            str(tmp_path / "c"),
+            "--allow-private",
+            "--delay",
+            "0",
+            "--user-agent",
+            TEST_UA,
+            "--no-progress",
+            "--ray",
+            "--actors",
+            "2",
+        ]
         r = runner.invoke(main, args)
         assert r.exit_code == 0, r.output
         assert re.search(r"images stored \(all runs\) +2\n", r.output), r.output
-        r = runner.invoke(main, ["crawl", site.url(0, "/index.html"), "--out", str(tmp_path / "d"), "--actors", "2"])
+        r = runner.invoke(
+            main, ["crawl", site.url(0, "/index.html"), "--out", str(tmp_path / "d"), "--actors", "2"]
+        )
         assert r.exit_code == 2 and "needs --ray" in r.output
     finally:
         site.stop()

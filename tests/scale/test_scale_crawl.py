@@ -34,8 +34,17 @@ def _rows(out: Path) -> list[dict]:
 
 def _outcome(rows: list[dict]) -> set[tuple]:
     """What a crawl found, by URL: kind, status (ok and duplicate both mean 'stored'), HTTP status, file."""
-    return {(r["url"], r["kind"], "stored" if r["status"] in ("ok", "duplicate") else r["status"],
-             r["http_status"], r["path"], r["sha256"]) for r in rows}  # fmt: skip
+    return {
+        (
+            r["url"],
+            r["kind"],
+            "stored" if r["status"] in ("ok", "duplicate") else r["status"],
+            r["http_status"],
+            r["path"],
+            r["sha256"],
+        )
+        for r in rows
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +68,14 @@ def trap_crawls(ray_cluster, trap, tmp_path_factory):
     local_log = site.requests()
     site.reset_log()
     result = ray_crawl(seeds, base / "ray", actors=3, **FAST)
-    return {"site": site, "local": base / "local", "ray": base / "ray", "result": result,
-            "local_log": local_log, "ray_log": site.requests()}  # fmt: skip
+    return {
+        "site": site,
+        "local": base / "local",
+        "ray": base / "ray",
+        "result": result,
+        "local_log": local_log,
+        "ray_log": site.requests(),
+    }
 
 
 def test_ray_crawl_finds_what_a_local_crawl_finds(trap_crawls):
@@ -72,11 +87,15 @@ def test_ray_crawl_finds_what_a_local_crawl_finds(trap_crawls):
     files = sorted(p.relative_to(trap_crawls["ray"]) for p in (trap_crawls["ray"] / "images").rglob("*.*"))
     assert files == sorted(Path(r["path"]) for r in stored)
     # good1.jpg on host A and dup-of-good1.jpg on host B: the same bytes, stored once, the later one a duplicate
-    statuses = Counter(r["status"] for r in ray if r["sha256"] == next(
-        r2["sha256"] for r2 in ray if r2["url"].endswith("/img/good1.jpg")))  # fmt: skip
+    statuses = Counter(
+        r["status"]
+        for r in ray
+        if r["sha256"] == next(r2["sha256"] for r2 in ray if r2["url"].endswith("/img/good1.jpg"))
+    )
     assert statuses == Counter({"ok": 1, "duplicate": 1})
     assert {r["near_dup_of"] for r in ray if r["url"].endswith(("/img/good1.jpg", "/img/neardup.jpg"))} == {
-        next(r["sha256"] for r in ray if r["url"].endswith("/img/good1.jpg"))}  # near duplicates across the table
+        next(r["sha256"] for r in ray if r["url"].endswith("/img/good1.jpg"))
+    }  # near duplicates across the table
 
 
 def test_ray_crawl_writes_one_stats_file(trap_crawls):
@@ -85,8 +104,11 @@ def test_ray_crawl_writes_one_stats_file(trap_crawls):
     assert result.finish_reason == "finished" and stats["ray"]["actors"] == 3
     per_actor = stats["ray"]["per_actor"]
     assert sum(c.get("fetch/requests", 0) for c in per_actor) == stats["run"]["counters"]["fetch/requests"]
-    assert stats["totals"]["stored_files"] == result.images_stored == sum(
-        1 for r in _rows(trap_crawls["ray"]) if r["status"] == "ok" and r["kind"] == "image")
+    assert (
+        stats["totals"]["stored_files"]
+        == result.images_stored
+        == sum(1 for r in _rows(trap_crawls["ray"]) if r["status"] == "ok" and r["kind"] == "image")
+    )
 
 
 def test_ray_crawl_is_polite_per_host_across_actors(trap_crawls):
@@ -110,7 +132,9 @@ def test_ray_crawl_is_polite_per_host_across_actors(trap_crawls):
 def _slow_site(hosts: int = 4, pages: int = 6) -> tuple[Site, list[str]]:
     """``hosts`` hosts, each with ``pages`` slow pages of one image, linked from every host's index."""
     site = Site(hosts).start()
-    links = "".join(f'<a href="{site.url(h, f"/p{i}.html")}">p</a>' for h in range(hosts) for i in range(pages))
+    links = "".join(
+        f'<a href="{site.url(h, f"/p{i}.html")}">p</a>' for h in range(hosts) for i in range(pages)
+    )
     for h in range(hosts):
         site.add(h, "/robots.txt", "User-agent: *\nAllow: /\n", "text/plain")
         site.add(h, "/index.html", f"<html><body>{links}</body></html>")
@@ -133,7 +157,9 @@ def test_killed_actor_is_restarted_and_loses_nothing(ray_cluster, tmp_path):
         expected = _outcome(_rows(tmp_path / "local"))
         site.reset_log()
         done: dict = {}
-        worker = threading.Thread(target=lambda: done.update(r=ray_crawl(seeds, tmp_path / "ray", actors=2, **opts)))
+        worker = threading.Thread(
+            target=lambda: done.update(r=ray_crawl(seeds, tmp_path / "ray", actors=2, **opts))
+        )
         worker.start()
         deadline = time.monotonic() + 60
         while len(site.requests()) < 12 and time.monotonic() < deadline:

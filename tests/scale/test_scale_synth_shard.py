@@ -28,7 +28,9 @@ def test_synth_on_ray_writes_the_same_bytes(ray_cluster, tmp_path):
 def test_synth_with_images_survives_a_killed_worker(ray_cluster, tmp_path):
     from p2m.scale.synth import synth as ray_synth
 
-    opts = SynthOptions(num=4, poses="sampler", cameras="random", images=True, image_size=96, seed=2, batch_size=1)
+    opts = SynthOptions(
+        num=4, poses="sampler", cameras="random", images=True, image_size=96, seed=2, batch_size=1
+    )
     synth(tmp_path / "local", opts, progress=False)
     ray_cluster.write_text("armed")  # the first task to start kills its worker; Ray runs it again
     ray_synth(tmp_path / "ray", opts, progress=False)
@@ -43,7 +45,9 @@ def test_synth_with_images_survives_a_killed_worker(ray_cluster, tmp_path):
 def shard_inputs(tmp_path_factory):
     base = tmp_path_factory.mktemp("shard-inputs")
     h36m = write_h36m_like(base / "Human3.6M.v1", "h36m", subjects=(1, 5, 9), frames=4, images=True)
-    other = write_h36m_like(base / "synth", "synth", subjects=(1, 9), frames=3, model="smpl", pose_len=72, seed=3)
+    other = write_h36m_like(
+        base / "synth", "synth", subjects=(1, 9), frames=3, model="smpl", pose_len=72, seed=3
+    )
     return [h36m, other]
 
 

@@ -25,7 +25,9 @@ def test_owner_is_per_host_and_port_and_the_same_in_every_process():
     assert set(here) == {0, 1, 2, 3}  # 64 hosts spread over 4 actors
     assert owner("http://127.0.0.1:8003/other/path.jpg?x=1", 4) == here[3]  # the path does not matter
     assert owner("HTTP://127.0.0.1:8003/", 4) == here[3]
-    assert owner("http://example.org/a", 3) == owner("http://example.org:80/b", 3)  # default port made explicit
+    assert owner("http://example.org/a", 3) == owner(
+        "http://example.org:80/b", 3
+    )  # default port made explicit
     code = "import sys, json; from p2m.scale.crawl import owner; print(json.dumps([owner(u, 4) for u in sys.argv[1:]]))"
     other = subprocess.run([sys.executable, "-c", code, *urls], capture_output=True, text=True, check=True)
     assert json.loads(other.stdout) == here

@@ -24,8 +24,18 @@ def coco_file() -> dict[str, Any]:
         kp += [10.0 + i, 20.0 + i, 2]
     return {
         "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100, "license": 1}],
-        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 50, 50], "area": 2500.0,
-                         "iscrowd": 0, "keypoints": kp, "num_keypoints": 17}],  # fmt: skip
+        "annotations": [
+            {
+                "id": 5,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 1, 50, 50],
+                "area": 2500.0,
+                "iscrowd": 0,
+                "keypoints": kp,
+                "num_keypoints": 17,
+            }
+        ],
         "categories": [{"id": 1, "name": "person"}],
         "licenses": [{"id": 1, "name": "CC BY 2.0"}],
     }
@@ -82,12 +92,17 @@ CASES: dict[str, tuple[Callable[[dict], str], str]] = {
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _import(src: Path, out: Path):
-    return CliRunner().invoke(main, ["annotate", "import", "coco", str(src), "--out", str(out), "--no-images"])
+    return CliRunner().invoke(
+        main, ["annotate", "import", "coco", str(src), "--out", str(out), "--no-images"]
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -122,7 +137,9 @@ def test_valid_file_still_imports(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ Human3.6M
-H36M = Path(__file__).resolve().parents[3] / "shared" / "external-fixtures" / "mmpose-h36m" / "pose2mesh-format"
+H36M = (
+    Path(__file__).resolve().parents[3] / "shared" / "external-fixtures" / "mmpose-h36m" / "pose2mesh-format"
+)
 S7 = "Human36M_subject7"
 POSE_BIG = [BIG] + [0.0] * 71
 
@@ -155,7 +172,9 @@ def test_hostile_h36m_file_is_one_line_error_and_writes_nothing(tmp_path: Path, 
     result = CliRunner().invoke(main, ["annotate", "import", "h36m", str(src), "--out", str(out)])
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}") and lines[0].endswith(message), result.output
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}") and lines[0].endswith(message), (
+        result.output
+    )
     assert not out.exists()
 
 
@@ -168,8 +187,10 @@ def test_json_errors_point_at_the_culprit_not_at_look_alikes_in_strings() -> Non
     deep = decoy + '"y":\n  ' + "[" * 100_000 + "]" * 100_000 + "}"
     with pytest.raises(P2MError) as err:
         loads_json(deep, "d.json")
-    assert str(err.value) == (f"d.json: invalid JSON at line 2 column {2 + MAX_JSON_DEPTH}: arrays/objects nested "
-                              f"more than {MAX_JSON_DEPTH} levels deep")  # fmt: skip
+    assert str(err.value) == (
+        f"d.json: invalid JSON at line 2 column {2 + MAX_JSON_DEPTH}: arrays/objects nested "
+        f"more than {MAX_JSON_DEPTH} levels deep"
+    )
     long_int = decoy + '"z": [1, 2,\n\n -' + "4" * 4301 + "]}"
     with pytest.raises(P2MError) as err:
         loads_json(long_int.encode(), "i.json")

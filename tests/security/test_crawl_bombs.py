@@ -25,7 +25,9 @@ def _bomb(encoding: str) -> bytes:
     if encoding == "deflate":
         return zlib.compress(zeros, 9)
     if encoding == "br":
-        brotli = pytest.importorskip("brotli", reason="the brotli package is not installed (br is not requested)")
+        brotli = pytest.importorskip(
+            "brotli", reason="the brotli package is not installed (br is not requested)"
+        )
         return brotli.compress(zeros, quality=5)
     zstandard = pytest.importorskip("zstandard", reason="zstandard is not installed (zstd is not requested)")
     return zstandard.ZstdCompressor(level=3).compress(zeros)
@@ -81,7 +83,9 @@ def test_a_zstd_frame_asking_for_a_huge_window_is_refused():
     """A frame may declare a window of gigabytes, which the decoder would allocate; RFC 9659 caps HTTP zstd at 8 MiB."""
     zstandard = pytest.importorskip("zstandard", reason="zstandard is not installed")
     params = zstandard.ZstdCompressionParameters.from_level(3, window_log=27)  # 128 MiB window
-    writer = zstandard.ZstdCompressor(compression_params=params).compressobj()  # size unknown: the window stays
+    writer = zstandard.ZstdCompressor(
+        compression_params=params
+    ).compressobj()  # size unknown: the window stays
     frame = writer.compress(b"x" * 100_000) + writer.flush()
     assert zstandard.get_frame_parameters(frame).window_size == 128 * 1024 * 1024
     with pytest.raises(DecodeError, match="corrupt zstd body: .*too much memory"):

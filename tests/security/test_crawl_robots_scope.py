@@ -16,9 +16,22 @@ from PIL import Image
 from p2m.crawler import crawl
 
 UA = "p2m-test/1.0 (+https://example.invalid/p2m-tests)"
-QUICK = dict(user_agent=UA, allow_private=True, delay=0.0, per_host=2, concurrency=4, min_size_px=16,
-             connect_timeout=2.0, read_timeout=1.0, total_timeout=3.0, retries=1, backoff_base=0.05,
-             backoff_max=0.2, progress=False, manifest_every_s=0)
+QUICK = dict(
+    user_agent=UA,
+    allow_private=True,
+    delay=0.0,
+    per_host=2,
+    concurrency=4,
+    min_size_px=16,
+    connect_timeout=2.0,
+    read_timeout=1.0,
+    total_timeout=3.0,
+    retries=1,
+    backoff_base=0.05,
+    backoff_max=0.2,
+    progress=False,
+    manifest_every_s=0,
+)
 DISALLOW_ALL = b"User-agent: *\nDisallow: /\n"
 
 
@@ -31,7 +44,9 @@ def jpeg() -> bytes:
 class Server:
     """One loopback server: ``routes`` (bytes) and ``redirects`` (path -> Location); logs the paths asked."""
 
-    def __init__(self, routes: dict[str, bytes], redirects: dict[str, str] | None = None, host: str = "127.0.0.1"):
+    def __init__(
+        self, routes: dict[str, bytes], redirects: dict[str, str] | None = None, host: str = "127.0.0.1"
+    ):
         self.routes, self.redirects, self.host = routes, redirects or {}, host
         self.hits: list[str] = []
 
@@ -99,7 +114,9 @@ async def test_a_robots_redirect_matching_deny_is_not_followed(tmp_path):
     async with Server({"/robots.txt": b"User-agent: *\nAllow: /\n"}) as other:
         target = f"http://127.0.0.1:{other.port}/private/robots.txt"
         async with Server({"/a.jpg": jpeg()}, redirects={"/robots.txt": target}) as srv:
-            _, rows = await run_crawl([f"http://127.0.0.1:{srv.port}/a.jpg"], tmp_path / "c", deny=["/private/"])
+            _, rows = await run_crawl(
+                [f"http://127.0.0.1:{srv.port}/a.jpg"], tmp_path / "c", deny=["/private/"]
+            )
     assert other.hits == [] and srv.hits == ["/robots.txt"]
     assert rows[0]["status"] == "skipped" and "--deny" in rows[0]["error"]
 
@@ -116,8 +133,11 @@ async def test_a_robots_redirect_in_scope_is_followed_and_obeyed(tmp_path):
 async def test_a_seed_dropped_by_deny_is_reported(tmp_path, caplog):
     async with Server({"/robots.txt": b"", "/a.jpg": jpeg(), "/b.jpg": jpeg()}) as srv:
         with caplog.at_level(logging.WARNING, logger="p2m.crawler"):
-            result, rows = await run_crawl([f"http://127.0.0.1:{srv.port}/a.jpg", f"http://127.0.0.1:{srv.port}/b.jpg"],
-                                           tmp_path / "c", deny=[r"b\.jpg$"])
+            result, rows = await run_crawl(
+                [f"http://127.0.0.1:{srv.port}/a.jpg", f"http://127.0.0.1:{srv.port}/b.jpg"],
+                tmp_path / "c",
+                deny=[r"b\.jpg$"],
+            )
     assert "/b.jpg" not in srv.hits
     assert result.stats["counters"]["seed/denied"] == 1
     assert any("b.jpg" in r.getMessage() and "--deny" in r.getMessage() for r in caplog.records)

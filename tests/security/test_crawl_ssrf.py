@@ -26,9 +26,21 @@ from p2m.crawler.fetch import Fetcher, FetchSettings
 from p2m.crawler.urls import UrlError, blocked_address_reason, canonical_host, host_key, normalize_url
 
 UA = "p2m-test/1.0 (+https://example.invalid/p2m-tests)"
-QUICK = dict(user_agent=UA, delay=0.0, per_host=2, concurrency=4, min_size_px=16, connect_timeout=2.0,
-             read_timeout=1.0, total_timeout=3.0, retries=2, backoff_base=0.05, backoff_max=0.2, progress=False,
-             manifest_every_s=0)
+QUICK = dict(
+    user_agent=UA,
+    delay=0.0,
+    per_host=2,
+    concurrency=4,
+    min_size_px=16,
+    connect_timeout=2.0,
+    read_timeout=1.0,
+    total_timeout=3.0,
+    retries=2,
+    backoff_base=0.05,
+    backoff_max=0.2,
+    progress=False,
+    manifest_every_s=0,
+)
 CGNAT = "100.64.0.1"
 
 
@@ -39,18 +51,40 @@ def jpeg(seed: int = 0) -> bytes:
 
 
 # -- address decisions (no connection) ------------------------------------------------------------
-@pytest.mark.parametrize("address", [
-    "100.64.0.1", "100.127.255.254",  # shared address space (carrier-grade NAT; cloud metadata lives here)
-    "::ffff:100.64.0.1", "2002:6440:1::1", "64:ff9b::6440:1",  # the same, inside IPv6
-    "2002:7f00:1::", "64:ff9b::7f00:1", "::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe",  # loopback/link-local inside IPv6
-    "192.0.0.8", "198.18.0.1", "192.0.2.1", "240.0.0.1", "255.255.255.255", "0.0.0.0", "224.0.0.1",
-    "fc00::1", "fe80::1", "::1", "::", "2001:db8::1", "64:ff9b:1::1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "100.64.0.1",
+        "100.127.255.254",  # shared address space (carrier-grade NAT; cloud metadata lives here)
+        "::ffff:100.64.0.1",
+        "2002:6440:1::1",
+        "64:ff9b::6440:1",  # the same, inside IPv6
+        "2002:7f00:1::",
+        "64:ff9b::7f00:1",
+        "::ffff:127.0.0.1",
+        "64:ff9b::a9fe:a9fe",  # loopback/link-local inside IPv6
+        "192.0.0.8",
+        "198.18.0.1",
+        "192.0.2.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "0.0.0.0",
+        "224.0.0.1",
+        "fc00::1",
+        "fe80::1",
+        "::1",
+        "::",
+        "2001:db8::1",
+        "64:ff9b:1::1",
+    ],
+)
 def test_every_non_global_address_is_refused(address):
     assert blocked_address_reason(address) is not None
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700:4700::1111", "2002:808:808::1", "64:ff9b::808:808"])
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "2606:4700:4700::1111", "2002:808:808::1", "64:ff9b::808:808"]
+)
 def test_global_addresses_pass_also_inside_ipv6(address):
     assert blocked_address_reason(address) is None
 
@@ -68,11 +102,21 @@ def test_allow_loopback_lets_only_loopback_through():
 
 
 # -- legacy numeric IPv4 hosts: parsed as the WHATWG URL standard does --------------------------------
-@pytest.mark.parametrize("host, expected", [
-    ("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("127.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"),
-    ("0x7f.0.0.1.", "127.0.0.1"), ("1681915905", CGNAT), ("0x64.0x40.0.1", CGNAT), ("100.4194305", CGNAT),
-    ("example.com", "example.com"), ("[::1]", "::1"),
-])
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0x7f.0.0.1.", "127.0.0.1"),
+        ("1681915905", CGNAT),
+        ("0x64.0x40.0.1", CGNAT),
+        ("100.4194305", CGNAT),
+        ("example.com", "example.com"),
+        ("[::1]", "::1"),
+    ],
+)
 def test_legacy_numeric_hosts_are_read_as_browsers_read_them(host, expected):
     assert canonical_host(host) == expected
     assert normalize_url(f"http://{host}/a") == f"http://{f'[{expected}]' if ':' in expected else expected}/a"
@@ -91,8 +135,12 @@ def test_ipv6_host_key_keeps_its_brackets():
 
 
 # -- on a loopback server ---------------------------------------------------------------------------
-async def _serve(routes: dict[str, bytes], hits: list[str], host: str = "127.0.0.1",
-                 redirects: dict[str, str] | None = None) -> web.AppRunner:
+async def _serve(
+    routes: dict[str, bytes],
+    hits: list[str],
+    host: str = "127.0.0.1",
+    redirects: dict[str, str] | None = None,
+) -> web.AppRunner:
     """A server on ``host`` (port 0) answering ``routes``, 302 for ``redirects``, 404 else; logs paths in ``hits``."""
 
     async def handler(request: web.Request) -> web.Response:
@@ -102,7 +150,9 @@ async def _serve(routes: dict[str, bytes], hits: list[str], host: str = "127.0.0
         body = routes.get(request.path)
         if body is None:
             return web.Response(status=404)
-        return web.Response(body=body, content_type="image/jpeg" if request.path.endswith(".jpg") else "text/html")
+        return web.Response(
+            body=body, content_type="image/jpeg" if request.path.endswith(".jpg") else "text/html"
+        )
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
@@ -133,8 +183,9 @@ async def test_a_legacy_host_is_fetched_once_as_its_address_and_never_retried(tm
     port = runner.addresses[0][1]
     loop = asyncio.get_running_loop()
     try:
-        result = await loop.run_in_executor(None, lambda: crawl(
-            [f"http://127.1:{port}/a.jpg"], tmp_path / "c", allow_private=True, **QUICK))
+        result = await loop.run_in_executor(
+            None, lambda: crawl([f"http://127.1:{port}/a.jpg"], tmp_path / "c", allow_private=True, **QUICK)
+        )
     finally:
         await runner.cleanup()
     (row,) = pq.read_table(result.manifest).to_pylist()
@@ -146,8 +197,11 @@ async def test_a_legacy_host_is_fetched_once_as_its_address_and_never_retried(tm
 def _netns_available() -> str | None:
     if not (shutil.which("unshare") and shutil.which("ip")):
         return "unshare or ip is not installed"
-    probe = subprocess.run(["unshare", "--net", "--map-root-user", "ip", "link", "set", "lo", "up"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "--net", "--map-root-user", "ip", "link", "set", "lo", "up"],
+        capture_output=True,
+        text=True,
+    )
     return None if probe.returncode == 0 else f"network namespaces unavailable: {probe.stderr.strip()[:200]}"
 
 
@@ -155,8 +209,12 @@ def _in_netns(case: str, out: Path) -> dict:
     why = _netns_available()
     if why:
         pytest.skip(why)
-    proc = subprocess.run(["unshare", "--net", "--map-root-user", sys.executable, __file__, case, str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["unshare", "--net", "--map-root-user", sys.executable, __file__, case, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -165,7 +223,9 @@ def test_a_seed_on_a_shared_address_is_refused(tmp_path):
     """Fails on a guard that only knows "private": 100.64.0.0/10 is not private, and not global either."""
     res = _in_netns("seed", tmp_path)
     assert res["target_hits"] == [], res
-    assert all(r["status"] == "failed" and "shared (carrier-grade NAT)" in r["error"] for r in res["rows"]), res
+    assert all(r["status"] == "failed" and "shared (carrier-grade NAT)" in r["error"] for r in res["rows"]), (
+        res
+    )
 
 
 def test_an_image_on_a_shared_address_is_refused_with_images_any_domain(tmp_path):
@@ -173,7 +233,9 @@ def test_an_image_on_a_shared_address_is_refused_with_images_any_domain(tmp_path
     assert res["target_hits"] == [], res
     (img,) = [r for r in res["rows"] if r["url"].startswith(f"http://{CGNAT}")]
     assert img["status"] == "failed" and "shared (carrier-grade NAT)" in img["error"]
-    assert any(r["status"] == "ok" and r["kind"] == "image" for r in res["rows"])  # the loopback image is kept
+    assert any(
+        r["status"] == "ok" and r["kind"] == "image" for r in res["rows"]
+    )  # the loopback image is kept
 
 
 def test_an_in_scope_image_on_a_shared_address_is_refused(tmp_path):
@@ -199,23 +261,36 @@ def _netns_main(case: str, out: Path) -> None:
     page_hits: list[str] = []
 
     async def main() -> dict:
-        target = await _serve({"/robots.txt": b"User-agent: *\nAllow: /\n", "/t.jpg": jpeg(1)}, target_hits, CGNAT)
+        target = await _serve(
+            {"/robots.txt": b"User-agent: *\nAllow: /\n", "/t.jpg": jpeg(1)}, target_hits, CGNAT
+        )
         tport = target.addresses[0][1]
         timg = f"http://{CGNAT}:{tport}/t.jpg"
         robots = b"User-agent: *\nAllow: /\n"
         page = f'<html><body><img src="{timg}"><img src="/own.jpg"></body></html>'.encode()
         if case == "robots":
-            local = await _serve({"/a.jpg": jpeg(2)}, page_hits,
-                                 redirects={"/robots.txt": f"http://{CGNAT}:{tport}/robots.txt"})
+            local = await _serve(
+                {"/a.jpg": jpeg(2)},
+                page_hits,
+                redirects={"/robots.txt": f"http://{CGNAT}:{tport}/robots.txt"},
+            )
         else:
             local = await _serve({"/robots.txt": robots, "/page.html": page, "/own.jpg": jpeg(3)}, page_hits)
         lport = local.addresses[0][1]
         seeds = {
             "seed": ([timg, f"http://{CGNAT}:{tport}/page.html"], {"allow_private": False}),
-            "image": ([f"http://127.0.0.1:{lport}/page.html"], {"allow_loopback": True, "images_any_domain": True}),
-            "image-allowed-domain": ([f"http://127.0.0.1:{lport}/page.html"],
-                                     {"allow_loopback": True, "allow_domains": [CGNAT]}),
-            "robots": ([f"http://127.0.0.1:{lport}/a.jpg"], {"allow_loopback": True, "allow_domains": [CGNAT]}),
+            "image": (
+                [f"http://127.0.0.1:{lport}/page.html"],
+                {"allow_loopback": True, "images_any_domain": True},
+            ),
+            "image-allowed-domain": (
+                [f"http://127.0.0.1:{lport}/page.html"],
+                {"allow_loopback": True, "allow_domains": [CGNAT]},
+            ),
+            "robots": (
+                [f"http://127.0.0.1:{lport}/a.jpg"],
+                {"allow_loopback": True, "allow_domains": [CGNAT]},
+            ),
         }
         urls, opts = seeds[case]
         loop = asyncio.get_running_loop()
@@ -224,7 +299,10 @@ def _netns_main(case: str, out: Path) -> None:
         finally:
             await local.cleanup()
             await target.cleanup()
-        rows = [{k: r[k] for k in ("url", "status", "error", "kind")} for r in pq.read_table(result.manifest).to_pylist()]
+        rows = [
+            {k: r[k] for k in ("url", "status", "error", "kind")}
+            for r in pq.read_table(result.manifest).to_pylist()
+        ]
         return {"rows": rows, "target_hits": target_hits, "page_hits": page_hits}
 
     print(json.dumps(asyncio.run(main())))

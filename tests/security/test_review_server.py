@@ -25,8 +25,18 @@ def _coco() -> dict[str, Any]:
         kp += [10.0 + i, 20.0 + i, 2]
     return {
         "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
-        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 50, 50], "area": 2500.0,
-                         "iscrowd": 0, "keypoints": kp, "num_keypoints": 17}],  # fmt: skip
+        "annotations": [
+            {
+                "id": 5,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 1, 50, 50],
+                "area": 2500.0,
+                "iscrowd": 0,
+                "keypoints": kp,
+                "num_keypoints": 17,
+            }
+        ],
         "categories": [{"id": 1, "name": "person"}],
         "licenses": [],
     }
@@ -59,13 +69,18 @@ def _origin(server) -> dict[str, str]:
 
 async def _save(server, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
     url = f"http://127.0.0.1:{server.port}/api/annotation/1?token={TOKEN}"
-    async with ClientSession() as s, s.post(url, data=body, headers={"Content-Type": "application/json",
-                                                                      **headers}) as r:  # fmt: skip
+    async with (
+        ClientSession() as s,
+        s.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as r,
+    ):
         return r.status, await r.json()
 
 
 async def _etag(server) -> str:
-    async with ClientSession() as s, s.get(f"http://127.0.0.1:{server.port}/api/annotation/1?token={TOKEN}") as r:
+    async with (
+        ClientSession() as s,
+        s.get(f"http://127.0.0.1:{server.port}/api/annotation/1?token={TOKEN}") as r,
+    ):
         return (await r.json())["etag"]
 
 
@@ -77,27 +92,47 @@ async def test_hostile_save_bodies_are_400_with_one_line_and_nothing_written(ser
     long_int = b'{"etag": "x", "keypoints": [' + b"7" * 5000 + b"]}"
     kp400 = [int("9" * 400)] + [20.0, 2] * 25
     cases = [
-        (deep, f"request body: invalid JSON at line 1 column {deep.index(b'[') + 500}: arrays/objects nested "
-               "more than 500 levels deep"),
-        (long_int, f"request body: invalid JSON at line 1 column {long_int.index(b'7') + 1}: an integer of more "
-                   "than 4300 digits"),
-        (json.dumps({"etag": etag, "keypoints": kp400}).encode(),
-         f"field 'keypoints': value 0 (Nose x) = {'9' * 37}... (400 characters), expected a finite number"),
+        (
+            deep,
+            f"request body: invalid JSON at line 1 column {deep.index(b'[') + 500}: arrays/objects nested "
+            "more than 500 levels deep",
+        ),
+        (
+            long_int,
+            f"request body: invalid JSON at line 1 column {long_int.index(b'7') + 1}: an integer of more "
+            "than 4300 digits",
+        ),
+        (
+            json.dumps({"etag": etag, "keypoints": kp400}).encode(),
+            f"field 'keypoints': value 0 (Nose x) = {'9' * 37}... (400 characters), expected a finite number",
+        ),
         (b"\xff\xfe{}", "request body: not UTF-8 text (byte 0: invalid start byte)"),
-    ]  # fmt: skip
+    ]
     for body, message in cases:
         status, answer = await _save(server, body, _origin(server))
         assert (status, answer) == (400, {"error": message})
     assert _sha(dataset / DATA) == before
     # the same server still saves a good edit
     kp = [30.0, 40.0, 2] + _coco()["annotations"][0]["keypoints"][3:]
-    status, answer = await _save(server, json.dumps({"etag": etag, "keypoints": kp}).encode(), _origin(server))
+    status, answer = await _save(
+        server, json.dumps({"etag": etag, "keypoints": kp}).encode(), _origin(server)
+    )
     assert status == 200 and answer["changed"] == [0]
 
 
 # ------------------------------------------------------------------------------------- Host and Origin
-@pytest.mark.parametrize("host", ["evil.example:{port}", "127.0.0.1:{other}", "127.0.0.1", "localhost.evil:{port}",
-                                  "127.0.0.2:{port}", "0.0.0.0:{port}", ""])  # fmt: skip
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example:{port}",
+        "127.0.0.1:{other}",
+        "127.0.0.1",
+        "localhost.evil:{port}",
+        "127.0.0.2:{port}",
+        "0.0.0.0:{port}",
+        "",
+    ],
+)
 async def test_a_foreign_host_header_is_refused(server, host: str) -> None:
     """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 sends Host: evil.example."""
     value = host.format(port=server.port, other=server.port + 1)
@@ -106,8 +141,10 @@ async def test_a_foreign_host_header_is_refused(server, host: str) -> None:
         assert r.status == 403
         error = (await r.json())["error"]
     allowed = ", ".join(sorted(f"{h}:{server.port}" for h in ("127.0.0.1", "localhost", "[::1]")))
-    assert error == (f"Host {value!r} is not this server ({allowed}): refused, as a page of another site "
-                     "rebinding its name to this address would be")  # fmt: skip
+    assert error == (
+        f"Host {value!r} is not this server ({allowed}): refused, as a page of another site "
+        "rebinding its name to this address would be"
+    )
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "[::1]:{port}"])
@@ -117,8 +154,17 @@ async def test_loopback_host_names_are_served(server, host: str) -> None:
         assert r.status == 200 and (await r.json())["count"] == 1
 
 
-@pytest.mark.parametrize("origin", [None, "null", "http://evil.example", "http://127.0.0.1:{other}",
-                                    "https://127.0.0.1:{port}", "http://127.0.0.1:{port}.evil.example"])  # fmt: skip
+@pytest.mark.parametrize(
+    "origin",
+    [
+        None,
+        "null",
+        "http://evil.example",
+        "http://127.0.0.1:{other}",
+        "https://127.0.0.1:{port}",
+        "http://127.0.0.1:{port}.evil.example",
+    ],
+)
 async def test_a_save_from_another_origin_is_refused(server, dataset: Path, origin: str | None) -> None:
     before = _sha(dataset / DATA)
     etag = await _etag(server)
@@ -126,8 +172,13 @@ async def test_a_save_from_another_origin_is_refused(server, dataset: Path, orig
     body = json.dumps({"etag": etag, "rejected": True}).encode()
     status, answer = await _save(server, body, headers)
     shown = repr(headers.get("Origin", ""))
-    assert (status, answer) == (403, {"error": f"POST with Origin {shown}: changes are accepted only from the "
-                                               f"review page itself (Origin http://127.0.0.1:{server.port})"})
+    assert (status, answer) == (
+        403,
+        {
+            "error": f"POST with Origin {shown}: changes are accepted only from the "
+            f"review page itself (Origin http://127.0.0.1:{server.port})"
+        },
+    )
     assert _sha(dataset / DATA) == before
     for good in (f"http://127.0.0.1:{server.port}", f"http://localhost:{server.port}"):
         status, answer = await _save(server, body, {"Origin": good})
@@ -166,15 +217,26 @@ async def test_a_hostile_annotation_on_disk_is_a_400_not_a_500(dataset: Path) ->
         async with ClientSession() as s, s.get(f"http://127.0.0.1:{srv.port}/api/page/0?token={TOKEN}") as r:
             assert r.status == 200
         kp = [30.0, 40.0, 2] + _coco()["annotations"][0]["keypoints"][3:]
-        status, answer = await _save(srv, json.dumps({"etag": await _etag(srv), "keypoints": kp}).encode(),
-                                     _origin(srv))  # fmt: skip
-        assert (status, answer) == (400, {"error": "annotation id 1: the stored field 'keypoints' is not 51 finite "
-                                                   "numbers, so an edit cannot be merged; fix the file first (`p2m "
-                                                   "annotate validate` names the problem)"})  # fmt: skip
-        status, answer = await _save(srv, json.dumps({"etag": await _etag(srv), "rejected": True}).encode(),
-                                     _origin(srv))  # fmt: skip
-        assert status == 200 and answer["annotation"]["review"]["status"] == "rejected"  # rejecting still works
+        status, answer = await _save(
+            srv, json.dumps({"etag": await _etag(srv), "keypoints": kp}).encode(), _origin(srv)
+        )
+        assert (status, answer) == (
+            400,
+            {
+                "error": "annotation id 1: the stored field 'keypoints' is not 51 finite "
+                "numbers, so an edit cannot be merged; fix the file first (`p2m "
+                "annotate validate` names the problem)"
+            },
+        )
+        status, answer = await _save(
+            srv, json.dumps({"etag": await _etag(srv), "rejected": True}).encode(), _origin(srv)
+        )
+        assert (
+            status == 200 and answer["annotation"]["review"]["status"] == "rejected"
+        )  # rejecting still works
     finally:
         await srv.close()
     assert _sha(dataset / DATA) != before  # the rejection was saved ...
-    assert json.loads((dataset / DATA).read_text())["annotations"][0]["keypoints"][0] == int("9" * 400)  # ... only it
+    assert json.loads((dataset / DATA).read_text())["annotations"][0]["keypoints"][0] == int(
+        "9" * 400
+    )  # ... only it

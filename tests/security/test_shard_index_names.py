@@ -30,8 +30,15 @@ def _dataset(root: Path) -> Path:
                 X = rng.normal(0, 300, (17, 3)) + [0.0, 0.0, 900.0]
                 j2d = np.c_[cam.project(X), np.full(17, 2.0)]
                 ann = {"bbox": bbox_from_joints(j2d), "keypoints": j2d.copy(), "joints_2d_h36m": j2d}
-                image = {"file_name": f"S{s}/{f}.jpg", "width": 1000, "height": 1000, "action_idx": 2,
-                         "subaction_idx": 1, "cam_idx": 1, "frame_idx": f}  # fmt: skip
+                image = {
+                    "file_name": f"S{s}/{f}.jpg",
+                    "width": 1000,
+                    "height": 1000,
+                    "action_idx": 2,
+                    "subaction_idx": 1,
+                    "cam_idx": 1,
+                    "frame_idx": f,
+                }
                 w.add_frame(s, image, [ann], joints_3d_world=X)
     return root
 
@@ -55,10 +62,13 @@ def _tampered(clean: Path, dst: Path, name: str) -> Path:
 
 
 def _p2m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    )
     env.setdefault("P2M_CACHE_DIR", str(REPO / ".cache"))
-    return subprocess.run([sys.executable, "-m", "p2m", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "p2m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_a_pipe_command_in_index_json_is_refused_and_never_runs(clean, tmp_path):
@@ -70,19 +80,44 @@ def test_a_pipe_command_in_index_json_is_refused_and_never_runs(clean, tmp_path)
         _p2m("shard", "verify", "index.json", cwd=shards),
         _p2m("shard", "verify", str(shards / "index.json"), cwd=tmp_path),
         _p2m("shard", "info", ".", cwd=shards),
-        _p2m("train", "--config", str(config), "--data", ".", "--out", str(tmp_path / "run"), "--device", "cpu",
-             "--no-progress", "--set", "train.val_split=null", cwd=shards),  # fmt: skip
+        _p2m(
+            "train",
+            "--config",
+            str(config),
+            "--data",
+            ".",
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--set",
+            "train.val_split=null",
+            cwd=shards,
+        ),
     ]
     for proc in runs:
         assert proc.returncode == 1, proc.stdout + proc.stderr
-        assert "splits.train.shards[0].name 'pipe:touch pwned' is not a shard file name" in proc.stderr + proc.stdout
+        assert (
+            "splits.train.shards[0].name 'pipe:touch pwned' is not a shard file name"
+            in proc.stderr + proc.stdout
+        )
         assert "Traceback" not in proc.stderr
     assert not (shards / "pwned").exists() and not (tmp_path / "pwned").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("name", ["../train-000000.tar", "/etc/passwd", "https://127.0.0.1/train-000000.tar",
-                                  "test-000000.tar", "train-000000.tar\n", "train-٠٠٠٠٠٠.tar"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../train-000000.tar",
+        "/etc/passwd",
+        "https://127.0.0.1/train-000000.tar",
+        "test-000000.tar",
+        "train-000000.tar\n",
+        "train-٠٠٠٠٠٠.tar",
+    ],
+)
 def test_names_outside_the_folder_or_of_another_split_are_refused(clean, tmp_path, name):
     from p2m.errors import ShardError
     from p2m.shards import load_index, make_loader, verify_shards

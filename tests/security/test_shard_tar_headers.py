@@ -32,8 +32,15 @@ def _dataset(root: Path) -> Path:
             X = rng.normal(0, 300, (17, 3)) + [0.0, 0.0, 900.0]
             j2d = np.c_[cam.project(X), np.full(17, 2.0)]
             ann = {"bbox": bbox_from_joints(j2d), "keypoints": j2d.copy(), "joints_2d_h36m": j2d}
-            image = {"file_name": f"{f}.jpg", "width": 1000, "height": 1000, "action_idx": 2, "subaction_idx": 1,
-                     "cam_idx": 1, "frame_idx": f}  # fmt: skip
+            image = {
+                "file_name": f"{f}.jpg",
+                "width": 1000,
+                "height": 1000,
+                "action_idx": 2,
+                "subaction_idx": 1,
+                "cam_idx": 1,
+                "frame_idx": f,
+            }
             w.add_frame(1, image, [ann], joints_3d_world=X)
     return root
 
@@ -79,7 +86,9 @@ def _read_in_child(shards: Path) -> subprocess.CompletedProcess:
         except P2MError as exc:
             print("P2MError:", exc)
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    )
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
 
 

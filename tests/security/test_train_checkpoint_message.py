@@ -22,9 +22,11 @@ class _RunsCode:
         return (os.system, ("touch pwned",))
 
 
-@pytest.mark.parametrize(("payload", "named"), [(Fraction(1, 3), "GLOBAL fractions.Fraction"),
-                                               (_RunsCode(), f"GLOBAL {os.system.__module__}.system")],
-                         ids=["foreign class", "code on load"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("payload", "named"),
+    [(Fraction(1, 3), "GLOBAL fractions.Fraction"), (_RunsCode(), f"GLOBAL {os.system.__module__}.system")],
+    ids=["foreign class", "code on load"],
+)
 def test_refusal_names_the_object_and_gives_no_unsafe_advice(tmp_path, payload, named, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "hostile.pt"

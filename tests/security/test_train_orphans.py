@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and a parent-death signal (Linux)"),
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="needs /proc and a parent-death signal (Linux)"
+    ),
 ]
 
 
@@ -33,8 +35,15 @@ def _dataset(root: Path) -> Path:
             X = rng.normal(0, 300, (17, 3)) + [0.0, 0.0, 900.0]
             j2d = np.c_[cam.project(X), np.full(17, 2.0)]
             ann = {"bbox": bbox_from_joints(j2d), "keypoints": j2d.copy(), "joints_2d_h36m": j2d}
-            image = {"file_name": f"{f}.jpg", "width": 1000, "height": 1000, "action_idx": 2, "subaction_idx": 1,
-                     "cam_idx": 1, "frame_idx": f}  # fmt: skip
+            image = {
+                "file_name": f"{f}.jpg",
+                "width": 1000,
+                "height": 1000,
+                "action_idx": 2,
+                "subaction_idx": 1,
+                "cam_idx": 1,
+                "frame_idx": f,
+            }
             w.add_frame(1, image, [ann], joints_3d_world=X)
     return root
 
@@ -74,18 +83,44 @@ def _wait_for(condition, timeout: float) -> bool:
 
 def test_sigkill_of_a_training_run_leaves_no_worker(tmp_path):
     build_shards([_dataset(tmp_path / "ds")], tmp_path / "shards", maxcount=64, progress=False)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-               OMP_NUM_THREADS="1")  # fmt: skip
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+        OMP_NUM_THREADS="1",
+    )
     env.setdefault("P2M_CACHE_DIR", str(REPO / ".cache"))
-    cmd = [sys.executable, "-m", "p2m", "train", "--config", str(REPO / "configs" / "tiny_posenet.yaml"),
-           "--data", str(tmp_path / "shards"), "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress",
-           "--set", "train.num_workers=2", "--set", "train.batch_size=8", "--set", "train.epochs=1000",
-           "--set", "train.val_split=null", "--set", "train.ckpt_every_steps=0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "p2m",
+        "train",
+        "--config",
+        str(REPO / "configs" / "tiny_posenet.yaml"),
+        "--data",
+        str(tmp_path / "shards"),
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--set",
+        "train.num_workers=2",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.epochs=1000",
+        "--set",
+        "train.val_split=null",
+        "--set",
+        "train.ckpt_every_steps=0",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     workers: list[int] = []
     try:
         # training has started once metrics are logged; by then both workers exist
-        assert _wait_for(lambda: (tmp_path / "run" / "metrics.jsonl").exists() or proc.poll() is not None, 120)
+        assert _wait_for(
+            lambda: (tmp_path / "run" / "metrics.jsonl").exists() or proc.poll() is not None, 120
+        )
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         assert _wait_for(lambda: len(_children(proc.pid)) >= 2, 30)
         workers = _children(proc.pid)

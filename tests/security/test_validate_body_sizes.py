@@ -71,8 +71,10 @@ def test_shard_refuses_the_wrong_length_and_writes_no_shard(dataset: Path, tmp_p
     # `p2m shard` validates first (validate's words) and writes nothing at all
     result = CliRunner().invoke(main, ["shard", str(dataset), "--out", str(out)])
     assert result.exit_code == 1, result.output
-    assert result.output == (f"Error: {dataset}: not a valid dataset, nothing written: {PARAMS}: id {frame}: "
-                             f"body_param: {message}; see `p2m annotate validate {dataset}`\n")  # fmt: skip
+    assert result.output == (
+        f"Error: {dataset}: not a valid dataset, nothing written: {PARAMS}: id {frame}: "
+        f"body_param: {message}; see `p2m annotate validate {dataset}`\n"
+    )
     assert not out.exists()
     # without that check, the layout reader refuses it too
     result = CliRunner().invoke(main, ["shard", str(dataset), "--out", str(out), "--no-validate"])
@@ -88,11 +90,26 @@ def test_writer_refuses_the_wrong_length(tmp_path: Path) -> None:
 
     with pytest.raises(LayoutError, match=r"body_param: field 'pose' has 1 number, expected 93 for anny rig"):
         with DatasetWriter(tmp_path, "x") as w:
-            w.add_frame(1, {"file_name": "a.jpg", "width": 10, "height": 10, "action_idx": 1, "subaction_idx": 1,
-                            "cam_idx": 1, "frame_idx": 0},
-                        [{"bbox": [0, 0, 1, 1], "keypoints": [[0, 0, 0]] * 17, "joints_2d_h36m": [[0, 0, 0]] * 17}],
-                        body_param={"model": "anny", "rig": "cmu_mb", "pose": [0.1], "shape": [0.5] * 6,
-                                    "trans": [0, 0, 0]})  # fmt: skip
+            w.add_frame(
+                1,
+                {
+                    "file_name": "a.jpg",
+                    "width": 10,
+                    "height": 10,
+                    "action_idx": 1,
+                    "subaction_idx": 1,
+                    "cam_idx": 1,
+                    "frame_idx": 0,
+                },
+                [{"bbox": [0, 0, 1, 1], "keypoints": [[0, 0, 0]] * 17, "joints_2d_h36m": [[0, 0, 0]] * 17}],
+                body_param={
+                    "model": "anny",
+                    "rig": "cmu_mb",
+                    "pose": [0.1],
+                    "shape": [0.5] * 6,
+                    "trans": [0, 0, 0],
+                },
+            )
     assert not (tmp_path / "annotations").exists()
 
 
@@ -100,8 +117,10 @@ def test_unknown_rig_is_a_warning_not_a_problem(dataset: Path) -> None:
     _edit_first_frame(dataset, lambda p: p.update(rig="my_rig", pose=[0.1] * 7))
     result = CliRunner().invoke(main, ["annotate", "validate", str(dataset)])
     assert result.exit_code == 0, result.output
-    assert (f"warning {PARAMS}: body model 'anny' rig 'my_rig': p2m does not know its parameter sizes, so the "
-            "lengths of pose and shape were not checked") in result.output.splitlines()
+    assert (
+        f"warning {PARAMS}: body model 'anny' rig 'my_rig': p2m does not know its parameter sizes, so the "
+        "lengths of pose and shape were not checked"
+    ) in result.output.splitlines()
 
 
 def test_the_size_table_matches_the_real_body_model(body_369) -> None:

@@ -32,8 +32,18 @@ def _coco() -> dict[str, Any]:
         kp += [10.0 + i, 20.0 + i, 2]
     return {
         "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
-        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 50, 50], "area": 2500.0,
-                         "iscrowd": 0, "keypoints": kp, "num_keypoints": 17}],  # fmt: skip
+        "annotations": [
+            {
+                "id": 5,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 1, 50, 50],
+                "area": 2500.0,
+                "iscrowd": 0,
+                "keypoints": kp,
+                "num_keypoints": 17,
+            }
+        ],
         "categories": [{"id": 1, "name": "person"}],
         "licenses": [],
     }
@@ -83,8 +93,11 @@ CASES: dict[str, tuple[str, Callable[[str], str], str]] = {
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture

@@ -18,11 +18,28 @@ CAM_IDS = {1: 54138969, 2: 55011271}  # Human3.6M camera names, used in the dott
 
 
 def _pose(rng: np.random.Generator) -> np.ndarray:
-    base = np.array([
-        [0, 0, 900], [-130, 0, 900], [-130, 0, 480], [-130, 0, 60], [130, 0, 900], [130, 0, 480], [130, 0, 60],
-        [0, 0, 1150], [0, 0, 1400], [0, -80, 1500], [0, 0, 1650], [180, 0, 1400], [200, 0, 1120], [210, 0, 860],
-        [-180, 0, 1400], [-200, 0, 1120], [-210, 0, 860],
-    ], dtype=float)  # fmt: skip
+    base = np.array(
+        [
+            [0, 0, 900],
+            [-130, 0, 900],
+            [-130, 0, 480],
+            [-130, 0, 60],
+            [130, 0, 900],
+            [130, 0, 480],
+            [130, 0, 60],
+            [0, 0, 1150],
+            [0, 0, 1400],
+            [0, -80, 1500],
+            [0, 0, 1650],
+            [180, 0, 1400],
+            [200, 0, 1120],
+            [210, 0, 860],
+            [-180, 0, 1400],
+            [-200, 0, 1120],
+            [-210, 0, 860],
+        ],
+        dtype=float,
+    )
     return base + rng.normal(0, 30, base.shape)
 
 
@@ -45,8 +62,16 @@ def gradient_jpeg(w: int = 1000, h: int = 1000) -> bytes:
     return bio.getvalue()
 
 
-def write_h36m_like(root: Path, name: str = "h36m", subjects=(1, 5, 9), frames: int = 4, model: str = "anny",
-                    pose_len: int = 93, images: bool = False, seed: int = 0) -> Path:  # fmt: skip
+def write_h36m_like(
+    root: Path,
+    name: str = "h36m",
+    subjects=(1, 5, 9),
+    frames: int = 4,
+    model: str = "anny",
+    pose_len: int = 93,
+    images: bool = False,
+    seed: int = 0,
+) -> Path:
     """Human3.6M-style: 2 cameras, 3D joints, body parameters; image files named like
     ``S1_Directions_1.54138969_000001.jpg`` (dots inside the name)."""
     rng = np.random.default_rng(seed)
@@ -56,16 +81,26 @@ def write_h36m_like(root: Path, name: str = "h36m", subjects=(1, 5, 9), frames: 
                 w.add_camera(s, cam_idx, cam)
             for f in range(frames):
                 X = _pose(rng)
-                params = {"model": model, "pose": rng.normal(size=pose_len).tolist(),
-                          "shape": rng.normal(size=10 if model == "smpl" else 6).tolist(),  # as the model needs
-                          "trans": [0.0, 0.0, 0.9]}  # fmt: skip
+                params = {
+                    "model": model,
+                    "pose": rng.normal(size=pose_len).tolist(),
+                    "shape": rng.normal(size=10 if model == "smpl" else 6).tolist(),  # as the model needs
+                    "trans": [0.0, 0.0, 0.9],
+                }
                 for cam_idx, cam in H36M_CAMS.items():
                     fname = f"S{s}/S{s}_Directions_1.{CAM_IDS[cam_idx]}_{f + 1:06d}.jpg"
                     if images:
                         (root / "images" / fname).parent.mkdir(parents=True, exist_ok=True)
                         (root / "images" / fname).write_bytes(gradient_jpeg())
-                    image = {"file_name": fname, "width": 1000, "height": 1000, "action_idx": 2,
-                             "subaction_idx": 1, "cam_idx": cam_idx, "frame_idx": f}  # fmt: skip
+                    image = {
+                        "file_name": fname,
+                        "width": 1000,
+                        "height": 1000,
+                        "action_idx": 2,
+                        "subaction_idx": 1,
+                        "cam_idx": cam_idx,
+                        "frame_idx": f,
+                    }
                     j2d = np.c_[cam.project(X), np.full(17, 2.0)]
                     w.add_frame(s, image, [_annotation(j2d)], joints_3d_world=X, body_param=params)
     return root
@@ -76,9 +111,17 @@ def write_photos(root: Path, name: str = "crawl", photos: int = 3, seed: int = 1
     rng = np.random.default_rng(seed)
     with DatasetWriter(root, name, info={"version": "test"}) as w:
         for i in range(photos):
-            image = {"file_name": f"p{i}.jpg", "width": 640, "height": 480, "action_idx": 0, "subaction_idx": 0,
-                     "cam_idx": i + 1, "frame_idx": 0, "source_url": f"http://127.0.0.1/p{i}.jpg",
-                     "license": "CC0-1.0"}  # fmt: skip
+            image = {
+                "file_name": f"p{i}.jpg",
+                "width": 640,
+                "height": 480,
+                "action_idx": 0,
+                "subaction_idx": 0,
+                "cam_idx": i + 1,
+                "frame_idx": 0,
+                "source_url": f"http://127.0.0.1/p{i}.jpg",
+                "license": "CC0-1.0",
+            }
             anns = [_annotation(np.c_[rng.uniform(50, 400, (17, 2)), np.full(17, 2.0)]) for _ in range(2)]
             w.add_frame(1, image, anns)
     return root

@@ -17,9 +17,13 @@ def test_tar_members_are_standard_ustar():
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         infos = tf.getmembers()
         assert [(i.name, i.size, i.mtime, i.mode, i.uname) for i in infos] == [
-            ("k_s001.json", 8, 0, 0o444, "p2m"), ("k_s001.npy", 700, 0, 0o444, "p2m")]  # fmt: skip
+            ("k_s001.json", 8, 0, 0o444, "p2m"),
+            ("k_s001.npy", 700, 0, 0o444, "p2m"),
+        ]
         assert tf.extractfile(infos[1]).read() == b"x" * 700
-    assert list(iter_tar_samples(io.BytesIO(data), check=True)) == [("k_s001", {"json": b'{"a": 1}', "npy": b"x" * 700})]
+    assert list(iter_tar_samples(io.BytesIO(data), check=True)) == [
+        ("k_s001", {"json": b'{"a": 1}', "npy": b"x" * 700})
+    ]
     with pytest.raises(TarStreamError, match="truncated"):
         list(iter_tar_samples(io.BytesIO(data[:900])))
     bad = bytearray(data)
@@ -30,8 +34,11 @@ def test_tar_members_are_standard_ustar():
 
 def test_a_record_is_what_numpy_writes():
     fields = (("j2d", "<f4", (17, 3)), ("bbox", "<f4", (4,)), ("model", "S11", ()))
-    values = {"j2d": np.arange(51, dtype=np.float32).reshape(17, 3), "bbox": np.ones(4, np.float32),
-              "model": np.array(b"anny/cmu_mb")}  # fmt: skip
+    values = {
+        "j2d": np.arange(51, dtype=np.float32).reshape(17, 3),
+        "bbox": np.ones(4, np.float32),
+        "model": np.array(b"anny/cmu_mb"),
+    }
     head, size = record_header(fields)
     blob = head + b"".join(values[name].tobytes() for name, _, _ in fields)
     assert len(blob) == len(head) + size and len(head) % 16 == 0

@@ -28,7 +28,10 @@ def _both(monkeypatch, inputs: list[Path], tmp_path: Path, **kwargs) -> tuple[di
     index = [json.loads((tmp_path / d / "index.json").read_text())["splits"] for d in ("fast", "slow")]
     assert index[0] == index[1]
     drop = ("duration_s", "out", "index")
-    return ({k: v for k, v in fast.items() if k not in drop}, {k: v for k, v in slow.items() if k not in drop})
+    return (
+        {k: v for k, v in fast.items() if k not in drop},
+        {k: v for k, v in slow.items() if k not in drop},
+    )
 
 
 def _taken(inputs: list[Path]) -> list[bool]:
@@ -62,7 +65,9 @@ def test_odd_files_go_down_the_per_sample_path_with_the_same_result(datasets, mo
     def s1(data):  # a 2D joint given as a string and a flat bbox of 3: numpy's rules decide, as before
         data["annotations"][0]["joints_2d_h36m"][3][0] = "12.5"
         data["annotations"][1]["bbox"] = [1, 2, 3]
-        data["annotations"][2]["joints_2d_h36m"] = sum(data["annotations"][2]["joints_2d_h36m"], [])  # flat 51
+        data["annotations"][2]["joints_2d_h36m"] = sum(
+            data["annotations"][2]["joints_2d_h36m"], []
+        )  # flat 51
 
     def s5(data):  # an extra person on an image, ids as the layout allows, an int bbox
         extra = dict(data["annotations"][0], id=999, bbox=[10, 20, 30, 40])
@@ -70,10 +75,15 @@ def test_odd_files_go_down_the_per_sample_path_with_the_same_result(datasets, mo
 
     _edit(ann / "h36m_subject1_data.json", s1)
     _edit(ann / "h36m_subject5_data.json", s5)
-    _edit(ann / "h36m_subject5_joint_3d.json", lambda d: d["2"]["1"]["2"][4].__setitem__(0, 1e39))  # inf in camera
-    _edit(ann / "h36m_subject5_body_param.json", lambda d: d["2"]["1"]["1"].update(shape=[1e39] * 6))  # left out
-    (ann / "h36m_subject9_data.json").write_text((ann / "h36m_subject9_data.json").read_text()
-                                                 .replace('"iscrowd":0', '"iscrowd":NaN', 1))  # fmt: skip
+    _edit(
+        ann / "h36m_subject5_joint_3d.json", lambda d: d["2"]["1"]["2"][4].__setitem__(0, 1e39)
+    )  # inf in camera
+    _edit(
+        ann / "h36m_subject5_body_param.json", lambda d: d["2"]["1"]["1"].update(shape=[1e39] * 6)
+    )  # left out
+    (ann / "h36m_subject9_data.json").write_text(
+        (ann / "h36m_subject9_data.json").read_text().replace('"iscrowd":0', '"iscrowd":NaN', 1)
+    )
     assert _taken([ds]) == [False, True, False]
     fast, slow = _both(monkeypatch, [ds], tmp_path, maxcount=4)
     assert fast == slow and fast["samples/written"] == 27 and fast["samples/skipped/bad_bbox"] == 1
@@ -84,11 +94,15 @@ def test_errors_are_the_per_sample_paths(datasets, tmp_path):
     ds = _copy(datasets["h36m"], tmp_path / "bad")
     ann = ds / "annotations"
     _edit(ann / "h36m_subject5_body_param.json", lambda d: d["2"]["1"]["3"].update(pose=[0.0] * 5))
-    with pytest.raises(LayoutError, match=r"h36m_subject5_body_param.json: frame 2/1/3: field 'pose' has 5 numbers"):
+    with pytest.raises(
+        LayoutError, match=r"h36m_subject5_body_param.json: frame 2/1/3: field 'pose' has 5 numbers"
+    ):
         build_shards([ds], tmp_path / "out")
     _edit(ann / "h36m_subject5_body_param.json", lambda d: d["2"]["1"]["3"].update(pose=[0.0] * 93))
     cams = json.loads((ann / "h36m_subject5_camera.json").read_text())
     del cams["2"]
     (ann / "h36m_subject5_camera.json").write_text(json.dumps(cams))
-    with pytest.raises(LayoutError, match=r"h36m_subject5_data.json: image id \d+: field 'cam_idx' = 2 is not in"):
+    with pytest.raises(
+        LayoutError, match=r"h36m_subject5_data.json: image id \d+: field 'cam_idx' = 2 is not in"
+    ):
         build_shards([ds], tmp_path / "out2")

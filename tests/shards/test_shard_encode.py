@@ -88,18 +88,35 @@ CAM = Camera.look_at([0.0, -4500.0, 1500.0], [0.0, 0.0, 900.0], f=[1145.0, 1144.
 
 def _sample(image: dict | None = None, ann: dict | None = None, world=None, body=None, camera=CAM) -> Sample:
     world = np.asarray(J17) + [0.0, 0.0, 900.0] if world is None else world
-    img = {"id": 7, "file_name": 'S1/a "quoted" \u00e9.jpg', "width": 1000.0, "height": 1000, "action_idx": 2,
-           "subaction_idx": 1, "cam_idx": 1, "frame_idx": 3, **(image or {})}  # fmt: skip
+    img = {
+        "id": 7,
+        "file_name": 'S1/a "quoted" \u00e9.jpg',
+        "width": 1000.0,
+        "height": 1000,
+        "action_idx": 2,
+        "subaction_idx": 1,
+        "cam_idx": 1,
+        "frame_idx": 3,
+        **(image or {}),
+    }
     annotation = {"id": "ann-7", "bbox": [10.1, 20.2, 300.3, 400.4], "joints_2d_h36m": J17, **(ann or {})}
     return Sample(
-        dataset="h36m", subject=1, image=img, annotation=annotation, images_dir=Path("/nonexistent"),
-        camera=camera, joints_3d_world=world, joints_3d_cam=None if camera is None else camera.world_to_camera(world),
+        dataset="h36m",
+        subject=1,
+        image=img,
+        annotation=annotation,
+        images_dir=Path("/nonexistent"),
+        camera=camera,
+        joints_3d_world=world,
+        joints_3d_cam=None if camera is None else camera.world_to_camera(world),
         body_param=body,
-    )  # fmt: skip
+    )
 
 
 def _encode(sample: Sample, encoder: SampleEncoder | None = None):
-    job = Job("train", "h36m_s001_k", "h36m", 0, sample, camera_json(sample.camera), camera_array(sample.camera))
+    job = Job(
+        "train", "h36m_s001_k", "h36m", 0, sample, camera_json(sample.camera), camera_array(sample.camera)
+    )
     enc = (encoder or SampleEncoder(EncodeOptions(with_meta=True))).encode(job)
     if enc.skip:
         return enc, None, None
@@ -117,11 +134,26 @@ def test_json_member_holds_the_fields_as_json_would_write_them():
     enc, meta, arrays = _encode(s)
     bbox = arrays["bbox"]
     assert meta == {
-        "key": "h36m_s001_k", "source": "h36m", "image_id": 7, "ann_id": "ann-7", "subject": 1, "action": 2,
-        "subaction": 1, "cam": 1, "frame": 3, "person": 0, "file_name": 'S1/a "quoted" \u00e9.jpg',
-        "width": 1000.0, "height": 1000, "bbox": meta["bbox"], "body_model": "anny", "body_rig": "cmu_mb",
-        "source_url": "http://127.0.0.1/a.jpg", "license": "CC0-1.0", "camera": CAM.to_dict(),
-    }  # fmt: skip
+        "key": "h36m_s001_k",
+        "source": "h36m",
+        "image_id": 7,
+        "ann_id": "ann-7",
+        "subject": 1,
+        "action": 2,
+        "subaction": 1,
+        "cam": 1,
+        "frame": 3,
+        "person": 0,
+        "file_name": 'S1/a "quoted" \u00e9.jpg',
+        "width": 1000.0,
+        "height": 1000,
+        "bbox": meta["bbox"],
+        "body_model": "anny",
+        "body_rig": "cmu_mb",
+        "source_url": "http://127.0.0.1/a.jpg",
+        "license": "CC0-1.0",
+        "camera": CAM.to_dict(),
+    }
     assert np.array_equal(np.asarray(meta["bbox"], np.float32), bbox)  # the record's float32 values exactly
     assert bbox.tolist() == pytest.approx(s.annotation["bbox"])
     assert np.array_equal(arrays["j2d"], np.asarray(J17, np.float32))
@@ -142,9 +174,14 @@ def test_bad_values_skip_the_sample_or_drop_the_body_field():
         assert _encode(_sample(world=world))[0].skip == "bad_joints_3d"
     assert _encode(_sample(ann={"bbox": [1.0, 2.0, 3.0]}))[0].skip == "bad_bbox"
     # a body field that is not finite is left out; the others stay
-    enc, meta, arrays = _encode(_sample(body={"model": "smpl", "pose": [0.1, float("nan")], "shape": [1.0],
-                                              "trans": [0.0, 0.0, 1.0]}))  # fmt: skip
-    assert "pose" not in arrays and arrays["shape"].shape == (1,) and enc.body_shapes == {"shape": [1], "trans": [3]}
+    enc, meta, arrays = _encode(
+        _sample(body={"model": "smpl", "pose": [0.1, float("nan")], "shape": [1.0], "trans": [0.0, 0.0, 1.0]})
+    )
+    assert (
+        "pose" not in arrays
+        and arrays["shape"].shape == (1,)
+        and enc.body_shapes == {"shape": [1], "trans": [3]}
+    )
     # no camera: no j3d, no cam, no R, camera null; no body: no model
     enc, meta, arrays = _encode(_sample(camera=None))
     assert sorted(arrays) == ["bbox", "j2d"] and meta["camera"] is None and meta["body_model"] is None
@@ -152,7 +189,12 @@ def test_bad_values_skip_the_sample_or_drop_the_body_field():
 
 def test_shared_body_records_are_converted_once_and_encode_the_same():
     encoder = SampleEncoder(EncodeOptions(with_meta=True))
-    body = {"model": "smpl", "pose": RNG.normal(size=72).tolist(), "shape": [0.5] * 10, "trans": [0.0, 0.1, 2.0]}
+    body = {
+        "model": "smpl",
+        "pose": RNG.normal(size=72).tolist(),
+        "shape": [0.5] * 10,
+        "trans": [0.0, 0.1, 2.0],
+    }
     a = _encode(_sample(body=body), encoder)[0]
     b = _encode(_sample(body=body), encoder)[0]  # same record (a frame seen by another camera): cache hit
     c = _encode(_sample(body=json.loads(json.dumps(body))), encoder)[0]  # an equal, separate record

@@ -28,16 +28,29 @@ def _num(i: int, j: int, scale: float = 1.0) -> float:
 
 
 def _camera(cam: int) -> dict:
-    return {"R": ROT[cam], "t": [10.0 * cam, -20.0, 4500.0 + cam], "f": [1145.5, 1144.25 + cam],
-            "c": [512.0, 515.5 - cam]}  # fmt: skip
+    return {
+        "R": ROT[cam],
+        "t": [10.0 * cam, -20.0, 4500.0 + cam],
+        "f": [1145.5, 1144.25 + cam],
+        "c": [512.0, 515.5 - cam],
+    }
 
 
 def _write(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj))
 
 
-def _subject(root: Path, name: str, subject: int, frames: int, *, cams: bool, body: str | None,
-             people: int = 1, quirks: bool = False) -> None:  # fmt: skip
+def _subject(
+    root: Path,
+    name: str,
+    subject: int,
+    frames: int,
+    *,
+    cams: bool,
+    body: str | None,
+    people: int = 1,
+    quirks: bool = False,
+) -> None:
     ann_dir = root / "annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
     images, anns, j3d, params = [], [], {}, {}
@@ -47,27 +60,54 @@ def _subject(root: Path, name: str, subject: int, frames: int, *, cams: bool, bo
         j3d.setdefault("2", {}).setdefault("1", {})[str(f)] = world
         if body == "smpl" and f != 1:  # frame 1 has no body parameters
             params.setdefault("2", {}).setdefault("1", {})[str(f)] = {
-                "pose": [_num(f, j, 0.001) for j in range(72)], "shape": [_num(j, f, 0.01) for j in range(10)],
-                "trans": [0.1 * f, 0.0, 0.9]}  # fmt: skip
+                "pose": [_num(f, j, 0.001) for j in range(72)],
+                "shape": [_num(j, f, 0.01) for j in range(10)],
+                "trans": [0.1 * f, 0.0, 0.9],
+            }
         elif body == "anny":
             params.setdefault("2", {}).setdefault("1", {})[str(f)] = {
-                "model": "anny", "rig": "cmu_mb", "pose": [_num(f, j, 0.001) for j in range(93)],
-                "shape": [0.5, 0.25, 0.125, 0.5, 0.75, 0.5], "trans": [0.0, 0.1 * f, 0.9]}  # fmt: skip
+                "model": "anny",
+                "rig": "cmu_mb",
+                "pose": [_num(f, j, 0.001) for j in range(93)],
+                "shape": [0.5, 0.25, 0.125, 0.5, 0.75, 0.5],
+                "trans": [0.0, 0.1 * f, 0.9],
+            }
         elif body == "other":  # unknown model: sizes unchecked, a nested pose keeps its shape
             params.setdefault("2", {}).setdefault("1", {})[str(f)] = {
-                "model": "mymodel", "pose": [[_num(f, 3 * j + k, 0.001) for k in range(3)] for j in range(5)],
-                "shape": [1.5], "trans": [0.0, 0.0, 1.0]}  # fmt: skip
+                "model": "mymodel",
+                "pose": [[_num(f, 3 * j + k, 0.001) for k in range(3)] for j in range(5)],
+                "shape": [1.5],
+                "trans": [0.0, 0.0, 1.0],
+            }
         for cam in (1, 2):
             image_id = base + 10 * f + cam
-            images.append({"id": image_id, "file_name": f"{name}/S{subject}/c{cam}_{f:04d}.jpg", "width": 1000,
-                           "height": 1002, "action_idx": 2, "subaction_idx": 1, "cam_idx": cam, "frame_idx": f,
-                           "subject": subject})  # fmt: skip
+            images.append(
+                {
+                    "id": image_id,
+                    "file_name": f"{name}/S{subject}/c{cam}_{f:04d}.jpg",
+                    "width": 1000,
+                    "height": 1002,
+                    "action_idx": 2,
+                    "subaction_idx": 1,
+                    "cam_idx": cam,
+                    "frame_idx": f,
+                    "subject": subject,
+                }
+            )
             for p in range(people):
                 n = len(anns)
                 j2d = [[_num(n, j, 5.0), _num(j, n, 5.0), float((j + p) % 3)] for j in range(17)]
-                ann = {"id": base + n + 1, "image_id": image_id, "category_id": 1,
-                       "bbox": [_num(n, 1), _num(n, 2), 40.5 + n, 80.25 + p], "area": 1.0, "iscrowd": 0,
-                       "keypoints": [v for row in j2d for v in row], "num_keypoints": 17, "joints_2d_h36m": j2d}  # fmt: skip
+                ann = {
+                    "id": base + n + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [_num(n, 1), _num(n, 2), 40.5 + n, 80.25 + p],
+                    "area": 1.0,
+                    "iscrowd": 0,
+                    "keypoints": [v for row in j2d for v in row],
+                    "num_keypoints": 17,
+                    "joints_2d_h36m": j2d,
+                }
                 if quirks:
                     kind = n % 9
                     if kind == 1:
@@ -88,8 +128,10 @@ def _subject(root: Path, name: str, subject: int, frames: int, *, cams: bool, bo
                         ann["review"] = {"status": "accepted"}
                         ann["fit_valid"] = True
                 anns.append(ann)
-    _write(ann_dir / f"{name}_subject{subject}_data.json",
-           {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}], "licenses": []})
+    _write(
+        ann_dir / f"{name}_subject{subject}_data.json",
+        {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}], "licenses": []},
+    )
     if cams:
         _write(ann_dir / f"{name}_subject{subject}_camera.json", {str(c): _camera(c) for c in (1, 2)})
         _write(ann_dir / f"{name}_subject{subject}_joint_3d.json", j3d)
@@ -114,8 +156,10 @@ def pinned(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def _shards(out: Path) -> dict[str, list[tuple[str, int, str]]]:
     index = load_index(out)
-    return {s: [(sh["name"], sh["samples"], sh["sha256"][:16]) for sh in rec["shards"]]
-            for s, rec in index["splits"].items()}  # fmt: skip
+    return {
+        s: [(sh["name"], sh["samples"], sh["sha256"][:16]) for sh in rec["shards"]]
+        for s, rec in index["splits"].items()
+    }
 
 
 SPLITS = {"train": "S1,S2", "test": "S3"}

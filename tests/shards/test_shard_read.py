@@ -72,7 +72,9 @@ def test_exact_epoch_in_one_process_matches_webdataset(uneven):
 def test_ranks_and_workers_split_without_repeats_and_with_equal_lengths(uneven, world_size):
     per_rank = []
     for rank in range(world_size):
-        loader = make_loader(uneven, "train", 4, num_workers=2, rank=rank, world_size=world_size, shuffle_buffer=8)
+        loader = make_loader(
+            uneven, "train", 4, num_workers=2, rank=rank, world_size=world_size, shuffle_buffer=8
+        )
         batches = _keys(loader)
         assert len(batches) == len(loader) and all(len(b) == 4 for b in batches)
         per_rank.append([k for b in batches for k in b])
@@ -81,7 +83,9 @@ def test_ranks_and_workers_split_without_repeats_and_with_equal_lengths(uneven, 
     assert len(everything) == len(set(everything))  # no sample twice in an epoch, across ranks and workers
     counts = [sh["samples"] for sh in load_index(uneven)["splits"]["train"]["shards"]]
     shares = [sum(counts[i] for i in b) for b in balance(counts, world_size)]
-    assert sorted(shares) == ([38, 42] if world_size == 2 else [24, 28, 28])  # whole shards per rank, balanced
+    assert sorted(shares) == (
+        [38, 42] if world_size == 2 else [24, 28, 28]
+    )  # whole shards per rank, balanced
     assert len(per_rank[0]) == min(shares) // 2 // 4 * 2 * 4  # full batches per worker of the smallest share
 
 
@@ -110,12 +114,23 @@ def test_resume_mid_epoch_replays_the_rest_exactly(uneven):
 def test_resampled_epochs_have_a_fixed_length(uneven):
     lengths = []
     for rank in range(2):
-        loader = make_loader(uneven, "train", 16, num_workers=2, epoch_length=9, rank=rank, world_size=2, seed=5)
+        loader = make_loader(
+            uneven, "train", 16, num_workers=2, epoch_length=9, rank=rank, world_size=2, seed=5
+        )
         lengths.append([len(_keys(loader)) for _ in range(2)])
     assert lengths == [[9, 9], [9, 9]]  # more batches than one pass over the data holds: resampled
     loader = make_loader(uneven, "train", 16, num_workers=2, epoch_length=9, seed=5)
-    loader.load_state_dict({"epoch": 3, "batch": 4, "seed": 5, "mode": "resampled", "world_size": 1,
-                            "num_workers": 2, "batch_size": 16})  # fmt: skip
+    loader.load_state_dict(
+        {
+            "epoch": 3,
+            "batch": 4,
+            "seed": 5,
+            "mode": "resampled",
+            "world_size": 1,
+            "num_workers": 2,
+            "batch_size": 16,
+        }
+    )
     assert len(_keys(loader)) == 5 and loader.state_dict()["epoch"] == 4
     # a URL list without an index works in resampled mode only
     urls = sorted(str(p) for p in uneven.glob("train-*.tar"))
@@ -136,7 +151,12 @@ def test_body_models_are_collated_one_at_a_time(mixed):
             seen += 1
             src = ref[key]
             assert bool(b["has_body"][i]) == (src.get("model", np.array(b"")).item() == b"smpl")
-            assert bool(b["has_j3d"][i]) == ("j3d" in src) == (not key.startswith("crawl_")) == bool(b["has_cam"][i])
+            assert (
+                bool(b["has_j3d"][i])
+                == ("j3d" in src)
+                == (not key.startswith("crawl_"))
+                == bool(b["has_cam"][i])
+            )
             if not b["has_cam"][i]:  # a photo: no camera, R is the identity
                 assert torch.equal(b["R"][i], torch.eye(3)) and not b["cam"][i].any()
             assert b["meta"][i]["key"] == key
@@ -167,7 +187,9 @@ def test_images_and_bad_configurations(images_dataset, tmp_path, uneven):
 
 def test_streams_from_pipe_file_and_http_urls(uneven):
     urls = sorted(uneven.glob("train-*.tar"))
-    got = make_loader([f"pipe:cat {urls[0]}", f"file://{urls[1]}"], "train", 7, epoch_length=2, shuffle_buffer=0)
+    got = make_loader(
+        [f"pipe:cat {urls[0]}", f"file://{urls[1]}"], "train", 7, epoch_length=2, shuffle_buffer=0
+    )
     assert all(len(k) == 7 for k in _keys(got))
     handler = functools.partial(_QuietHandler, directory=str(uneven))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -218,14 +240,25 @@ def test_position_after_a_finished_epoch_and_rank_from_the_environment(uneven, m
 def test_evaluation_streams_cover_every_sample_once(uneven):
     keys = []
     for rank in range(2):
-        loader = make_loader(uneven, "train", 8, num_workers=2, rank=rank, world_size=2, drop_last=False,
-                             shuffle_buffer=0, shuffle_shards=False)  # fmt: skip
+        loader = make_loader(
+            uneven,
+            "train",
+            8,
+            num_workers=2,
+            rank=rank,
+            world_size=2,
+            drop_last=False,
+            shuffle_buffer=0,
+            shuffle_shards=False,
+        )
         batches = _keys(loader)
         assert len(batches) == len(loader) and all(0 < len(b) <= 8 for b in batches)
         keys += [k for b in batches for k in b]
     assert sorted(keys) == sorted(_reference(uneven)) and len(keys) == 80
     in_order = [sh["first_key"] for sh in load_index(uneven)["splits"]["train"]["shards"]]
-    first = make_loader(uneven, "train", 8, drop_last=False, shuffle_buffer=0, shuffle_shards=False, max_samples=17)
+    first = make_loader(
+        uneven, "train", 8, drop_last=False, shuffle_buffer=0, shuffle_shards=False, max_samples=17
+    )
     got = [k for b in first for k in b["key"]]
     assert len(got) == 17 and got[0] == in_order[0] and got[7] == in_order[1] and got[14] == in_order[2]
     with pytest.raises(ShardError, match="exact epochs"):

@@ -55,9 +55,20 @@ W.build_shards(datasets, out, splits=json.loads(sys.argv[5]), maxcount=4)
 
 def _kill_run(datasets: list[Path], out: Path, mode: str, n: int) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps([str(d) for d in datasets]), str(out), mode, str(n), json.dumps(SPLITS)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            json.dumps([str(d) for d in datasets]),
+            str(out),
+            mode,
+            str(n),
+            json.dumps(SPLITS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
@@ -130,7 +141,11 @@ def test_subjects_before_the_resume_point_only_make_keys(datasets):
     split_of = {1: "train", 5: "train", 9: "test"}
     tasks = plan_tasks(opened, split_of, {"train": "h36m_s005_a002_sa001_c0001_f000003_p00"})
     assert [(t.name, t.subject, t.split, t.mode) for t in tasks] == [
-        ("h36m", 1, "train", "keys"), ("h36m", 5, "train", "encode"), ("h36m", 9, "test", "encode"),
-        ("synth", 1, "train", "encode"), ("synth", 9, "test", "encode")]  # fmt: skip
+        ("h36m", 1, "train", "keys"),
+        ("h36m", 5, "train", "encode"),
+        ("h36m", 9, "test", "encode"),
+        ("synth", 1, "train", "encode"),
+        ("synth", 9, "test", "encode"),
+    ]
     tasks = plan_tasks(opened, {1: "train"}, {"train": "synth_s001_a002_sa001_c0002_f000000_p00"})
     assert [t.mode for t in tasks] == ["keys", "count", "count", "encode", "count"]

@@ -25,8 +25,11 @@ def shard_set(datasets, tmp_path) -> Path:
 def _rewrite(path: Path, change) -> None:
     """Rebuild a tar member by member; ``change(name, data)`` returns the new (name, data) or None to drop it."""
     with path.open("rb") as fh:
-        members = [(f"{key}.{field}", data) for key, fields in iter_tar_samples(fh, str(path))
-                   for field, data in fields.items()]  # fmt: skip
+        members = [
+            (f"{key}.{field}", data)
+            for key, fields in iter_tar_samples(fh, str(path))
+            for field, data in fields.items()
+        ]
     out = []
     for name, data in members:
         new = change(name, data)
@@ -40,8 +43,11 @@ def test_good_set_passes(shard_set):
     assert report.ok, report.format()
     assert report.shards == 8 and report.samples == 30
     info = shard_info(shard_set)
-    assert info["total"] == {"shards": 8, "samples": 30, "bytes": sum((shard_set / f"train-{i:06d}.tar").stat().st_size
-                                                                       for i in range(8))}  # fmt: skip
+    assert info["total"] == {
+        "shards": 8,
+        "samples": 30,
+        "bytes": sum((shard_set / f"train-{i:06d}.tar").stat().st_size for i in range(8)),
+    }
     assert info["splits"]["train"]["sources"] == {"h36m": 30}
 
 
@@ -64,6 +70,7 @@ def test_every_kind_of_damage_is_listed(shard_set):
         return name, data
 
     _rewrite(shards[2], garble_first_npy)
+
     # 3: a field of the wrong shape
     def short_j2d(name: str, data: bytes):
         if not name.endswith(".npy"):
@@ -72,7 +79,9 @@ def test_every_kind_of_damage_is_listed(shard_set):
         fields = [(n, record.dtype[n].base.str, record.dtype[n].shape) for n in record.dtype.names]
         fields[0] = ("j2d", "<f4", (16, 3))
         head, _ = record_header(tuple(fields))
-        return name, head + record["j2d"][:16].tobytes() + b"".join(record[n].tobytes() for n in record.dtype.names[1:])
+        return name, head + record["j2d"][:16].tobytes() + b"".join(
+            record[n].tobytes() for n in record.dtype.names[1:]
+        )
 
     _rewrite(shards[3], short_j2d)
     # 4: the index promises one sample more than the shard holds
@@ -128,9 +137,23 @@ def test_cli_write_is_the_default_action(datasets, tmp_path):
     out = tmp_path / "cli"
     runner = CliRunner()
     # the crawl fixture has no camera file, which `p2m annotate validate` (and so `p2m shard`) rejects
-    result = runner.invoke(main, ["shard", str(datasets["h36m"]), str(datasets["crawl"]), "--out", str(out),
-                                  "--split", "train=S1,S5", "--split", "test=S9", "--maxcount", "8",
-                                  "--no-validate"])  # fmt: skip
+    result = runner.invoke(
+        main,
+        [
+            "shard",
+            str(datasets["h36m"]),
+            str(datasets["crawl"]),
+            "--out",
+            str(out),
+            "--split",
+            "train=S1,S5",
+            "--split",
+            "test=S9",
+            "--maxcount",
+            "8",
+            "--no-validate",
+        ],
+    )
     assert result.exit_code == 0, result.output
     # train: 20 h36m + 3 photos x 2 people = 26 (8+8+8+2), test: 10 (8+2)
     assert "36 samples in 6 new shards" in result.output and "train: 26 samples" in result.output

@@ -34,8 +34,13 @@ def test_key_parts_lose_their_dots():
 
 def test_roundtrip_through_webdataset(datasets, tmp_path):
     out = tmp_path / "shards"
-    stats = build_shards([datasets["h36m"], datasets["synth"], datasets["crawl"]], out,
-                         splits={"train": "S1,S5", "test": "S9"}, maxcount=7, with_meta=True)  # fmt: skip
+    stats = build_shards(
+        [datasets["h36m"], datasets["synth"], datasets["crawl"]],
+        out,
+        splits={"train": "S1,S5", "test": "S9"},
+        maxcount=7,
+        with_meta=True,
+    )
     index = load_index(out)
     assert index["complete"] and index["schema_version"] == 2 and index["config"]["with_meta"]
     assert [s["names"] for s in index["sources"]] == [["h36m"], ["synth"], ["crawl"]]
@@ -53,8 +58,15 @@ def test_roundtrip_through_webdataset(datasets, tmp_path):
             img = s.image
             person = persons.setdefault((s.dataset, s.subject, img["id"]), 0)
             persons[(s.dataset, s.subject, img["id"])] += 1
-            key = sample_key(s.dataset, s.subject, img["action_idx"], img["subaction_idx"], img["cam_idx"],
-                             img["frame_idx"], person)  # fmt: skip
+            key = sample_key(
+                s.dataset,
+                s.subject,
+                img["action_idx"],
+                img["subaction_idx"],
+                img["cam_idx"],
+                img["frame_idx"],
+                person,
+            )
             expected[key] = s
     seen = set()
     for split, subjects in (("train", {1, 5}), ("test", {9})):
@@ -94,7 +106,9 @@ def test_pose_only_samples_are_one_member_of_at_most_2_kb(datasets, tmp_path):
     assert "json" not in rec["fields"] and rec["fields"]["R"] == rec["fields"]["cam"] == 30
     samples = _read_all(out, "train", decode=False)
     assert all(set(s) - {"__key__", "__url__", "__local_path__"} == {"npy"} for s in samples)
-    tar_bytes = sum((out / sh["name"]).stat().st_size - 1024 for sh in rec["shards"])  # without the end blocks
+    tar_bytes = sum(
+        (out / sh["name"]).stat().st_size - 1024 for sh in rec["shards"]
+    )  # without the end blocks
     assert tar_bytes / rec["samples"] <= 2048  # one 512-byte header + the record padded to 512
 
 
@@ -130,7 +144,9 @@ def test_with_images_frames_and_crops(images_dataset, tmp_path):
         assert "." in original.name.removesuffix(".jpg")  # the H36M-style dotted name
         assert sample["jpg"] == original.read_bytes()  # a JPEG frame is stored untouched
     crops = tmp_path / "crops"
-    build_shards([images_dataset], crops, with_images=True, crop=True, crop_size=64, crop_margin=0.2, with_meta=True)
+    build_shards(
+        [images_dataset], crops, with_images=True, crop=True, crop_size=64, crop_margin=0.2, with_meta=True
+    )
     index = load_index(crops)
     assert index["config"]["crop"] and index["config"]["crop_size"] == 64
     assert index["splits"]["train"]["fields"]["jpg"] == 4
@@ -175,7 +191,9 @@ def test_shards_of_the_previous_schema_are_refused_with_the_fix(datasets, tmp_pa
     index["schema_version"] = 1  # as written by p2m before the .npy record
     (out / "index.json").write_text(json.dumps(index))
     for read in (load_index, lambda d: make_loader(d, "train", 4)):
-        with pytest.raises(ShardError, match=r"schema_version 1; this p2m reads version 2: rewrite .*`p2m shard"):
+        with pytest.raises(
+            ShardError, match=r"schema_version 1; this p2m reads version 2: rewrite .*`p2m shard"
+        ):
             read(out)
     with pytest.raises(ShardError, match="--overwrite"):
         build_shards([datasets["h36m"]], out, maxcount=8)
@@ -205,11 +223,20 @@ def _copy(src: Path, dst: Path) -> Path:
 def test_worker_processes_write_the_same_bytes(datasets, tmp_path):
     inputs = [datasets["h36m"], datasets["synth"], datasets["crawl"]]
     one = build_shards(inputs, tmp_path / "one", splits={"train": "S1,S5", "test": "S9"}, maxcount=5)
-    three = build_shards(inputs, tmp_path / "three", splits={"train": "S1,S5", "test": "S9"}, maxcount=5, workers=3)
+    three = build_shards(
+        inputs, tmp_path / "three", splits={"train": "S1,S5", "test": "S9"}, maxcount=5, workers=3
+    )
     assert one["samples/written"] == three["samples/written"] == 48
-    files = sorted(p.name for p in (tmp_path / "one").iterdir() if p.suffix in (".tar", ".json") and "stats" not in p.name)
-    assert files == sorted(p.name for p in (tmp_path / "three").iterdir() if p.suffix in (".tar", ".json")
-                           and "stats" not in p.name)  # fmt: skip
+    files = sorted(
+        p.name
+        for p in (tmp_path / "one").iterdir()
+        if p.suffix in (".tar", ".json") and "stats" not in p.name
+    )
+    assert files == sorted(
+        p.name
+        for p in (tmp_path / "three").iterdir()
+        if p.suffix in (".tar", ".json") and "stats" not in p.name
+    )
     for name in files:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "three" / name).read_bytes(), name
 
@@ -221,7 +248,9 @@ def test_errors_in_worker_processes_reach_the_caller(datasets, tmp_path):
     data["annotations"][3]["image_id"] = 999_999
     data_file.write_text(json.dumps(data))
     for workers in (1, 2):
-        with pytest.raises(LayoutError, match="h36m_subject5_data.json: annotation id .*'image_id' = 999999 names no image"):
+        with pytest.raises(
+            LayoutError, match="h36m_subject5_data.json: annotation id .*'image_id' = 999999 names no image"
+        ):
             build_shards([broken], tmp_path / f"o{workers}", workers=workers)
 
 
