@@ -9,9 +9,11 @@ Steps (each skipped when its output exists, so a stopped run continues where it 
    evaluation shards of the model card (``--seed 2``); training batches come from the synthetic source;
 2. stage 1: PoseNet alone (configs/release_posenet.yaml) until its schedule ends or ``--stage1-until``;
 3. stage 2: PoseNet + MeshNet on the 1,229-vertex mesh (configs/release_pose2mesh.yaml), PoseNet started from
-   stage 1's best, until its schedule ends or ``--until``;
-4. ``p2m eval`` of stage 2's best checkpoint from GT 2D (and with the 2.4 px error model) on the evaluation shards;
-5. ship: float16 weights into p2m/data/models/ (under 5 MB) and the model card beside them.
+   stage 1's best, until its schedule ends or ``--stage2-until``;
+4. stage 3: the whole model fine-tuned from stage 2's best with a 10x normal-loss weight
+   (configs/release_smooth.yaml), until its schedule ends or ``--until``;
+5. ``p2m eval`` of stage 3's best checkpoint from GT 2D (and with the 2.4 px error model) on the evaluation shards;
+6. ship: float16 weights into p2m/data/models/ (under 5 MB) and the model card beside them.
 
 Hours: about 2 on 2 shared CPU cores for the schedules in the configs (the run of December 2026 stopped both
 stages at a deadline: see the model card); on one GPU, minutes (the body model and the data are drawn there too).
@@ -31,8 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = ROOT / "configs" / "release_posenet.yaml"
 STAGE2 = ROOT / "configs" / "release_pose2mesh.yaml"
+STAGE3 = ROOT / "configs" / "release_smooth.yaml"
 #: Optimizer steps per `p2m train` call of each stage (a process start costs ~15 s; a deadline is checked between).
-CHUNK_STEPS = {"stage1": 2000, "stage2": 400}
+CHUNK_STEPS = {"stage1": 2000, "stage2": 400, "stage3": 400}
 
 
 def p2m(*args: str, log: Path | None = None) -> None:
@@ -124,7 +127,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "release", help="work folder (runs, shards, logs)")
     ap.add_argument("--stage1-until", help="HH:MM: stop stage 1 at this time (its best checkpoint is used)")
-    ap.add_argument("--until", help="HH:MM: stop stage 2 at this time (its best checkpoint is shipped)")
+    ap.add_argument("--stage2-until", help="HH:MM: stop stage 2 at this time (its best checkpoint starts stage 3)")
+    ap.add_argument("--until", help="HH:MM: stop stage 3 at this time (its best checkpoint is shipped)")
     ap.add_argument("--no-ship", action="store_true", help="evaluate but do not write into p2m/data/models")
     args = ap.parse_args()
     out = args.out.resolve()
@@ -133,15 +137,17 @@ def main() -> None:
     os.environ.setdefault("PYTHONPATH", str(ROOT))
     t0 = time.time()
     val, test = make_data(out, log)
-    s1, s2 = out / "stage1", out / "stage2"
+    s1, s2, s3 = out / "stage1", out / "stage2", out / "stage3"
     train_stage(STAGE1, s1, val, deadline(args.stage1_until), log, [])
-    train_stage(STAGE2, s2, val, deadline(args.until), log, ["--init-posenet", str(s1)])
-    result = evaluate(s2, test, log)
-    print(json.dumps({k: {m: v.get(m) for m in ("mpjpe", "pa_mpjpe", "mpvpe")} for k, v in result.items()}))
+    train_stage(STAGE2, s2, val, deadline(args.stage2_until), log, ["--init-posenet", str(s1)])
+    train_stage(STAGE3, s3, val, deadline(args.until), log, ["--init", str(s2)])
+    result = evaluate(s3, test, log)
+    keys = ("mpjpe", "pa_mpjpe", "mpvpe", "edge_error", "normal_dev", "mrpe")
+    print(json.dumps({k: {m: v.get(m) for m in keys} for k, v in result.items()}))
     if not args.no_ship:
         from p2m.pose2mesh.model_card import ship
 
-        print(ship(s1, s2, result, hours=(time.time() - t0) / 3600))
+        print(ship(s1, s3, result, hours=(time.time() - t0) / 3600, stages=(s2,)))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def train_config(ctx: DemoContext) -> dict[str, Any]:
             "model": shipped["model"], "transform": shipped["transform"],
             "loss": {**shipped["loss"], "edge_start_epoch": 0, "ramp_epochs": 0.0},
             "train": {
-                "optimizer": "adam", "lr": 0.0002, "batch_size": 32, "epochs": s.epochs, "scheduler": "cosine",
+                "optimizer": "adam", "lr": 0.00005, "batch_size": 32, "epochs": s.epochs, "scheduler": "cosine",
                 "seed": 123 + ctx.seed, "num_workers": 0, "shuffle_buffer": 512, "log_every": 10,
                 "ckpt_every_steps": 0, "val_batch_size": 160, "val_max_samples": s.val_samples,
                 "train_split": "train", "val_split": "test", "val_input": "gt", "best_metric": "pa_mpjpe",

@@ -228,7 +228,7 @@ def evaluate_checkpoint(
         "checkpoint": str(path), "epoch": info.get("epoch"), "step": info.get("step"), "data": str(data),
         "split": split, "stage": cfg.model.stage,
         "input": "gt" if eval_input == "gt" else f"noisy ({cfg.transform.noise.kind} error model, seed {seed})",
-        "unit": "mm (edge_error, normal_dev: %)",
+        "unit": "mm", "percent": list(PERCENT),
     }  # fmt: skip
     result.update(MetricAccumulator.summarize([acc.state()], with_mesh=body is not None))
     result["seconds"] = round(time.perf_counter() - t0, 2)

@@ -43,9 +43,13 @@ def run_summary(run: str | os.PathLike) -> dict[str, Any]:
 
 
 def card_text(stage1: Mapping[str, Any], stage2: Mapping[str, Any], result: Mapping[str, Any], *, size_bytes: int,
-              hours: float, extra: str = "") -> str:  # fmt: skip
-    """The model card (Markdown)."""
+              hours: float, extra: str = "", middle: tuple[Mapping[str, Any], ...] = ()) -> str:  # fmt: skip
+    """The model card (Markdown): ``stage1`` (PoseNet), ``middle`` stages, ``stage2`` the shipped one."""
     cfg = stage2["config"]
+    seen = "; ".join(
+        f"stage {i} ({'PoseNet' if s['config'].model.stage == 'posenet' else 'PoseNet + MeshNet'}, normal weight "
+        f"{s['config'].loss.normal:g}) {s['samples']:,} samples in {s['steps']:,} steps"
+        for i, s in enumerate((stage1, *middle, stage2), start=1))  # fmt: skip
     pc, mc = cfg.model.posenet, cfg.model.meshnet
     gt, noisy = result.get("gt", {}), result.get("noisy", {})
     lines = [
@@ -68,14 +72,14 @@ def card_text(stage1: Mapping[str, Any], stage2: Mapping[str, Any], result: Mapp
         "1, 5, 6, 7, 8, 9 (24,633 poses of 84 clips, mirrored left/right with probability "
         f"{cfg.synthetic.mirror_prob}), random headings, adult anny phenotypes, a Human3.6M-like 4-camera rig and "
         f"random cameras ({cfg.synthetic.random_camera_prob:.0%}).",
-        f"- Seen: stage 1 (PoseNet) {stage1['samples']:,} samples in {stage1['steps']:,} steps; stage 2 (PoseNet + "
-        f"MeshNet) {stage2['samples']:,} samples in {stage2['steps']:,} steps.",
+        f"- Seen: {seen}.",
         "- Held out: CMU subjects 2 and 3 (`p2m synth --poses cmu-eval`): validation seed 3 (2,000 samples, chooses "
         "best.pt on PA-MPJPE from GT 2D), evaluation seed 2 (4,000 samples, the numbers below).",
         "",
         "## Recipe",
-        "`python scripts/train_release.py` (configs/release_posenet.yaml, then configs/release_pose2mesh.yaml with "
-        "--init-posenet). Departures from the original are listed in the configs' headers.",
+        "`python scripts/train_release.py`: configs/release_posenet.yaml, then configs/release_pose2mesh.yaml "
+        "(--init-posenet), then configs/release_smooth.yaml (--init). Departures from the original are listed in the "
+        "configs' headers.",
         "",
         "## Metrics (held-out CMU subjects 2 and 3, `p2m eval`)",
         "",
@@ -113,8 +117,9 @@ def _fmt(value: Any, unit: str) -> str:
 
 
 def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, result: Mapping[str, Any], *, hours: float,
-         folder: str | os.PathLike | None = None, extra: str = "") -> str:  # fmt: skip
-    """Export stage 2's best weights as the shipped model and write its model card; returns a one-line summary."""
+         folder: str | os.PathLike | None = None, extra: str = "", stages: tuple[str | os.PathLike, ...] = ()) -> str:  # fmt: skip
+    """Export the last stage's (``stage2``) best weights as the shipped model and write its model card (``stages``:
+    runs between the first and the last); returns a one-line summary."""
     from p2m.io import write_text
 
     out_dir = Path(folder or models_dir())
@@ -123,5 +128,7 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, result: Mapping[s
     meta = {k: f"{gt[k]:.2f}" for k, _, _ in _ROWS if gt.get(k) is not None}
     size = export_weights(stage2, out_dir / f"{stem}.safetensors", metadata={"eval_gt": json.dumps(meta)})
     s1, s2 = run_summary(stage1), run_summary(stage2)
-    write_text(out_dir / f"{stem}.md", card_text(s1, s2, result, size_bytes=size, hours=hours, extra=extra))
+    middle = tuple(run_summary(r) for r in stages)
+    write_text(out_dir / f"{stem}.md", card_text(s1, s2, result, size_bytes=size, hours=hours, extra=extra,
+                                                 middle=middle))  # fmt: skip
     return f"shipped {out_dir / stem}.safetensors ({size / 1e6:.2f} MB) and its model card"

@@ -67,7 +67,8 @@ def test_ramped_edge_and_normal_terms_enter_the_total_gradually(body_369):
     assert totals[2] == pytest.approx(full, rel=1e-5) and totals[3] == pytest.approx(full, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["release_posenet", "release_pose2mesh", "recipe_posenet", "recipe_pose2mesh"])
+@pytest.mark.parametrize("name", ["release_posenet", "release_pose2mesh", "release_smooth", "recipe_posenet",
+                                  "recipe_pose2mesh"])
 def test_recipe_configs_load_and_carry_the_fixes(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg.transform.standardize == "one_scale" and cfg.synthetic.ratio == 1.0
@@ -77,8 +78,11 @@ def test_recipe_configs_load_and_carry_the_fixes(name):
         [0.107, 0.107, 0.087, 0.089, 0.107, 0.087, 0.089, 0.107, 0.079, 0.026, 0.035, 0.079, 0.072, 0.062, 0.079,
          0.072, 0.062]) * cfg.transform.crop_height  # fmt: skip
     assert 2.1 <= mean_std_px <= 2.7  # the original's error size in the 288 x 384 crop
-    if cfg.model.stage == "pose2mesh":
+    if cfg.model.stage == "pose2mesh" and name != "release_smooth":  # stage 3 starts from a trained mesh
         assert cfg.loss.ramp_epochs > 0 and cfg.loss.edge_start_epoch == 0
+    if name == "release_smooth":
+        stage2 = load_config(CONFIGS / "release_pose2mesh.yaml")
+        assert cfg.model == stage2.model and cfg.loss.normal == 10 * stage2.loss.normal
     if name.startswith("release"):
         assert cfg.model.body.topology == "notoes_collapse10pc"
 
