@@ -25,6 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check p2m tests benchmarks scripts
+	$(BIN)/ruff format --check p2m tests benchmarks scripts
 	bash scripts/ensure-chromium
 	$(BIN)/python -m pytest -q
 
@@ -33,6 +34,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check p2m tests benchmarks scripts
+	$(BIN)/ruff format --check p2m tests benchmarks scripts
 
 # img2dataset (the crawl baseline) gets a venv of its own: it pins webdataset<0.3 and a dataclasses backport.
 I2D := .venv-img2dataset

@@ -104,7 +104,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--topology", action="append", help="default: full and 1229")
     args = ap.parse_args()
-    rows = [r for t in (args.topology or ["full", "1229"]) for r in bench_topology(t, args.batch, args.repeats)]
+    rows = [
+        r for t in (args.topology or ["full", "1229"]) for r in bench_topology(t, args.batch, args.repeats)
+    ]
     for row in rows:
         print(json.dumps(row))
     by = {(r["topology"], r["variant"]): r for r in rows}
@@ -113,8 +115,15 @@ def main() -> None:
             continue
         ours = by[(topology, "p2m-auto")]
         for what in ("forward", "forward_backward"):
-            emit("body", f"{what.replace('_', '+')} ms, B={r['batch']}, {topology} mesh", ours[f"{what}_ms"], "ms",
-                 variant, r[f"{what}_ms"], higher_is_better=False)
+            emit(
+                "body",
+                f"{what.replace('_', '+')} ms, B={r['batch']}, {topology} mesh",
+                ours[f"{what}_ms"],
+                "ms",
+                variant,
+                r[f"{what}_ms"],
+                higher_is_better=False,
+            )
     print("| topology | B | variant | forward ms | fwd+bwd ms | forward x p2m | fwd+bwd x p2m |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -62,7 +62,9 @@ def main() -> None:
     ap.add_argument("--config", default=str(REPO / "configs" / "release_pose2mesh.yaml"))
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--min-time", type=float, default=3.0)
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (slow to build)")
+    ap.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile variants (slow to build)"
+    )
     args = ap.parse_args()
     from p2m.pose2mesh.config import load_config
     from p2m.pose2mesh.model import build_model
@@ -72,8 +74,11 @@ def main() -> None:
     full = build_model(cfg)
     posenet = full.posenet
     base = plain_mlp(17, pc.hidden, pc.num_blocks)
-    variants = [("eager fp32", False, False)] + ([] if args.no_compile else [("torch.compile", True, False)]) + [
-        ("bf16 autocast", False, True)]  # fmt: skip
+    variants = (
+        [("eager fp32", False, False)]
+        + ([] if args.no_compile else [("torch.compile", True, False)])
+        + [("bf16 autocast", False, True)]
+    )
     for threads in (1, 2):
         torch.set_num_threads(threads)
         ref = step_rate(base, args.batch, mesh=False, bf16=False, min_time=args.min_time)
@@ -84,10 +89,19 @@ def main() -> None:
                     m = _Flat(m)
                 rate = step_rate(m, args.batch, mesh=mesh, bf16=bf16, min_time=args.min_time)
                 label = f"{what} train step, {name}, {threads} thread(s), batch {args.batch}"
-                emit_row("cpu_step", label, round(rate, 1), "samples/s", f"plain MLP {pc.hidden}x{2 * pc.num_blocks} fp32",
-                         round(ref, 1), higher_is_better=True)  # fmt: skip
-                print(f"| {label} | {rate:.0f} samples/s | plain MLP: {ref:.0f} samples/s | {rate / ref:.2f}x |",
-                      flush=True)  # fmt: skip
+                emit_row(
+                    "cpu_step",
+                    label,
+                    round(rate, 1),
+                    "samples/s",
+                    f"plain MLP {pc.hidden}x{2 * pc.num_blocks} fp32",
+                    round(ref, 1),
+                    higher_is_better=True,
+                )
+                print(
+                    f"| {label} | {rate:.0f} samples/s | plain MLP: {ref:.0f} samples/s | {rate / ref:.2f}x |",
+                    flush=True,
+                )
 
 
 class _Flat(torch.nn.Module):

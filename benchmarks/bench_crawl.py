@@ -138,26 +138,77 @@ def img2dataset_python() -> str:
 
 
 def run_img2dataset(urls: Path, out: Path, processes: int, threads: int, timeout: float) -> dict:
-    cmd = [img2dataset_python(), "-c", "import fire, img2dataset; fire.Fire(img2dataset.download)",
-           "--url_list", str(urls), "--output_folder", str(out), "--output_format", "files", "--input_format", "txt",
-           "--processes_count", str(processes), "--thread_count", str(threads), "--resize_mode", "no",
-           "--disable_all_reencoding", "True", "--timeout", "10", "--retries", "0",
-           "--number_sample_per_shard", "1000", "--extract_exif", "False", "--compute_hash", "sha256",
-           "--disallowed_header_directives", "[]", "--enable_wandb", "False"]
+    cmd = [
+        img2dataset_python(),
+        "-c",
+        "import fire, img2dataset; fire.Fire(img2dataset.download)",
+        "--url_list",
+        str(urls),
+        "--output_folder",
+        str(out),
+        "--output_format",
+        "files",
+        "--input_format",
+        "txt",
+        "--processes_count",
+        str(processes),
+        "--thread_count",
+        str(threads),
+        "--resize_mode",
+        "no",
+        "--disable_all_reencoding",
+        "True",
+        "--timeout",
+        "10",
+        "--retries",
+        "0",
+        "--number_sample_per_shard",
+        "1000",
+        "--extract_exif",
+        "False",
+        "--compute_hash",
+        "sha256",
+        "--disallowed_header_directives",
+        "[]",
+        "--enable_wandb",
+        "False",
+    ]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
     wall, peak, cpu = run_measured(cmd, env, timeout)
     ok = sum(json.loads(p.read_text())["successes"] for p in out.glob("*_stats.json"))
-    return {"tool": "img2dataset", "config": f"{processes} processes x {threads} threads, resize_mode=no, "
-            "disable_all_reencoding", "images": ok, "wall_s": round(wall, 2), "images_per_s": round(ok / wall, 1),
-            "peak_rss_mb": round(peak / 2**20, 1), "cpu_s": round(cpu, 1)}
+    return {
+        "tool": "img2dataset",
+        "config": f"{processes} processes x {threads} threads, resize_mode=no, disable_all_reencoding",
+        "images": ok,
+        "wall_s": round(wall, 2),
+        "images_per_s": round(ok / wall, 1),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "cpu_s": round(cpu, 1),
+    }
 
 
 def run_p2m(urls: Path, out: Path, args: argparse.Namespace, n_urls: int) -> dict:
     import pyarrow.parquet as pq
 
-    cmd = [sys.executable, "-m", "p2m", "crawl", str(urls), "--out", str(out), "--allow-loopback", "--no-progress",
-           "--concurrency", str(args.concurrency), "--per-host", str(args.per_host), "--delay", str(args.delay),
-           "--min-size", "32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "p2m",
+        "crawl",
+        str(urls),
+        "--out",
+        str(out),
+        "--allow-loopback",
+        "--no-progress",
+        "--concurrency",
+        str(args.concurrency),
+        "--per-host",
+        str(args.per_host),
+        "--delay",
+        str(args.delay),
+        "--min-size",
+        "32",
+    ]
     if args.image_processes is not None:
         cmd += ["--image-processes", str(args.image_processes)]
     wall, peak, cpu = run_measured(cmd, dict(os.environ), args.timeout)
@@ -165,11 +216,21 @@ def run_p2m(urls: Path, out: Path, args: argparse.Namespace, n_urls: int) -> dic
     rows = pq.read_table(out / "manifest.parquet", columns=["status"]).column("status").to_pylist()
     lost = n_urls - sum(s in ("ok", "duplicate") for s in rows)
     ok = counters.get("image/stored", 0) + counters.get("image/duplicate", 0)
-    return {"tool": "p2m", "config": f"concurrency {args.concurrency}, per-host {args.per_host}, "
-            f"delay {args.delay} s, robots.txt on", "images": ok, "stored_files": counters.get("image/stored", 0),
-            "wall_s": round(wall, 2), "images_per_s": round(ok / wall, 1), "peak_rss_mb": round(peak / 2**20, 1),
-            "cpu_s": round(cpu, 1), "manifest_rows": len(rows), "lost": lost,
-            "requests": counters.get("fetch/requests", 0), "robots": counters.get("robots/fetched", 0)}
+    return {
+        "tool": "p2m",
+        "config": f"concurrency {args.concurrency}, per-host {args.per_host}, "
+        f"delay {args.delay} s, robots.txt on",
+        "images": ok,
+        "stored_files": counters.get("image/stored", 0),
+        "wall_s": round(wall, 2),
+        "images_per_s": round(ok / wall, 1),
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "cpu_s": round(cpu, 1),
+        "manifest_rows": len(rows),
+        "lost": lost,
+        "requests": counters.get("fetch/requests", 0),
+        "robots": counters.get("robots/fetched", 0),
+    }
 
 
 def main() -> None:
@@ -183,7 +244,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--per-host", type=int, default=2)
     parser.add_argument("--delay", type=float, default=0.0, help="p2m --delay (robots.txt is always obeyed)")
-    parser.add_argument("--image-processes", type=int, default=None, help="p2m --image-processes (default: p2m's)")
+    parser.add_argument(
+        "--image-processes", type=int, default=None, help="p2m --image-processes (default: p2m's)"
+    )
     parser.add_argument("--i2d-processes", type=int, default=2)
     parser.add_argument("--i2d-threads", type=int, default=64)
     parser.add_argument("--no-baseline", action="store_true", help="p2m only (profiling); prints no rows")
@@ -199,8 +262,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
         tmp_path = Path(tmp)
         ready = tmp_path / "ready.json"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(n_served), str(args.hosts),
-                                   str(args.latency), str(ready)])
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                str(n_served),
+                str(args.hosts),
+                str(args.latency),
+                str(ready),
+            ]
+        )
         try:
             deadline = time.monotonic() + 300
             while not ready.exists():
@@ -213,11 +285,18 @@ def main() -> None:
                 distinct = args.distinct if shape == "dup" else args.images
                 urls = tmp_path / f"urls-{shape}.txt"
                 # host-interleaved order, as a shuffled real-world list would be; every URL differs
-                urls.write_text("".join(f"http://127.0.0.1:{ports[i % len(ports)]}/img/{i % distinct}/u{i}.jpg\n"
-                                        for i in range(args.images)))
+                urls.write_text(
+                    "".join(
+                        f"http://127.0.0.1:{ports[i % len(ports)]}/img/{i % distinct}/u{i}.jpg\n"
+                        for i in range(args.images)
+                    )
+                )
                 for rep in range(args.repeats):
-                    tools = ["p2m"] if args.no_baseline else (["p2m", "img2dataset"] if rep % 2 == 0
-                                                              else ["img2dataset", "p2m"])
+                    tools = (
+                        ["p2m"]
+                        if args.no_baseline
+                        else (["p2m", "img2dataset"] if rep % 2 == 0 else ["img2dataset", "p2m"])
+                    )
                     for tool in tools:
                         out = tmp_path / f"{tool}-{shape}-{rep}"
                         if tool == "p2m":
@@ -238,15 +317,30 @@ def main() -> None:
         med = lambda rs, k: round(statistics.median(r[k] for r in rs), 1)  # noqa: E731
         lost = max(r["lost"] for r in ours)
         distinct = ours[0]["distinct"]
-        where = (f"{args.images} URLs -> {distinct} distinct 320x480 JPEGs (~{kb:.0f} KB), {args.hosts} loopback "
-                 f"hosts, {args.latency * 1000:.0f} ms latency")
-        emit("crawl", f"images/s ({where})", med(ours, "images_per_s"), "img/s",
-             "img2dataset, same URL list, same run", med(base, "images_per_s"),
-             note=f"p2m politeness on: {ours[0]['config']}; img2dataset: {base[0]['config']}; "
-                  f"median of {len(ours)} interleaved runs; URLs without a manifest row or not ok: {lost}; "
-                  f"CPU s p2m {med(ours, 'cpu_s')}, img2dataset {med(base, 'cpu_s')}")
-        emit("crawl", f"peak memory, RSS of the process tree ({shape} list)", med(ours, "peak_rss_mb"), "MB",
-             "img2dataset", med(base, "peak_rss_mb"), higher_is_better=False)
+        where = (
+            f"{args.images} URLs -> {distinct} distinct 320x480 JPEGs (~{kb:.0f} KB), {args.hosts} loopback "
+            f"hosts, {args.latency * 1000:.0f} ms latency"
+        )
+        emit(
+            "crawl",
+            f"images/s ({where})",
+            med(ours, "images_per_s"),
+            "img/s",
+            "img2dataset, same URL list, same run",
+            med(base, "images_per_s"),
+            note=f"p2m politeness on: {ours[0]['config']}; img2dataset: {base[0]['config']}; "
+            f"median of {len(ours)} interleaved runs; URLs without a manifest row or not ok: {lost}; "
+            f"CPU s p2m {med(ours, 'cpu_s')}, img2dataset {med(base, 'cpu_s')}",
+        )
+        emit(
+            "crawl",
+            f"peak memory, RSS of the process tree ({shape} list)",
+            med(ours, "peak_rss_mb"),
+            "MB",
+            "img2dataset",
+            med(base, "peak_rss_mb"),
+            higher_is_better=False,
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def _frames(root: Path, name: str, kind: str) -> dict[tuple[str, str, str], obje
     if not path.exists():
         return {}
     nested = json.loads(path.read_text())
-    return {(a, s, f): v for a, subs in nested.items() for s, frames in subs.items() for f, v in frames.items()}
+    return {
+        (a, s, f): v for a, subs in nested.items() for s, frames in subs.items() for f, v in frames.items()
+    }
 
 
 def _data(root: Path, name: str) -> dict:
@@ -64,8 +66,10 @@ def _synth(out: Path, num: int, images: bool, seed: int, poses: str) -> dict:
     cams = json.loads((out / "annotations" / "synth_subject1_camera.json").read_text())
     data = _data(out, "synth")
     kps = {a["image_id"]: a["keypoints"] for a in data["annotations"]}
-    return {img["file_name"]: (np.asarray(j3d[_key(img)]), cams[str(img["cam_idx"])], kps[img["id"]])
-            for img in data["images"]}  # fmt: skip
+    return {
+        img["file_name"]: (np.asarray(j3d[_key(img)]), cams[str(img["cam_idx"])], kps[img["id"]])
+        for img in data["images"]
+    }
 
 
 def _strip_3d(root: Path) -> None:
@@ -106,20 +110,33 @@ def _rest_pose_pa(truth: dict) -> float:
 
 
 def _row(what: str, value: float, baseline_name: str, baseline: float, extra: dict) -> dict:
-    return {"bench": "fit", "what": what, "pa_mpjpe_mm": round(value, 1), "baseline": baseline_name,
-            "baseline_mm": round(baseline, 1), "ratio": round(value / baseline, 3) if baseline else None, **extra}  # fmt: skip
+    return {
+        "bench": "fit",
+        "what": what,
+        "pa_mpjpe_mm": round(value, 1),
+        "baseline": baseline_name,
+        "baseline_mm": round(baseline, 1),
+        "ratio": round(value / baseline, 3) if baseline else None,
+        **extra,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num", type=int, default=64, help="people fitted from GT 2D")
-    parser.add_argument("--images", type=int, default=32, help="rendered people for the MediaPipe runs (0: skip)")
+    parser.add_argument(
+        "--images", type=int, default=32, help="rendered people for the MediaPipe runs (0: skip)"
+    )
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--poses", default="cmu-eval", help="synth --poses (cmu-eval: subjects the prior never saw)")
+    parser.add_argument(
+        "--poses", default="cmu-eval", help="synth --poses (cmu-eval: subjects the prior never saw)"
+    )
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--out", type=Path, default=None, help="keep the datasets here (default: a temp folder)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="keep the datasets here (default: a temp folder)"
+    )
     args = parser.parse_args(argv)
 
     from p2m.annotate import fit_bodies
@@ -137,10 +154,24 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
         pa, _ = _pa(gt_root, "synth", truth)
         rest = _rest_pose_pa(truth)
-        rows.append(_row("GT 2D", float(pa.mean()), "rest A-pose (no fit)", rest, {
-            "people": len(pa), "valid": stats.get("annotations/valid", 0), "median_mm": round(float(np.median(pa)), 1),
-            "fit_error_px": stats.get("fit_error_px/mean"), "seconds": round(seconds, 1),
-            "people_per_s": round(len(pa) / seconds, 2), "device": stats["device"], "iters": args.iters}))  # fmt: skip
+        rows.append(
+            _row(
+                "GT 2D",
+                float(pa.mean()),
+                "rest A-pose (no fit)",
+                rest,
+                {
+                    "people": len(pa),
+                    "valid": stats.get("annotations/valid", 0),
+                    "median_mm": round(float(np.median(pa)), 1),
+                    "fit_error_px": stats.get("fit_error_px/mean"),
+                    "seconds": round(seconds, 1),
+                    "people_per_s": round(len(pa) / seconds, 2),
+                    "device": stats["device"],
+                    "iters": args.iters,
+                },
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
 
         # 2./3. MediaPipe 2D on renders
@@ -157,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             px = []
             for ann in det["annotations"]:
                 kp = np.asarray(ann["keypoints"], dtype=float).reshape(17, 3)
-                gt_kp = np.asarray(truth_img[images[ann["image_id"]]["file_name"]][2], dtype=float).reshape(17, 3)
+                gt_kp = np.asarray(truth_img[images[ann["image_id"]]["file_name"]][2], dtype=float).reshape(
+                    17, 3
+                )
                 seen = (kp[:, 2] > 0) & (gt_kp[:, 2] > 0)
                 px.append(np.linalg.norm(kp[seen, :2] - gt_kp[seen, :2], axis=1).mean())
             # GT-2D fit of the same rendered people: the baseline of the MediaPipe rows
@@ -175,18 +208,33 @@ def main(argv: list[str] | None = None) -> int:
                     cams = {str(img["cam_idx"]): truth_img[img["file_name"]][1] for img in det["images"]}
                     (root / "annotations" / "photos_subject1_camera.json").write_text(json.dumps(cams))
                 t0 = time.perf_counter()
-                stats = fit_bodies(root, device=args.device, iters=args.iters, batch=args.batch, progress=False)
+                stats = fit_bodies(
+                    root, device=args.device, iters=args.iters, batch=args.batch, progress=False
+                )
                 seconds = time.perf_counter() - t0
                 pa, names = _pa(root, "photos", truth_img)
                 ref = float(np.mean(ref_pa)) if len(ref_pa) else float("nan")
-                rows.append(_row(f"MediaPipe 2D, {variant}", float(pa.mean()) if len(pa) else float("nan"),
-                                 "GT-2D fit of the same renders", ref, {
-                    "people": len(pa), "detected": len(det["annotations"]), "rendered": args.images,
-                    "valid": stats.get("annotations/valid", 0), "invalid": stats.get("annotations/invalid", 0),
-                    "median_mm": round(float(np.median(pa)), 1) if len(pa) else None,
-                    "detect_error_px": round(float(np.mean(px)), 2) if px else None,
-                    "fit_error_px": stats.get("fit_error_px/mean"), "seconds": round(seconds, 1),
-                    "device": stats["device"], "iters": args.iters}))  # fmt: skip
+                rows.append(
+                    _row(
+                        f"MediaPipe 2D, {variant}",
+                        float(pa.mean()) if len(pa) else float("nan"),
+                        "GT-2D fit of the same renders",
+                        ref,
+                        {
+                            "people": len(pa),
+                            "detected": len(det["annotations"]),
+                            "rendered": args.images,
+                            "valid": stats.get("annotations/valid", 0),
+                            "invalid": stats.get("annotations/invalid", 0),
+                            "median_mm": round(float(np.median(pa)), 1) if len(pa) else None,
+                            "detect_error_px": round(float(np.mean(px)), 2) if px else None,
+                            "fit_error_px": stats.get("fit_error_px/mean"),
+                            "seconds": round(seconds, 1),
+                            "device": stats["device"],
+                            "iters": args.iters,
+                        },
+                    )
+                )
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         if args.out is None:
@@ -195,9 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     print("| fit from | people | PA-MPJPE (mm) | baseline | baseline (mm) | ratio |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['what']} | {r['people']} | {r['pa_mpjpe_mm']} | {r['baseline']} | {r['baseline_mm']} | {r['ratio']} |")
-        emit("fit", f"PA-MPJPE of fitted joints, from {r['what']} ({r['people']} people)", r["pa_mpjpe_mm"], "mm",
-             r["baseline"], r["baseline_mm"], higher_is_better=False, note="target from GT 2D: under 60 mm")
+        print(
+            f"| {r['what']} | {r['people']} | {r['pa_mpjpe_mm']} | {r['baseline']} | {r['baseline_mm']} | {r['ratio']} |"
+        )
+        emit(
+            "fit",
+            f"PA-MPJPE of fitted joints, from {r['what']} ({r['people']} people)",
+            r["pa_mpjpe_mm"],
+            "mm",
+            r["baseline"],
+            r["baseline_mm"],
+            higher_is_better=False,
+            note="target from GT 2D: under 60 mm",
+        )
     return 0
 
 

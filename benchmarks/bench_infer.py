@@ -37,12 +37,17 @@ def people(num: int, topology: str) -> tuple[np.ndarray, np.ndarray]:
     from p2m.annotate.synth import SynthOptions, synth
 
     with tempfile.TemporaryDirectory() as tmp:
-        synth(Path(tmp) / "ds", SynthOptions(num=num, poses="cmu-eval", subjects=1, topology=topology, seed=21),
-              progress=False)  # fmt: skip
+        synth(
+            Path(tmp) / "ds",
+            SynthOptions(num=num, poses="cmu-eval", subjects=1, topology=topology, seed=21),
+            progress=False,
+        )
         data = json.loads(next((Path(tmp) / "ds" / "annotations").glob("*_data.json")).read_text())
     anns = data["annotations"]
-    return (np.array([np.reshape(a["keypoints"], (17, 3)) for a in anns], dtype=np.float64),
-            np.array([a["joints_2d_h36m"] for a in anns], dtype=np.float64))  # fmt: skip
+    return (
+        np.array([np.reshape(a["keypoints"], (17, 3)) for a in anns], dtype=np.float64),
+        np.array([a["joints_2d_h36m"] for a in anns], dtype=np.float64),
+    )
 
 
 def head_rows(coco: np.ndarray, h36m: np.ndarray, noise: float, rng: np.random.Generator) -> dict:
@@ -57,13 +62,19 @@ def head_rows(coco: np.ndarray, h36m: np.ndarray, noise: float, rng: np.random.G
     base = (kp[:, 3, :2] + kp[:, 4, :2]) / 2
     err = 100 * np.linalg.norm(ours - h36m[:, 10, :2], axis=1) / torso
     err_b = 100 * np.linalg.norm(base - h36m[:, 10, :2], axis=1) / torso
-    return {"bench": "infer_head", "people": len(kp), "noise": noise, "p2m_rule_pct_torso": round(float(err.mean()), 2),
-            "baseline_ear_midpoint_pct_torso": round(float(err_b.mean()), 2),
-            "ratio_baseline_over_p2m": round(float(err_b.mean() / err.mean()), 2)}  # fmt: skip
+    return {
+        "bench": "infer_head",
+        "people": len(kp),
+        "noise": noise,
+        "p2m_rule_pct_torso": round(float(err.mean()), 2),
+        "baseline_ear_midpoint_pct_torso": round(float(err_b.mean()), 2),
+        "ratio_baseline_over_p2m": round(float(err_b.mean() / err.mean()), 2),
+    }
 
 
 def fill_rows(checkpoint: str, h36m: np.ndarray, limit: int) -> dict:
     from p2m.infer import predictor as I
+
     pred = I.load_predictor(checkpoint)
     hidden = np.array([2, 3, 5, 6])  # knees and ankles
     known = np.ones(17, bool)
@@ -78,9 +89,15 @@ def fill_rows(checkpoint: str, h36m: np.ndarray, limit: int) -> dict:
         errs.append(np.linalg.norm(out.joints2d[hidden] - j[hidden, :2], axis=1).mean() / torso)
         errs_b.append(np.linalg.norm(base[hidden] - j[hidden, :2], axis=1).mean() / torso)
     e, b = 100 * float(np.mean(errs)), 100 * float(np.mean(errs_b))
-    return {"bench": "infer_fill", "checkpoint": checkpoint, "people": len(errs), "hidden": "knees+ankles",
-            "p2m_fill_pct_torso": round(e, 2), "baseline_template_pct_torso": round(b, 2),
-            "ratio_baseline_over_p2m": round(b / e, 2)}  # fmt: skip
+    return {
+        "bench": "infer_fill",
+        "checkpoint": checkpoint,
+        "people": len(errs),
+        "hidden": "knees+ankles",
+        "p2m_fill_pct_torso": round(e, 2),
+        "baseline_template_pct_torso": round(b, 2),
+        "ratio_baseline_over_p2m": round(b / e, 2),
+    }
 
 
 def main() -> None:
@@ -98,21 +115,38 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r))
         if r["bench"] == "infer_head":
-            emit("infer", f"Head from COCO keypoints, error in % of torso ({r['people']} people, noise {r['noise']:.0%})",
-                 r["p2m_rule_pct_torso"], "%", "ear midpoint", r["baseline_ear_midpoint_pct_torso"],
-                 higher_is_better=False)
+            emit(
+                "infer",
+                f"Head from COCO keypoints, error in % of torso ({r['people']} people, noise {r['noise']:.0%})",
+                r["p2m_rule_pct_torso"],
+                "%",
+                "ear midpoint",
+                r["baseline_ear_midpoint_pct_torso"],
+                higher_is_better=False,
+            )
         else:
-            emit("infer", f"hidden knees+ankles filled, error in % of torso ({r['people']} people)",
-                 r["p2m_fill_pct_torso"], "%", "template (rest pose) only", r["baseline_template_pct_torso"],
-                 higher_is_better=False, note="depends on the checkpoint given with --checkpoint")
+            emit(
+                "infer",
+                f"hidden knees+ankles filled, error in % of torso ({r['people']} people)",
+                r["p2m_fill_pct_torso"],
+                "%",
+                "template (rest pose) only",
+                r["baseline_template_pct_torso"],
+                higher_is_better=False,
+                note="depends on the checkpoint given with --checkpoint",
+            )
     print("| benchmark | p2m | baseline | baseline / p2m |\n|---|---|---|---|")
     for r in rows:
         if r["bench"] == "infer_head":
-            print(f"| COCO Head rule, {r['people']} people, noise {r['noise']:.0%} | {r['p2m_rule_pct_torso']} % torso "
-                  f"| ear midpoint {r['baseline_ear_midpoint_pct_torso']} % | {r['ratio_baseline_over_p2m']} |")
+            print(
+                f"| COCO Head rule, {r['people']} people, noise {r['noise']:.0%} | {r['p2m_rule_pct_torso']} % torso "
+                f"| ear midpoint {r['baseline_ear_midpoint_pct_torso']} % | {r['ratio_baseline_over_p2m']} |"
+            )
         else:
-            print(f"| fill of hidden knees+ankles, {r['people']} people | {r['p2m_fill_pct_torso']} % torso "
-                  f"| template only {r['baseline_template_pct_torso']} % | {r['ratio_baseline_over_p2m']} |")
+            print(
+                f"| fill of hidden knees+ankles, {r['people']} people | {r['p2m_fill_pct_torso']} % torso "
+                f"| template only {r['baseline_template_pct_torso']} % | {r['ratio_baseline_over_p2m']} |"
+            )
 
 
 if __name__ == "__main__":

@@ -203,11 +203,17 @@ def main() -> None:
             if "peak_mb_per_sample" in dense
             else "n/a (CPU)"
         )
-        emit("meshnet", f"forward+backward samples/s, {case['topology']} ({case['vertices']} v), {case['config']}, "
-             f"B={same['batch']}, {main_run['device']}", same["samples_per_s"], "samples/s",
-             "dense-Laplacian MeshNet, same architecture and batch", dense["samples_per_s"],
-             note=f"saved activations {main_run['saved_mb_per_sample']} MB/sample; graph operators "
-                  f"{main_run['graph_mb']} MB sparse vs {dense['graph_mb']} MB dense")
+        emit(
+            "meshnet",
+            f"forward+backward samples/s, {case['topology']} ({case['vertices']} v), {case['config']}, "
+            f"B={same['batch']}, {main_run['device']}",
+            same["samples_per_s"],
+            "samples/s",
+            "dense-Laplacian MeshNet, same architecture and batch",
+            dense["samples_per_s"],
+            note=f"saved activations {main_run['saved_mb_per_sample']} MB/sample; graph operators "
+            f"{main_run['graph_mb']} MB sparse vs {dense['graph_mb']} MB dense",
+        )
         sparse_txt = f"{main_run['samples_per_s']} @{main_run['batch']}"
         if same is not main_run:
             sparse_txt += f", {same['samples_per_s']} @{same['batch']}"

@@ -103,13 +103,29 @@ def bench_synth_shard(tmp: Path, args: argparse.Namespace, opts) -> None:
 
     local, _ = timed(lambda: synth(tmp / "synth-local", opts, progress=False))
     ray, stats = timed(lambda: ray_synth(tmp / "synth-ray", opts, progress=False))
-    emit("ray", f"synth wall s ({args.synth} pose-only samples, h36m cameras, 8 subjects)", round(ray, 2), "s", LOCAL,
-         round(local, 2), higher_is_better=False, note=f"{stats['ray_tasks']} Ray tasks; same bytes as local")
+    emit(
+        "ray",
+        f"synth wall s ({args.synth} pose-only samples, h36m cameras, 8 subjects)",
+        round(ray, 2),
+        "s",
+        LOCAL,
+        round(local, 2),
+        higher_is_better=False,
+        note=f"{stats['ray_tasks']} Ray tasks; same bytes as local",
+    )
 
     local, _ = timed(lambda: build_shards([tmp / "synth-local"], tmp / "shards-local", maxcount=500))
     ray, _ = timed(lambda: ray_build_shards([tmp / "synth-local"], tmp / "shards-ray", maxcount=500))
-    emit("ray", f"shard wall s ({args.synth} pose-only samples, 8 subjects)", round(ray, 2), "s",
-         LOCAL + " (--workers 1)", round(local, 2), higher_is_better=False, note="one Ray task per subject")
+    emit(
+        "ray",
+        f"shard wall s ({args.synth} pose-only samples, 8 subjects)",
+        round(ray, 2),
+        "s",
+        LOCAL + " (--workers 1)",
+        round(local, 2),
+        higher_is_better=False,
+        note="one Ray task per subject",
+    )
 
 
 def bench_detect(tmp: Path, args: argparse.Namespace) -> None:
@@ -117,14 +133,23 @@ def bench_detect(tmp: Path, args: argparse.Namespace) -> None:
     from p2m.annotate.synth import SynthOptions, synth
     from p2m.scale.detect import detect as ray_detect
 
-    photos = SynthOptions(num=args.photos, poses="cmu-train", cameras="random", images=True, image_size=256, seed=2)
+    photos = SynthOptions(
+        num=args.photos, poses="cmu-train", cameras="random", images=True, image_size=256, seed=2
+    )
     synth(tmp / "photos", photos, progress=False)
     src = tmp / "photos" / "images"
     local, _ = timed(lambda: detect(src, tmp / "detect-local", batch=256, progress=False))
     ray, _ = timed(lambda: ray_detect(src, tmp / "detect-ray", batch=256, progress=False))
-    emit("ray", f"annotate detect wall s ({args.photos} rendered 256 px photos, MediaPipe)", round(ray, 2), "s",
-         LOCAL, round(local, 2), higher_is_better=False, note="tasks of a few images; MediaPipe loaded once per worker")
-
+    emit(
+        "ray",
+        f"annotate detect wall s ({args.photos} rendered 256 px photos, MediaPipe)",
+        round(ray, 2),
+        "s",
+        LOCAL,
+        round(local, 2),
+        higher_is_better=False,
+        note="tasks of a few images; MediaPipe loaded once per worker",
+    )
 
 
 def bench_fit(tmp: Path, args: argparse.Namespace) -> None:
@@ -155,10 +180,26 @@ def bench_fit(tmp: Path, args: argparse.Namespace) -> None:
     ray, _ = timed(lambda: ray_fit(tmp / "fit-ray", **fopts))
     what = f"annotate fit wall s ({args.people} people, 40 iters, 4 chunks)"
     note = f"CPU; {int(common.cluster_cpus())} Ray CPUs, each worker 1 torch thread"
-    emit("ray", what, round(ray, 2), "s", LOCAL + f" (torch {threads} threads)", round(local, 2),
-         higher_is_better=False, note=note)
-    emit("ray", what, round(ray, 2), "s", LOCAL + " (torch 1 thread)", round(local_1, 2), higher_is_better=False,
-         note=note)
+    emit(
+        "ray",
+        what,
+        round(ray, 2),
+        "s",
+        LOCAL + f" (torch {threads} threads)",
+        round(local, 2),
+        higher_is_better=False,
+        note=note,
+    )
+    emit(
+        "ray",
+        what,
+        round(ray, 2),
+        "s",
+        LOCAL + " (torch 1 thread)",
+        round(local_1, 2),
+        higher_is_better=False,
+        note=note,
+    )
 
 
 def bench_crawl(tmp: Path, args: argparse.Namespace) -> None:
@@ -166,8 +207,9 @@ def bench_crawl(tmp: Path, args: argparse.Namespace) -> None:
     from p2m.scale.crawl import crawl as ray_crawl
 
     ready = tmp / "ready.json"
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(args.urls), str(args.hosts),
-                               str(args.latency), str(ready)])  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(args.urls), str(args.hosts), str(args.latency), str(ready)]
+    )
     try:
         deadline = time.monotonic() + 120
         while not ready.exists():
@@ -176,21 +218,43 @@ def bench_crawl(tmp: Path, args: argparse.Namespace) -> None:
             time.sleep(0.1)
         ports = json.loads(ready.read_text())["ports"]
         urls = tmp / "urls.txt"
-        urls.write_text("".join(f"http://127.0.0.1:{ports[i % len(ports)]}/img/{i}.jpg\n" for i in range(args.urls)))
-        opts = dict(allow_private=True, concurrency=64, per_host=2, delay=0.0, min_size_px=32, progress=False,
-                    manifest_every_s=0)  # fmt: skip
+        urls.write_text(
+            "".join(f"http://127.0.0.1:{ports[i % len(ports)]}/img/{i}.jpg\n" for i in range(args.urls))
+        )
+        opts = dict(
+            allow_private=True,
+            concurrency=64,
+            per_host=2,
+            delay=0.0,
+            min_size_px=32,
+            progress=False,
+            manifest_every_s=0,
+        )
         local, result = timed(lambda: crawl([str(urls)], tmp / "crawl-local", **opts))
         local_rate = result.images_stored / local
         where = f"{args.urls} URLs, {args.hosts} loopback hosts, {args.latency * 1000:.0f} ms latency"
-        print(json.dumps({"crawl": "local", "images": result.images_stored, "wall_s": round(local, 2)}), flush=True)
+        print(
+            json.dumps({"crawl": "local", "images": result.images_stored, "wall_s": round(local, 2)}),
+            flush=True,
+        )
         for actors in (1, 2, 4):
-            wall, res = timed(lambda a=actors: ray_crawl([str(urls)], tmp / f"crawl-ray{a}", actors=a, **opts))
-            print(json.dumps({"crawl": f"ray {actors}", "images": res.images_stored, "wall_s": round(wall, 2)}),
-                  flush=True)  # fmt: skip
-            emit("ray", f"crawl images/s ({where}), {actors} actor(s)", round(res.images_stored / wall, 1), "img/s",
-                 "local crawl, same URL list, same run", round(local_rate, 1),
-                 note=f"{res.images_stored} images in {wall:.1f} s vs local {result.images_stored} in {local:.1f} s; "
-                      "concurrency 64 and per-host 2 per actor, robots.txt on")  # fmt: skip
+            wall, res = timed(
+                lambda a=actors: ray_crawl([str(urls)], tmp / f"crawl-ray{a}", actors=a, **opts)
+            )
+            print(
+                json.dumps({"crawl": f"ray {actors}", "images": res.images_stored, "wall_s": round(wall, 2)}),
+                flush=True,
+            )
+            emit(
+                "ray",
+                f"crawl images/s ({where}), {actors} actor(s)",
+                round(res.images_stored / wall, 1),
+                "img/s",
+                "local crawl, same URL list, same run",
+                round(local_rate, 1),
+                note=f"{res.images_stored} images in {wall:.1f} s vs local {result.images_stored} in {local:.1f} s; "
+                "concurrency 64 and per-host 2 per actor, robots.txt on",
+            )
     finally:
         server.kill()
         server.wait()
@@ -216,8 +280,16 @@ def main() -> None:
     from p2m.scale import common
 
     seconds, _ = timed(lambda: common.init(common.LOCAL, num_cpus=args.cpus))
-    emit("ray", f"ray.init of a local instance ({args.cpus} CPUs)", round(seconds, 2), "s", None, None,
-         higher_is_better=False, note="paid once per command; not included in the rows below")
+    emit(
+        "ray",
+        f"ray.init of a local instance ({args.cpus} CPUs)",
+        round(seconds, 2),
+        "s",
+        None,
+        None,
+        higher_is_better=False,
+        note="paid once per command; not included in the rows below",
+    )
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         if not args.skip_stages:
             bench_stages(Path(tmp), args)

@@ -69,7 +69,10 @@ def load_model(checkpoint: str):
 
     state, config, info = load_model_state(checkpoint)
     cfg = from_dict(Config, config)
-    print(f"# model: {info['path']} (epoch {info.get('epoch')}, topology {cfg.model.body.topology})", file=sys.stderr)
+    print(
+        f"# model: {info['path']} (epoch {info.get('epoch')}, topology {cfg.model.body.topology})",
+        file=sys.stderr,
+    )
     return build({"config": config, "state_dict": state}).eval(), cfg
 
 
@@ -105,9 +108,16 @@ def scores(pred: np.ndarray, gt: np.ndarray, regions) -> dict[str, float]:
     err = np.linalg.norm(pred - gt, axis=-1)  # (N, V)
     hands = np.concatenate([regions[k].core for k in ("left_hand", "right_hand")])
     feet = np.concatenate([regions[k].core for k in ("left_foot", "right_foot")])
-    out = {"hands": err[:, hands].mean(), "feet": err[:, feet].mean(),
-           "hands+feet": err[:, np.concatenate([hands, feet])].mean(), "body": err.mean()}  # fmt: skip
-    for label, names in (("hands (shape)", ("left_hand", "right_hand")), ("feet (shape)", ("left_foot", "right_foot"))):
+    out = {
+        "hands": err[:, hands].mean(),
+        "feet": err[:, feet].mean(),
+        "hands+feet": err[:, np.concatenate([hands, feet])].mean(),
+        "body": err.mean(),
+    }
+    for label, names in (
+        ("hands (shape)", ("left_hand", "right_hand")),
+        ("feet (shape)", ("left_foot", "right_foot")),
+    ):
         errs = []
         for k in names:
             core = regions[k].core
@@ -125,8 +135,11 @@ def run_methods(inp: np.ndarray, body, args) -> dict[str, tuple[np.ndarray, floa
 
     out = {}
     for name in args.methods:
-        method, blend = ("paste", "extremities") if name == "paste" else ("fit", "whole" if name == "fit-whole" else
-                                                                           "extremities")  # fmt: skip
+        method, blend = (
+            ("paste", "extremities")
+            if name == "paste"
+            else ("fit", "whole" if name == "fit-whole" else "extremities")
+        )
         if name == "fit-whole" and "fit" in out:  # same fit, other blend: reuse it
             out[name] = (out["fit_fitted"][0], out["fit"][1])
             continue
@@ -150,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num", type=int, default=32, help="held-out people")
     ap.add_argument("--topology", default="notoes_collapse10pc", help="mesh (ignored with --checkpoint)")
-    ap.add_argument("--checkpoint", default=None, help="a trained run folder or .pt: also refine its predictions")
+    ap.add_argument(
+        "--checkpoint", default=None, help="a trained run folder or .pt: also refine its predictions"
+    )
     ap.add_argument("--steps", type=int, default=None, help="fit steps (default: refine.FIT_STEPS)")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--blur-mm", type=float, default=60.0, help="length scale of the corruption's smoothing (mm)")
+    ap.add_argument(
+        "--blur-mm", type=float, default=60.0, help="length scale of the corruption's smoothing (mm)"
+    )
     ap.add_argument("--noise-mm", type=float, default=3.0, help="Gaussian noise of the corruption (mm)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seed", type=int, default=0)
@@ -184,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     if model is not None:
         inputs["model"] = predict(model, cfg, gt)
 
-    header = ("| input | region | before | after (a) fit | after (a) whole fit | after (b) paste | ratio (a) | "
-              "ratio (b) |")  # fmt: skip
+    header = (
+        "| input | region | before | after (a) fit | after (a) whole fit | after (b) paste | ratio (a) | "
+        "ratio (b) |"
+    )
     lines = [header, "|" + "---|" * 8]
     for label, inp in inputs.items():
         before = scores(inp, gt["mesh"], regions)
@@ -195,15 +214,36 @@ def main(argv: list[str] | None = None) -> int:
             cells = [after[m][region] if m in after else float("nan") for m in METHODS]
             for m in ("fit", "paste"):
                 if m in after:
-                    emit("refine", f"MPVPE {region}, {label} input, {body.topology}, after {m}", round(after[m][region], 2),
-                         "mm", "the same meshes before refinement", round(before[region], 2), higher_is_better=False)
-            lines.append(f"| {label} | {region} | {before[region]:.1f} | " + " | ".join(f"{c:.1f}" for c in cells) +
-                         f" | {cells[0] / before[region]:.2f} | {cells[2] / before[region]:.2f} |")  # fmt: skip
+                    emit(
+                        "refine",
+                        f"MPVPE {region}, {label} input, {body.topology}, after {m}",
+                        round(after[m][region], 2),
+                        "mm",
+                        "the same meshes before refinement",
+                        round(before[region], 2),
+                        higher_is_better=False,
+                    )
+            lines.append(
+                f"| {label} | {region} | {before[region]:.1f} | "
+                + " | ".join(f"{c:.1f}" for c in cells)
+                + f" | {cells[0] / before[region]:.2f} | {cells[2] / before[region]:.2f} |"
+            )
         for m, (_, sec) in refined.items():
-            print(json.dumps({"bench": "refine", "input": label, "topology": body.topology, "num": args.num,
-                              "method": m, "steps": args.steps if m != "paste" else 0, "s_per_mesh": round(sec, 4),
-                              "before_mm": {k: round(v, 2) for k, v in before.items()},
-                              "after_mm": {k: round(v, 2) for k, v in after[m].items()}}))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "bench": "refine",
+                        "input": label,
+                        "topology": body.topology,
+                        "num": args.num,
+                        "method": m,
+                        "steps": args.steps if m != "paste" else 0,
+                        "s_per_mesh": round(sec, 4),
+                        "before_mm": {k: round(v, 2) for k, v in before.items()},
+                        "after_mm": {k: round(v, 2) for k, v in after[m].items()},
+                    }
+                )
+            )
         panels = {"before": inp[0]}
         panels.update({f"after {m}": refined[m][0][0] for m in ("fit", "paste") if m in refined})
         panels["truth"] = gt["mesh"][0]

@@ -112,9 +112,16 @@ def main() -> None:
         "silhouette_iou": round(iou, 4),
     }
     print(json.dumps(row))
-    emit("render", f"ms per {size}x{size} image, {name} ({len(faces)} faces)", round(t_z * 1000, 1), "ms",
-         "painter's algorithm with PIL polygons", round(t_p * 1000, 1), higher_is_better=False,
-         note=f"silhouette IoU vs baseline {iou:.3f}; with back-face culling {t_zc * 1000:.0f} ms")
+    emit(
+        "render",
+        f"ms per {size}x{size} image, {name} ({len(faces)} faces)",
+        round(t_z * 1000, 1),
+        "ms",
+        "painter's algorithm with PIL polygons",
+        round(t_p * 1000, 1),
+        higher_is_better=False,
+        note=f"silhouette IoU vs baseline {iou:.3f}; with back-face culling {t_zc * 1000:.0f} ms",
+    )
     print(
         f"| render {name} {size}x{size} ({len(faces)} faces) | z-buffer {t_z * 1000:.0f} ms "
         f"(culled {t_zc * 1000:.0f} ms) | painter PIL {t_p * 1000:.0f} ms | {t_p / t_z:.1f}x | IoU {iou:.3f} |"

@@ -41,8 +41,12 @@ from p2m.camera import Camera, bbox_from_joints
 from p2m.layout import DatasetWriter
 
 CAMS = {
-    i + 1: Camera.look_at([4500.0 * np.cos(a), 4500.0 * np.sin(a), 1500.0], [0.0, 0.0, 900.0],
-                          f=[1145.0, 1144.0], c=[512.0, 515.0])  # fmt: skip
+    i + 1: Camera.look_at(
+        [4500.0 * np.cos(a), 4500.0 * np.sin(a), 1500.0],
+        [0.0, 0.0, 900.0],
+        f=[1145.0, 1144.0],
+        c=[512.0, 515.0],
+    )
     for i, a in enumerate(np.linspace(0, 2 * np.pi, 4, endpoint=False))
 }
 BASE = np.array([
@@ -63,8 +67,12 @@ def make_dataset(root: Path, subjects: tuple[int, ...], frames: int, images: boo
                 w.add_camera(s, cam_idx, cam)
             for f in range(frames):
                 X = BASE + rng.normal(0, 40, BASE.shape)
-                params = {"model": "smpl", "pose": rng.normal(0, 0.2, 72).tolist(),
-                          "shape": rng.normal(0, 1, 10).tolist(), "trans": rng.normal(0, 0.1, 3).tolist()}  # fmt: skip
+                params = {
+                    "model": "smpl",
+                    "pose": rng.normal(0, 0.2, 72).tolist(),
+                    "shape": rng.normal(0, 1, 10).tolist(),
+                    "trans": rng.normal(0, 0.1, 3).tolist(),
+                }
                 for cam_idx, cam in CAMS.items():
                     fname = f"s_{s:02d}_act_02_subact_01_ca_{cam_idx:02d}/s_{s:02d}_ca_{cam_idx:02d}_{f + 1:06d}.jpg"
                     if jpeg is not None:
@@ -73,8 +81,15 @@ def make_dataset(root: Path, subjects: tuple[int, ...], frames: int, images: boo
                     j2d = np.c_[cam.project(X), np.full(17, 2.0)]
                     kp = np.c_[j2d[:, :2], np.full(17, 2.0)]
                     ann = {"bbox": bbox_from_joints(j2d), "keypoints": kp, "joints_2d_h36m": j2d}
-                    image = {"file_name": fname, "width": 1000, "height": 1000, "action_idx": 2,
-                             "subaction_idx": 1, "cam_idx": cam_idx, "frame_idx": f}  # fmt: skip
+                    image = {
+                        "file_name": fname,
+                        "width": 1000,
+                        "height": 1000,
+                        "action_idx": 2,
+                        "subaction_idx": 1,
+                        "cam_idx": cam_idx,
+                        "frame_idx": f,
+                    }
                     w.add_frame(s, image, [ann], joints_3d_world=X, body_param=params)
                     n += 1
     return n
@@ -108,12 +123,21 @@ def _best(fn, repeat: int = 3) -> tuple[float, float]:
     return min(walls), min(cpus)
 
 
-def _row(bench: str, n: int, ours: tuple[float, float], base: tuple[float, float], baseline: str, **extra) -> dict:
+def _row(
+    bench: str, n: int, ours: tuple[float, float], base: tuple[float, float], baseline: str, **extra
+) -> dict:
     return {
-        "bench": bench, "samples": n, "samples_per_s": n / ours[0], "cpu_samples_per_s": n / ours[1],
-        "baseline": baseline, "baseline_samples_per_s": n / base[0], "baseline_cpu_samples_per_s": n / base[1],
-        "ratio": base[0] / ours[0], "cpu_ratio": base[1] / ours[1], **extra,
-    }  # fmt: skip
+        "bench": bench,
+        "samples": n,
+        "samples_per_s": n / ours[0],
+        "cpu_samples_per_s": n / ours[1],
+        "baseline": baseline,
+        "baseline_samples_per_s": n / base[0],
+        "baseline_cpu_samples_per_s": n / base[1],
+        "ratio": base[0] / ours[0],
+        "cpu_ratio": base[1] / ours[1],
+        **extra,
+    }
 
 
 def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
@@ -138,11 +162,25 @@ def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
     shards = index["splits"]["train"]["shards"]
     total_bytes = sum(sh["bytes"] for sh in shards)
     jobs = [  # the dataset, parsed (one person per image here)
-        Job("train", sample_key(s.dataset, s.subject, s.image["action_idx"], s.image["subaction_idx"],
-                                s.image["cam_idx"], s.image["frame_idx"], 0),
-            s.dataset, 0, s, camera_json(s.camera), camera_array(s.camera))
+        Job(
+            "train",
+            sample_key(
+                s.dataset,
+                s.subject,
+                s.image["action_idx"],
+                s.image["subaction_idx"],
+                s.image["cam_idx"],
+                s.image["frame_idx"],
+                0,
+            ),
+            s.dataset,
+            0,
+            s,
+            camera_json(s.camera),
+            camera_array(s.camera),
+        )
         for s in read_dataset(ds).iter_samples()
-    ]  # fmt: skip
+    ]
     opts = EncodeOptions()
     encoded = list(map(SampleEncoder(opts).encode, jobs))  # ... and its members, encoded
 
@@ -173,8 +211,10 @@ def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
     (work / "list.txt").write_text("\n".join(names) + "\n")
 
     def tar() -> None:
-        subprocess.run(["tar", "-cf", str(work / "baseline.tar"), "-C", str(members), "-T", str(work / "list.txt")],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["tar", "-cf", str(work / "baseline.tar"), "-C", str(members), "-T", str(work / "list.txt")],
+            check=True,
+        )
         fd = os.open(work / "baseline.tar", os.O_RDONLY)
         os.fsync(fd)  # our shards are fsynced before the rename; give tar the same durability
         os.close(fd)
@@ -183,12 +223,27 @@ def bench_write(ds: Path, work: Path, n: int) -> list[dict]:
     base = "tar -cf of the same members (files, page cache), + fsync"
     mb = {"MB": round(total_bytes / 1e6, 1)}
     return [
-        _row("shard_write_archive (members -> tars + sha256 + fsync/rename + index)", n, t_archive, t_tar, base, **mb),
+        _row(
+            "shard_write_archive (members -> tars + sha256 + fsync/rename + index)",
+            n,
+            t_archive,
+            t_tar,
+            base,
+            **mb,
+        ),
         _row("shard_write_encode_archive (parsed samples -> tars)", n, t_encode, t_tar, base, **mb),
-        _row("shard_write_end_to_end (dataset folder -> tars, incl. JSON parsing)", n, t_e2e, t_tar, base, **mb),
+        _row(
+            "shard_write_end_to_end (dataset folder -> tars, incl. JSON parsing)", n, t_e2e, t_tar, base, **mb
+        ),
         _row("shard_write_end_to_end --workers 2", n, t_e2e2, t_tar, base, **mb),
-        _row("shard_write_end_to_end, per-sample path (columnar off: the path before)", n, t_e2e_ref, t_tar, base,
-             **mb),  # fmt: skip
+        _row(
+            "shard_write_end_to_end, per-sample path (columnar off: the path before)",
+            n,
+            t_e2e_ref,
+            t_tar,
+            base,
+            **mb,
+        ),
     ]
 
 
@@ -206,10 +261,16 @@ def bench_json(ds: Path, n: int) -> list[dict]:
 
     files = sorted((ds / "annotations").glob("*_subject*_*.json"))
     raws = [(p.name.rsplit("_", 1)[-1], p.read_bytes()) for p in files if not p.name.endswith("_camera.json")]
-    typed = {"data.json": columns._DECODER, "3d.json": columns._J3D_DECODER, "param.json": columns._BODY_DECODER}
-    parsers = {"json (stdlib)": lambda kind, raw: json.loads(raw.decode("utf-8")),
-               "msgspec": lambda kind, raw: msgspec.json.decode(raw),
-               "msgspec typed (p2m shard)": lambda kind, raw: typed[kind].decode(raw)}  # fmt: skip
+    typed = {
+        "data.json": columns._DECODER,
+        "3d.json": columns._J3D_DECODER,
+        "param.json": columns._BODY_DECODER,
+    }
+    parsers = {
+        "json (stdlib)": lambda kind, raw: json.loads(raw.decode("utf-8")),
+        "msgspec": lambda kind, raw: msgspec.json.decode(raw),
+        "msgspec typed (p2m shard)": lambda kind, raw: typed[kind].decode(raw),
+    }
     try:
         import orjson
 
@@ -228,8 +289,13 @@ def bench_json(ds: Path, n: int) -> list[dict]:
     times = {name: _best(lambda parse=parse: parse_all(parse)) for name, parse in parsers.items()}
     base = times["json (stdlib)"]
     mb = {"MB": round(sum(len(r) for _, r in raws) / 1e6, 1)}
-    return [_row(f"shard_json_parse {name} (subject files)", n, t, base, "json.loads (stdlib), GC paused too", **mb)
-            for name, t in times.items() if name != "json (stdlib)"]  # fmt: skip
+    return [
+        _row(
+            f"shard_json_parse {name} (subject files)", n, t, base, "json.loads (stdlib), GC paused too", **mb
+        )
+        for name, t in times.items()
+        if name != "json (stdlib)"
+    ]
 
 
 def bench_sizes(work: Path, n_pose: int) -> list[dict]:
@@ -241,17 +307,35 @@ def bench_sizes(work: Path, n_pose: int) -> list[dict]:
     rows = []
     pose = load_index(work / "shards")["splits"]["train"]
     frame_bytes = np.mean([p.stat().st_size for p in (img / "images").rglob("*.jpg")])
-    for label, kwargs in (("crops_256", {"with_images": True, "crop": True}), ("frames", {"with_images": True})):
+    for label, kwargs in (
+        ("crops_256", {"with_images": True, "crop": True}),
+        ("frames", {"with_images": True}),
+    ):
         out = work / f"shards_{label}"
         shutil.rmtree(out, ignore_errors=True)
         build_shards([img], out, progress=False, **kwargs)
         rec = load_index(out)["splits"]["train"]
-        rows.append({"bench": f"shard_bytes_per_sample_{label}", "bytes_per_sample": rec["bytes"] / rec["samples"],
-                     "samples": n, "baseline": "pose-only sample", "baseline_bytes": pose["bytes"] / pose["samples"],
-                     "ratio": rec["bytes"] / rec["samples"] / (pose["bytes"] / pose["samples"])})  # fmt: skip
-    rows.insert(0, {"bench": "shard_bytes_per_sample_pose_only", "bytes_per_sample": pose["bytes"] / pose["samples"],
-                    "samples": n_pose, "baseline": "1000x1000 JPEG frame (q90 gradient)", "baseline_bytes": frame_bytes,
-                    "ratio": (pose["bytes"] / pose["samples"]) / frame_bytes})  # fmt: skip
+        rows.append(
+            {
+                "bench": f"shard_bytes_per_sample_{label}",
+                "bytes_per_sample": rec["bytes"] / rec["samples"],
+                "samples": n,
+                "baseline": "pose-only sample",
+                "baseline_bytes": pose["bytes"] / pose["samples"],
+                "ratio": rec["bytes"] / rec["samples"] / (pose["bytes"] / pose["samples"]),
+            }
+        )
+    rows.insert(
+        0,
+        {
+            "bench": "shard_bytes_per_sample_pose_only",
+            "bytes_per_sample": pose["bytes"] / pose["samples"],
+            "samples": n_pose,
+            "baseline": "1000x1000 JPEG frame (q90 gradient)",
+            "baseline_bytes": frame_bytes,
+            "ratio": (pose["bytes"] / pose["samples"]) / frame_bytes,
+        },
+    )
     return rows
 
 
@@ -281,11 +365,16 @@ def pose2mesh_json_batches(ds: Path, batch_size: int) -> int:
             joint_cam = world @ R.T + t
             joint_img = joint_cam[:, :2] / joint_cam[:, 2:] * f + c
             p = params[a][s][fr]
-            datalist.append({
-                "joint_img": np.c_[joint_img, np.ones(17, np.float32)], "joint_cam": joint_cam,
-                "bbox": np.array(ann["bbox"], np.float32), "pose": np.array(p["pose"], np.float32),
-                "shape": np.array(p["shape"], np.float32), "trans": np.array(p["trans"], np.float32),
-            })  # fmt: skip
+            datalist.append(
+                {
+                    "joint_img": np.c_[joint_img, np.ones(17, np.float32)],
+                    "joint_cam": joint_cam,
+                    "bbox": np.array(ann["bbox"], np.float32),
+                    "pose": np.array(p["pose"], np.float32),
+                    "shape": np.array(p["shape"], np.float32),
+                    "trans": np.array(p["trans"], np.float32),
+                }
+            )
     count = 0
     for i in range(0, len(datalist) - batch_size + 1, batch_size):
         chunk = datalist[i : i + batch_size]
@@ -300,7 +389,9 @@ def bench_read(ds: Path, work: Path, n: int, batch_size: int = 256) -> list[dict
     t_json = _best(lambda: pose2mesh_json_batches(ds, batch_size), repeat=2)
     rows = []
     for workers in (0, 2):
-        loader = make_loader(work / "shards", "train", batch_size, num_workers=workers, shuffle_buffer=1000, seed=0)
+        loader = make_loader(
+            work / "shards", "train", batch_size, num_workers=workers, shuffle_buffer=1000, seed=0
+        )
         got = [0]
 
         def epoch(loader=loader, got=got) -> None:
@@ -310,15 +401,23 @@ def bench_read(ds: Path, work: Path, n: int, batch_size: int = 256) -> list[dict
         t = _best(epoch, repeat=3)
         if workers:  # the workers' CPU time is not this process's: report wall time only
             t = (t[0], float("nan"))
-        rows.append(_row(f"shard_read_pose_only_{workers}_workers (batch {batch_size})", got[0], t,
-                         (t_json[0] * got[0] / n, t_json[1] * got[0] / n),
-                         "Pose2Mesh-style json.load of subject files + per-sample dicts -> batches"))  # fmt: skip
+        rows.append(
+            _row(
+                f"shard_read_pose_only_{workers}_workers (batch {batch_size})",
+                got[0],
+                t,
+                (t_json[0] * got[0] / n, t_json[1] * got[0] / n),
+                "Pose2Mesh-style json.load of subject files + per-sample dicts -> batches",
+            )
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=2000, help="frames per subject (x 5 subjects x 4 cameras)")
+    parser.add_argument(
+        "--frames", type=int, default=2000, help="frames per subject (x 5 subjects x 4 cameras)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="reuse the dataset already in --out")
     args = parser.parse_args()
@@ -338,17 +437,37 @@ def main() -> None:
         if args.out is None:
             shutil.rmtree(work, ignore_errors=True)
     for row in rows:
-        print(json.dumps({k: ((None if v != v else round(v, 3)) if isinstance(v, float) else v) for k, v in row.items()}))
+        print(
+            json.dumps(
+                {
+                    k: ((None if v != v else round(v, 3)) if isinstance(v, float) else v)
+                    for k, v in row.items()
+                }
+            )
+        )
     print("\n| benchmark | measured (wall; CPU) | baseline | baseline (wall; CPU) | ratio (wall; CPU) |")
     print("|---|---|---|---|---|")
     for r in rows:
         if "samples_per_s" in r:
-            emit("shards", f"{r['bench']} samples/s (wall)", round(r["samples_per_s"]), "samples/s", r["baseline"],
-                 round(r["baseline_samples_per_s"]),
-                 note=f"CPU-time ratio {r['cpu_ratio']:.2f}x")
+            emit(
+                "shards",
+                f"{r['bench']} samples/s (wall)",
+                round(r["samples_per_s"]),
+                "samples/s",
+                r["baseline"],
+                round(r["baseline_samples_per_s"]),
+                note=f"CPU-time ratio {r['cpu_ratio']:.2f}x",
+            )
         else:
-            emit("shards", f"{r['bench']} bytes/sample", round(r["bytes_per_sample"]), "B", r["baseline"],
-                 round(r["baseline_bytes"]), higher_is_better=False)
+            emit(
+                "shards",
+                f"{r['bench']} bytes/sample",
+                round(r["bytes_per_sample"]),
+                "B",
+                r["baseline"],
+                round(r["baseline_bytes"]),
+                higher_is_better=False,
+            )
     for r in rows:
         if "samples_per_s" in r:
             fig = f"{r['samples_per_s']:,.0f}; {r['cpu_samples_per_s']:,.0f} samples/s"

@@ -63,9 +63,15 @@ def main() -> None:
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, CPU",
     }
     print(json.dumps(row))
-    emit("synth", f"pose-only samples/s ({stats['images']} samples, h36m cameras)", row["samples_per_s"], "samples/s",
-         "body-model forward alone, same frames", round(stats["images"] / forward_s, 1),
-         note=f"{synth_s:.1f} s for {stats['images']} samples; goal: 10,000 in under 60 s")
+    emit(
+        "synth",
+        f"pose-only samples/s ({stats['images']} samples, h36m cameras)",
+        row["samples_per_s"],
+        "samples/s",
+        "body-model forward alone, same frames",
+        round(stats["images"] / forward_s, 1),
+        note=f"{synth_s:.1f} s for {stats['images']} samples; goal: 10,000 in under 60 s",
+    )
 
 
 if __name__ == "__main__":

@@ -37,11 +37,26 @@ from rows import emit as emit_row  # noqa: E402
 
 def emit(name: str, value: float, unit: str, baseline_name: str, baseline: float, note: str = "") -> None:
     lower = unit in ("s", "MB", "GB")  # times and bytes: lower is better
-    emit_row("train", name, round(value, 4), unit, baseline_name, round(baseline, 4), higher_is_better=not lower,
-             note=note)
+    emit_row(
+        "train",
+        name,
+        round(value, 4),
+        unit,
+        baseline_name,
+        round(baseline, 4),
+        higher_is_better=not lower,
+        note=note,
+    )
     ratio = value / baseline if baseline else float("nan")
-    row = {"benchmark": name, "value": round(value, 4), "unit": unit, "baseline": baseline_name,
-           "baseline_value": round(baseline, 4), "ratio": round(ratio, 3), "note": note}  # fmt: skip
+    row = {
+        "benchmark": name,
+        "value": round(value, 4),
+        "unit": unit,
+        "baseline": baseline_name,
+        "baseline_value": round(baseline, 4),
+        "ratio": round(ratio, 3),
+        "note": note,
+    }
     print(json.dumps(row))
     print(f"| {name} | {value:.4g} {unit} | {baseline_name}: {baseline:.4g} {unit} | {ratio:.2f}x | {note} |")
     sys.stdout.flush()
@@ -51,14 +66,24 @@ def make_shards(base: Path, num: int) -> Path:
     from p2m.annotate.synth import SynthOptions, synth
     from p2m.shards import build_shards
 
-    synth(base / "ds", SynthOptions(num=num, poses="cmu-train", subjects=4, topology="notoes_collapse3pc", seed=3),
-          progress=False)  # fmt: skip
-    build_shards([base / "ds"], base / "shards", splits={"train": "S1,S2,S3", "test": "S4"},
-                 maxcount=max(1, num // 8), progress=False)  # fmt: skip
+    synth(
+        base / "ds",
+        SynthOptions(num=num, poses="cmu-train", subjects=4, topology="notoes_collapse3pc", seed=3),
+        progress=False,
+    )
+    build_shards(
+        [base / "ds"],
+        base / "shards",
+        splits={"train": "S1,S2,S3", "test": "S4"},
+        maxcount=max(1, num // 8),
+        progress=False,
+    )
     return base / "shards"
 
 
-def train_rate(cfg_path: Path, sets: list[str], data: Path, run: Path, steps: int) -> tuple[float, float, int]:
+def train_rate(
+    cfg_path: Path, sets: list[str], data: Path, run: Path, steps: int
+) -> tuple[float, float, int]:
     """Median samples/s of the logged steps after the first (warm-up), the median step s, and the batch size."""
     from p2m.pose2mesh.config import load_config
     from p2m.pose2mesh.train import train
@@ -94,18 +119,27 @@ def gt_cost(topology: str, batch: int, reps: int = 3) -> tuple[float, float]:
     return batched, single
 
 
-def bench_rate(name: str, cfg_path: Path, sets: list[str], data: Path, work: Path, steps: int, topology: str) -> None:
+def bench_rate(
+    name: str, cfg_path: Path, sets: list[str], data: Path, work: Path, steps: int, topology: str
+) -> None:
     rate, step_s, batch = train_rate(cfg_path, sets, data, work / f"rate-{name}", steps)
     batched, single = gt_cost(topology, batch)
     baseline = batch / (step_s - batched + single)
-    emit(f"train samples/s, {name} config (CPU, batch {batch})", rate, "samples/s",
-         "same step with per-sample CPU GT meshes (original)", baseline,
-         f"GT per batch {batched * 1e3:.0f} ms batched vs {single * 1e3:.0f} ms per-sample; {steps} steps")  # fmt: skip
+    emit(
+        f"train samples/s, {name} config (CPU, batch {batch})",
+        rate,
+        "samples/s",
+        "same step with per-sample CPU GT meshes (original)",
+        baseline,
+        f"GT per batch {batched * 1e3:.0f} ms batched vs {single * 1e3:.0f} ms per-sample; {steps} steps",
+    )
 
 
 def _cli_seconds(args: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "p2m", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "p2m", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"p2m train failed: rc {proc.returncode}\n{proc.stderr[-2000:]}")
@@ -124,8 +158,14 @@ def bench_resume(name: str, cfg_path: Path, sets: list[str], data: Path, work: P
     fresh = _cli_seconds([*args, "--out", str(work / f"fresh-{name}"), "--max-steps", "1"], env)
     resumed = _cli_seconds([*args, "--out", str(run), "--resume", "--max-steps", str(stop + 1)], env)
     size = (run / "checkpoints" / "last.pt").stat().st_size
-    emit(f"--resume to first step, {name} config (process launch -> step done)", resumed, "s",
-         "fresh start to first step", fresh, f"last.pt {size / 1e6:.1f} MB")  # fmt: skip
+    emit(
+        f"--resume to first step, {name} config (process launch -> step done)",
+        resumed,
+        "s",
+        "fresh start to first step",
+        fresh,
+        f"last.pt {size / 1e6:.1f} MB",
+    )
 
 
 def bench_disk(data: Path, work: Path, epochs: int) -> None:
@@ -134,23 +174,41 @@ def bench_disk(data: Path, work: Path, epochs: int) -> None:
     from p2m.pose2mesh.model import build_model
     from p2m.pose2mesh.train import train
 
-    cfg = load_config(TINY, [*TINY_SETS, f"train.epochs={epochs}", "train.lr_steps=[1000]", "train.log_every=50",
-                             "train.ckpt_every_steps=5"])  # fmt: skip
+    cfg = load_config(
+        TINY,
+        [
+            *TINY_SETS,
+            f"train.epochs={epochs}",
+            "train.lr_steps=[1000]",
+            "train.log_every=50",
+            "train.ckpt_every_steps=5",
+        ],
+    )
     run = work / "disk"
     train(cfg, run, data, device="cpu", progress=False)
     ours = ckpt.disk_usage(run)
     per_epoch = (run / "checkpoints" / "last.pt").stat().st_size
     original = (epochs + 1) * per_epoch  # checkpoint{epoch}.pth.tar for each epoch, plus best.pth.tar
-    emit(f"checkpoint bytes on disk after {epochs} epochs, tiny config", ours / 1e6, "MB",
-         "original scheme (one checkpoint per epoch + best)", original / 1e6,
-         "ours: last.pt + best.pt (hard link when equal) + best.safetensors")  # fmt: skip
+    emit(
+        f"checkpoint bytes on disk after {epochs} epochs, tiny config",
+        ours / 1e6,
+        "MB",
+        "original scheme (one checkpoint per epoch + best)",
+        original / 1e6,
+        "ours: last.pt + best.pt (hard link when equal) + best.safetensors",
+    )
     full = load_config(FULL)
     params = sum(p.numel() for p in build_model(full).parameters())
     ckpt_bytes = 8 * params  # fp32 weights + RMSprop square_avg
     ours_full = 2 * ckpt_bytes + 4 * params  # worst case: last.pt and best.pt differ, plus the weights
-    emit(f"checkpoint bytes after 15 epochs, full config ({params / 1e6:.1f} M parameters, computed)",
-         ours_full / 1e9, "GB", "original scheme: 15 per-epoch checkpoints + best", 16 * ckpt_bytes / 1e9,
-         "8 bytes/parameter per checkpoint (weights + RMSprop state)")  # fmt: skip
+    emit(
+        f"checkpoint bytes after 15 epochs, full config ({params / 1e6:.1f} M parameters, computed)",
+        ours_full / 1e9,
+        "GB",
+        "original scheme: 15 per-epoch checkpoints + best",
+        16 * ckpt_bytes / 1e9,
+        "8 bytes/parameter per checkpoint (weights + RMSprop state)",
+    )
 
 
 def main() -> None:

@@ -36,7 +36,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "detect": ("bench_detect.py", [], []),
     "infer": ("bench_infer.py", [], ["--num", "500"]),
     "refine": ("bench_refine.py", ["--out", "/tmp/p2m-refine"], ["--num", "16", "--out", "/tmp/p2m-refine"]),
-    "ray": ("bench_ray.py", [], ["--synth", "500", "--photos", "8", "--people", "4", "--urls", "2000", "--hosts", "16"]),
+    "ray": (
+        "bench_ray.py",
+        [],
+        ["--synth", "500", "--photos", "8", "--people", "4", "--urls", "2000", "--hosts", "16"],
+    ),
 }
 
 
@@ -46,11 +50,13 @@ def run(name: str, args: list[str], timeout: float) -> tuple[list[dict], str | N
         return [], f"{script.name} does not exist", 0.0
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return [], f"timed out after {timeout:.0f} s", time.perf_counter() - t0
     seconds = time.perf_counter() - t0
-    rows = [json.loads(line[len(PREFIX):]) for line in proc.stdout.splitlines() if line.startswith(PREFIX)]
+    rows = [json.loads(line[len(PREFIX) :]) for line in proc.stdout.splitlines() if line.startswith(PREFIX)]
     error = None
     if proc.returncode != 0:
         tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -88,10 +94,14 @@ def render(results: dict[str, tuple[list[dict], str | None, float]], quick: bool
                 f"| {r['note']} |"
             )
             if r["baseline"] is None or r["baseline_value"] is None:
-                missing.append(f"- {name}: {r['figure']}: no baseline value ({r['note'] or 'no reason given'})")
+                missing.append(
+                    f"- {name}: {r['figure']}: no baseline value ({r['note'] or 'no reason given'})"
+                )
         if error:
             missing.append(f"- {name}: {error}")
-    lines += ["", "## Missing", ""] + (missing or ["- nothing: every benchmark ran and every row has a baseline"])
+    lines += ["", "## Missing", ""] + (
+        missing or ["- nothing: every benchmark ran and every row has a baseline"]
+    )
     extra = HERE / "MEASURED_ELSEWHERE.md"
     if extra.exists():
         lines += ["", extra.read_text().strip()]
@@ -115,8 +125,11 @@ def main() -> None:
         print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
         results[name] = run(name, quick if args.quick else full, args.timeout)
         rows, error, seconds = results[name]
-        print(f"[run_all] {name}: {len(rows)} row(s) in {seconds:.0f} s{'; ' + error if error else ''}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"[run_all] {name}: {len(rows)} row(s) in {seconds:.0f} s{'; ' + error if error else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
     sys.path.insert(0, str(HERE.parent))
     from p2m.io import write_text
 

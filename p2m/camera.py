@@ -51,8 +51,6 @@ def _shape_str(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-
-
 @dataclass(frozen=True, eq=False)
 class Camera:
     """A calibrated camera.

@@ -43,7 +43,9 @@ def p2m(*args: str, log: Path | None = None) -> None:
     cmd = [sys.executable, "-m", "p2m", *args]
     print("+ p2m " + " ".join(args), flush=True)
     with open(log, "a") if log else open(os.devnull, "w") as fh:
-        rc = subprocess.call(cmd, stdout=fh if log else None, stderr=subprocess.STDOUT if log else None, cwd=ROOT)
+        rc = subprocess.call(
+            cmd, stdout=fh if log else None, stderr=subprocess.STDOUT if log else None, cwd=ROOT
+        )
     if rc:
         raise SystemExit(f"p2m {args[0]} failed with exit code {rc}" + (f"; see {log}" if log else ""))
 
@@ -63,9 +65,26 @@ def make_data(out: Path, log: Path) -> tuple[Path, Path]:
     for name, seed, num, first in (("val", 3, 2000, 11), ("test", 2, 4000, 9)):
         ds, sh = out / "data" / f"cmu_{name}", out / "shards" / f"cmu_{name}"
         if not (sh / "index.json").exists():
-            p2m("synth", "--out", str(ds), "--num", str(num), "--poses", "cmu-eval", "--seed", str(seed),
-                "--subjects", "2", "--first-subject", str(first), "--topology", "1229", "--name", f"cmu{name}",
-                log=log)  # fmt: skip
+            p2m(
+                "synth",
+                "--out",
+                str(ds),
+                "--num",
+                str(num),
+                "--poses",
+                "cmu-eval",
+                "--seed",
+                str(seed),
+                "--subjects",
+                "2",
+                "--first-subject",
+                str(first),
+                "--topology",
+                "1229",
+                "--name",
+                f"cmu{name}",
+                log=log,
+            )
             p2m("shard", str(ds), "--out", str(sh), "--split", f"{name}=*", log=log)
         shards[name] = sh
     return shards["val"], shards["test"]
@@ -101,8 +120,18 @@ def train_stage(config: Path, run: Path, val: Path, until: float | None, log: Pa
                 print(f"{run.name}: deadline reached at step {step}; keeping its best checkpoint", flush=True)
                 return
         started = (run / "checkpoints" / "last.pt").exists()
-        args = ["train", "--data", str(val), "--out", str(run), "--threads", "1", "--no-progress",
-                "--max-steps", str(step + chunk)]  # fmt: skip
+        args = [
+            "train",
+            "--data",
+            str(val),
+            "--out",
+            str(run),
+            "--threads",
+            "1",
+            "--no-progress",
+            "--max-steps",
+            str(step + chunk),
+        ]
         args += ["--resume"] if started else ["--config", str(config), *extra]
         t0 = time.time()
         p2m(*args, log=log)
@@ -117,17 +146,35 @@ def evaluate(run: Path, test: Path, log: Path) -> dict:
     out = {}
     for inp in ("gt", "noisy"):
         path = run / f"eval_test_{inp}.json"
-        p2m("eval", str(run), "--data", str(test), "--split", "test", "--input", inp, "--threads", "1",
-            "--no-progress", "--out", str(path), log=log)  # fmt: skip
+        p2m(
+            "eval",
+            str(run),
+            "--data",
+            str(test),
+            "--split",
+            "test",
+            "--input",
+            inp,
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out",
+            str(path),
+            log=log,
+        )
         out[inp] = json.loads(path.read_text())
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "release", help="work folder (runs, shards, logs)")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "runs" / "release", help="work folder (runs, shards, logs)"
+    )
     ap.add_argument("--stage1-until", help="HH:MM: stop stage 1 at this time (its best checkpoint is used)")
-    ap.add_argument("--stage2-until", help="HH:MM: stop stage 2 at this time (its best checkpoint starts stage 3)")
+    ap.add_argument(
+        "--stage2-until", help="HH:MM: stop stage 2 at this time (its best checkpoint starts stage 3)"
+    )
     ap.add_argument("--until", help="HH:MM: stop stage 3 at this time (its best checkpoint is shipped)")
     ap.add_argument("--no-ship", action="store_true", help="evaluate but do not write into p2m/data/models")
     args = ap.parse_args()

@@ -102,7 +102,9 @@ def h36m_cameras(rng: np.random.Generator, target_mm: np.ndarray) -> list[Camera
         dist = rng.uniform(*rig["distance"])
         eye = np.array([math.cos(azimuth) * dist, math.sin(azimuth) * dist, rng.uniform(*rig["height"])])
         f = H36M_FOCAL * rng.uniform(1 - rig["focal_jitter"], 1 + rig["focal_jitter"])
-        c = np.array(H36M_IMAGE_SIZE, dtype=float) / 2 + rng.uniform(-rig["centre_jitter"], rig["centre_jitter"], size=2)
+        c = np.array(H36M_IMAGE_SIZE, dtype=float) / 2 + rng.uniform(
+            -rig["centre_jitter"], rig["centre_jitter"], size=2
+        )
         target = target_mm + rng.uniform(-rig["target_jitter"], rig["target_jitter"], size=3)
         cams.append(Camera.look_at(eye, target, f=(f, f), c=c))
     return cams
@@ -118,8 +120,13 @@ def random_camera(rng: np.random.Generator, joints_mm: np.ndarray, size: int) ->
     dist = f * extent / (fill * size)
     azimuth = rng.uniform(0, 2 * math.pi)
     elevation = rng.uniform(*(math.radians(a) for a in rc["elevation_deg"]))
-    eye = centre + dist * np.array([math.cos(azimuth) * math.cos(elevation),
-                                    math.sin(azimuth) * math.cos(elevation), math.sin(elevation)])  # fmt: skip
+    eye = centre + dist * np.array(
+        [
+            math.cos(azimuth) * math.cos(elevation),
+            math.sin(azimuth) * math.cos(elevation),
+            math.sin(elevation),
+        ]
+    )
     c = np.full(2, size / 2.0) + rng.uniform(-rc["centre_jitter"], rc["centre_jitter"], size=2) * size
     target = centre + rng.uniform(-rc["target_jitter"], rc["target_jitter"], size=3)
     return Camera.look_at(eye, target, f=(f, f), c=c)
@@ -192,7 +199,9 @@ class Synthesizer:
         self.size = H36M_IMAGE_SIZE if options.cameras == "h36m" else (options.image_size, options.image_size)
         self.num_frames = math.ceil(options.num / self.views)
         # Contiguous blocks of frames per subject, like Human3.6M's per-subject sessions.
-        block = np.minimum(np.arange(self.num_frames) * options.subjects // self.num_frames, options.subjects - 1)
+        block = np.minimum(
+            np.arange(self.num_frames) * options.subjects // self.num_frames, options.subjects - 1
+        )
         self.subject_of = block + options.first_subject
         self.first_frame = {int(s): int(np.argmax(self.subject_of == s)) for s in np.unique(self.subject_of)}
 
@@ -231,8 +240,9 @@ class Synthesizer:
         torch.set_num_threads(1)
         try:
             with torch.inference_mode():
-                result = body(torch.as_tensor(pose, dtype=torch.float32),
-                              torch.as_tensor(shape, dtype=torch.float32))  # fmt: skip
+                result = body(
+                    torch.as_tensor(pose, dtype=torch.float32), torch.as_tensor(shape, dtype=torch.float32)
+                )
         finally:
             torch.set_num_threads(threads)
         verts = result.vertices.double().numpy()
@@ -257,10 +267,13 @@ class Synthesizer:
                 cams = [(fidx + 1, cam)]
                 records.append(("camera", subject, fidx + 1, cam))
             body_param = {
-                "model": "anny", "rig": body.rig, "topology": body.topology,
-                "pose": _round(pose[i].reshape(-1), 6), "shape": _round(shape[i], 6),
+                "model": "anny",
+                "rig": body.rig,
+                "topology": body.topology,
+                "pose": _round(pose[i].reshape(-1), 6),
+                "shape": _round(shape[i], 6),
                 "trans": _round(trans[i], 6),
-            }  # fmt: skip
+            }
             for view, (cam_idx, cam) in enumerate(cams):
                 if frame * self.views + view >= opts.num:
                     break
@@ -273,17 +286,29 @@ class Synthesizer:
                     from p2m.render import procedural_background, render_mesh
 
                     cam_verts = cam.world_to_camera(verts_mm)
-                    render = render_mesh(cam_verts, self.faces, cam.f, cam.c, size,
-                                         background=procedural_background(size[0], size[1], rng),
-                                         cull_backfaces=True)  # fmt: skip
+                    render = render_mesh(
+                        cam_verts,
+                        self.faces,
+                        cam.f,
+                        cam.c,
+                        size,
+                        background=procedural_background(size[0], size[1], rng),
+                        cull_backfaces=True,
+                    )
                     j_vis = _occlusion(j_vis, j2d, cam.world_to_camera(joints_mm)[:, 2], render.depth)
                     k_vis = _occlusion(k_vis, k2d, cam.world_to_camera(kps_mm)[:, 2], render.depth)
                     _write_jpeg(self.out / IMAGES_DIR / rel, render.image, opts.jpeg_quality)
                 bbox = bbox_from_joints(np.concatenate([k2d, j2d]), image_size=size)
                 image = {
-                    "file_name": rel, "width": size[0], "height": size[1], "action_idx": 1,
-                    "subaction_idx": 1, "cam_idx": cam_idx, "frame_idx": fidx, "synthetic": True,
-                }  # fmt: skip
+                    "file_name": rel,
+                    "width": size[0],
+                    "height": size[1],
+                    "action_idx": 1,
+                    "subaction_idx": 1,
+                    "cam_idx": cam_idx,
+                    "frame_idx": fidx,
+                    "synthetic": True,
+                }
                 ann = {
                     "bbox": _round(bbox, 2),
                     "keypoints": np.concatenate([np.round(k2d, 3), k_vis[:, None]], axis=1),
@@ -305,8 +330,12 @@ def write_records(writer: DatasetWriter, records: list[tuple]) -> int:
     return images
 
 
-def synth(out: str | Path, options: SynthOptions, progress: bool | None = None,
-          batches: Iterator[list[tuple]] | None = None) -> dict[str, Any]:  # fmt: skip
+def synth(
+    out: str | Path,
+    options: SynthOptions,
+    progress: bool | None = None,
+    batches: Iterator[list[tuple]] | None = None,
+) -> dict[str, Any]:
     """Write a synthetic dataset into ``out`` (Contract 1) and return its stats.
 
     Args:

@@ -34,10 +34,13 @@ _L_UPPER_ARM = (0.1679, -0.0041, -0.1886)
 _L_FOREARM = (0.1161, -0.1576, -0.1151)
 
 
-
 #: Ranges (low, high) of the body-shape draws of p2m synth and the trainer's on-device source.
 #: Adult phenotypes: age 2/3..1 is adult; weight and height kept off the extremes (statures about 1.45-2.0 m).
-SHAPE_RANGES: dict[str, tuple[float, float]] = {"age": (0.67, 1.0), "weight": (0.15, 0.85), "height": (0.2, 0.8)}
+SHAPE_RANGES: dict[str, tuple[float, float]] = {
+    "age": (0.67, 1.0),
+    "weight": (0.15, 0.85),
+    "height": (0.2, 0.8),
+}
 
 
 def _unit(v: Sequence[float]) -> tuple[float, float, float]:

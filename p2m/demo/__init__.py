@@ -60,14 +60,19 @@ def prepare_folder(out: Path) -> None:
         raise P2MError(f"--out {out}: is a file; give a folder for the demo")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).exists():
-            raise P2MError(f"--out {out}: the folder is not empty and was not made by `p2m demo` ({MARKER} missing); "
-                           "choose an empty or new folder")  # fmt: skip
+            raise P2MError(
+                f"--out {out}: the folder is not empty and was not made by `p2m demo` ({MARKER} missing); "
+                "choose an empty or new folder"
+            )
         for name in ("work", "figures"):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in ("report.html", "report.md", "report.json"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / MARKER, "made by `p2m demo`; `p2m demo --out` on this folder replaces work/, figures/ and the reports\n")
+    write_text(
+        out / MARKER,
+        "made by `p2m demo`; `p2m demo --out` on this folder replaces work/, figures/ and the reports\n",
+    )
 
 
 def cpu_threads() -> int | None:
@@ -120,8 +125,15 @@ def run_demo(
     say = echo or logger.info
     out = Path(out).resolve()
     prepare_folder(out)
-    ctx = DemoContext(out=out, work=out / "work", figures=out / "figures", quick=quick,
-                      sizes=QUICK if quick else FULL, device=device, seed=seed)  # fmt: skip
+    ctx = DemoContext(
+        out=out,
+        work=out / "work",
+        figures=out / "figures",
+        quick=quick,
+        sizes=QUICK if quick else FULL,
+        device=device,
+        seed=seed,
+    )
     ctx.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     say(f"p2m demo ({'quick' if quick else 'full'} mode) in {out}")
@@ -131,8 +143,10 @@ def run_demo(
     threads = cpu_threads()
     if threads is not None and threads < threads_before:
         torch.set_num_threads(threads)
-        say(f"the CPUs are busy (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): torch uses "
-            f"{threads} thread(s)")  # fmt: skip
+        say(
+            f"the CPUs are busy (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): torch uses "
+            f"{threads} thread(s)"
+        )
 
     def partial_report(records: list[StepRecord]) -> None:
         html_path, _ = write_report(ctx, records, time.perf_counter() - t0)
@@ -148,4 +162,6 @@ def run_demo(
         torch.set_num_threads(threads_before)
         if ctx.site is not None and not (keep_serving and finished):
             ctx.site.stop()
-    return DemoResult(out, html_path, md_path, records, ctx.metrics, seconds, ctx.site if keep_serving else None)
+    return DemoResult(
+        out, html_path, md_path, records, ctx.metrics, seconds, ctx.site if keep_serving else None
+    )

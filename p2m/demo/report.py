@@ -33,7 +33,9 @@ def _row(images: Sequence[np.ndarray], height: int = ROW_HEIGHT) -> bytes:
     scaled = []
     for arr in images:
         im = Image.fromarray(np.asarray(arr, dtype=np.uint8))
-        scaled.append(im.resize((max(1, round(im.width * height / im.height)), height), Image.Resampling.BILINEAR))
+        scaled.append(
+            im.resize((max(1, round(im.width * height / im.height)), height), Image.Resampling.BILINEAR)
+        )
     width = sum(im.width for im in scaled) + GAP_PX * (len(scaled) - 1)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     x = 0
@@ -91,8 +93,13 @@ def mesh_figure(dataset: Path, out: Path, max_images: int = 3) -> Path | None:
     picked = []
     for sample in Dataset(dataset).iter_samples():
         params, cam = sample.body_param, sample.camera
-        if (params and cam is not None and sample.image_path.is_file() and params.get("model") == "anny"
-                and sample.annotation.get("fit_valid", True)):  # fmt: skip
+        if (
+            params
+            and cam is not None
+            and sample.image_path.is_file()
+            and params.get("model") == "anny"
+            and sample.annotation.get("fit_valid", True)
+        ):
             picked.append(sample)
             if len(picked) == max_images:
                 break
@@ -105,9 +112,11 @@ def mesh_figure(dataset: Path, out: Path, max_images: int = 3) -> Path | None:
     for sample in picked:
         p = sample.body_param
         with torch.inference_mode():
-            res = body(torch.tensor(p["pose"], dtype=torch.float32).reshape(1, -1, 3),
-                       torch.tensor(p["shape"], dtype=torch.float32).reshape(1, -1),
-                       torch.tensor(p["trans"], dtype=torch.float32).reshape(1, 3))  # fmt: skip
+            res = body(
+                torch.tensor(p["pose"], dtype=torch.float32).reshape(1, -1, 3),
+                torch.tensor(p["shape"], dtype=torch.float32).reshape(1, -1),
+                torch.tensor(p["trans"], dtype=torch.float32).reshape(1, 3),
+            )
         verts_cam = sample.camera.world_to_camera(res.vertices[0].double().numpy() * 1000.0)
         photo = _photo(sample.image_path)
         h, w = photo.shape[:2]
@@ -153,11 +162,23 @@ def report_data(ctx: DemoContext, records: Sequence[StepRecord], total_s: float)
         "mode": "quick" if ctx.quick else "full",
         "machine": _machine(),
         "total_seconds": round(total_s, 1),
-        "steps": [{"index": r.index, "name": r.name, "title": r.title, "status": r.status,
-                   "seconds": round(r.seconds, 2), "summary": r.summary} for r in records],  # fmt: skip
+        "steps": [
+            {
+                "index": r.index,
+                "name": r.name,
+                "title": r.title,
+                "status": r.status,
+                "seconds": round(r.seconds, 2),
+                "summary": r.summary,
+            }
+            for r in records
+        ],
         "metrics": [{"step": m.step, "name": m.name, "value": m.value, "unit": m.unit} for m in ctx.metrics],
-        "pictures": [{"path": os.path.relpath(p.path, ctx.out), "title": p.title, "caption": p.caption}
-                     for p in ctx.pictures if p.path.exists()],  # fmt: skip
+        "pictures": [
+            {"path": os.path.relpath(p.path, ctx.out), "title": p.title, "caption": p.caption}
+            for p in ctx.pictures
+            if p.path.exists()
+        ],
     }
 
 
@@ -172,14 +193,26 @@ def write_report(ctx: DemoContext, records: Sequence[StepRecord], total_s: float
     skipped = [r["name"] for r in data["steps"] if r["status"] == "skipped"]
     failed = [r["name"] for r in data["steps"] if r["status"] == "failed"]
     state = f"failed at step '{failed[0]}'" if failed else "finished"
-    head = (f"Mode **{data['mode']}**, {state} in {data['total_seconds']:.0f} s on {data['machine']}; "
-            f"{data['created']}. Live steps: {', '.join(live) or 'none'}. "
-            f"Skipped: {', '.join(skipped) or 'none'}.")  # fmt: skip
+    head = (
+        f"Mode **{data['mode']}**, {state} in {data['total_seconds']:.0f} s on {data['machine']}; "
+        f"{data['created']}. Live steps: {', '.join(live) or 'none'}. "
+        f"Skipped: {', '.join(skipped) or 'none'}."
+    )
 
-    md = ["# p2m demo report", "", head, "", "## Steps", "", "| # | step | status | seconds | what it did |",
-          "|---|------|--------|--------:|-------------|"]  # fmt: skip
-    md += [f"| {r['index']} | {r['name']} | {r['status']} | {r['seconds']:.1f} | {_md_cell(r['summary'])} |"
-           for r in data["steps"]]  # fmt: skip
+    md = [
+        "# p2m demo report",
+        "",
+        head,
+        "",
+        "## Steps",
+        "",
+        "| # | step | status | seconds | what it did |",
+        "|---|------|--------|--------:|-------------|",
+    ]
+    md += [
+        f"| {r['index']} | {r['name']} | {r['status']} | {r['seconds']:.1f} | {_md_cell(r['summary'])} |"
+        for r in data["steps"]
+    ]
     md += ["", "## Metrics", "", "| step | metric | value | unit |", "|------|--------|------:|------|"]
     md += [f"| {m.step} | {_md_cell(m.name)} | {_value_text(m)} | {m.unit} |" for m in ctx.metrics]
     md += ["", "## Pictures", ""]
@@ -187,22 +220,41 @@ def write_report(ctx: DemoContext, records: Sequence[StepRecord], total_s: float
         md += [f"### {p['title']}", "", f"![{p['title']}]({p['path']})", ""]
         if p["caption"]:
             md += [p["caption"], ""]
-    md += ["## Files", "", f"Everything the stages wrote is under `{ctx.work}`:", "",
-           "| folder | what |", "|--------|------|"]  # fmt: skip
-    md += [f"| `{os.path.relpath(path, ctx.out)}` | {what} |" for path, what in _folders(ctx) if path.exists()]
+    md += [
+        "## Files",
+        "",
+        f"Everything the stages wrote is under `{ctx.work}`:",
+        "",
+        "| folder | what |",
+        "|--------|------|",
+    ]
+    md += [
+        f"| `{os.path.relpath(path, ctx.out)}` | {what} |" for path, what in _folders(ctx) if path.exists()
+    ]
     md_path = ctx.out / "report.md"
     write_text(md_path, "\n".join(md) + "\n")
 
     e = html.escape
-    rows = "\n".join(f"<tr class=\"{e(r['status'])}\"><td>{r['index']}</td><td>{e(r['name'])}</td>"
-                     f"<td>{e(r['status'])}</td><td class=\"num\">{r['seconds']:.1f}</td><td>{e(r['summary'])}</td></tr>"
-                     for r in data["steps"])  # fmt: skip
-    metrics = "\n".join(f"<tr><td>{e(m.step)}</td><td>{e(m.name)}</td><td class=\"num\">{e(_value_text(m))}</td>"
-                        f"<td>{e(m.unit)}</td></tr>" for m in ctx.metrics)  # fmt: skip
-    pics = "\n".join(f"<figure><figcaption><b>{e(p['title'])}</b>. {_code(e(p['caption']))}</figcaption>"
-                     f"<img src=\"{e(p['path'])}\" alt=\"{e(p['title'])}\"></figure>" for p in data["pictures"])  # fmt: skip
-    files = "\n".join(f"<tr><td><code>{e(os.path.relpath(path, ctx.out))}</code></td><td>{e(what)}</td></tr>"
-                      for path, what in _folders(ctx) if path.exists())  # fmt: skip
+    rows = "\n".join(
+        f'<tr class="{e(r["status"])}"><td>{r["index"]}</td><td>{e(r["name"])}</td>'
+        f'<td>{e(r["status"])}</td><td class="num">{r["seconds"]:.1f}</td><td>{e(r["summary"])}</td></tr>'
+        for r in data["steps"]
+    )
+    metrics = "\n".join(
+        f'<tr><td>{e(m.step)}</td><td>{e(m.name)}</td><td class="num">{e(_value_text(m))}</td>'
+        f"<td>{e(m.unit)}</td></tr>"
+        for m in ctx.metrics
+    )
+    pics = "\n".join(
+        f"<figure><figcaption><b>{e(p['title'])}</b>. {_code(e(p['caption']))}</figcaption>"
+        f'<img src="{e(p["path"])}" alt="{e(p["title"])}"></figure>'
+        for p in data["pictures"]
+    )
+    files = "\n".join(
+        f"<tr><td><code>{e(os.path.relpath(path, ctx.out))}</code></td><td>{e(what)}</td></tr>"
+        for path, what in _folders(ctx)
+        if path.exists()
+    )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>p2m demo report</title>
 <style>

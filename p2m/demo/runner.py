@@ -157,7 +157,10 @@ def skip_reason(step: Step, records: Sequence[StepRecord]) -> str | None:
 
 
 def run_steps(
-    steps: Sequence[Step], ctx: DemoContext, echo: Callable[[str], None], on_failure: Callable[[list[StepRecord]], None]
+    steps: Sequence[Step],
+    ctx: DemoContext,
+    echo: Callable[[str], None],
+    on_failure: Callable[[list[StepRecord]], None],
 ) -> list[StepRecord]:
     """Run ``steps`` in order, printing one line per step.
 

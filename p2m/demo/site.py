@@ -95,8 +95,11 @@ class LocalSite:
 
     def disallowed_requests(self) -> list[str]:
         """Requests that reached a path robots.txt disallows (a polite crawler makes none)."""
-        return [f"{self.bases[label]}{path}" for label, path, _ in self.requests
-                if label in DISALLOWED and path.startswith(DISALLOWED[label])]  # fmt: skip
+        return [
+            f"{self.bases[label]}{path}"
+            for label, path, _ in self.requests
+            if label in DISALLOWED and path.startswith(DISALLOWED[label])
+        ]
 
     # ---------------------------------------------------------------- serving
     def start(self) -> LocalSite:
@@ -180,10 +183,12 @@ class LocalSite:
 
 # -------------------------------------------------------------------------------------------- the demo site
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"</head>\n<body>\n<h1>{html.escape(title)}</h1>\n{body}\n"
-            f"<p>Pictures: <a rel=\"license\" href=\"{CC0}\">CC0</a> (rendered people, p2m synth)</p>\n"
-            "</body></html>\n")  # fmt: skip
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"</head>\n<body>\n<h1>{html.escape(title)}</h1>\n{body}\n"
+        f'<p>Pictures: <a rel="license" href="{CC0}">CC0</a> (rendered people, p2m synth)</p>\n'
+        "</body></html>\n"
+    )
 
 
 def _half(jpeg: bytes) -> bytes:
@@ -191,7 +196,9 @@ def _half(jpeg: bytes) -> bytes:
     from PIL import Image
 
     with Image.open(io.BytesIO(jpeg)) as im:
-        small = im.convert("RGB").resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.BILINEAR)
+        small = im.convert("RGB").resize(
+            (max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.BILINEAR
+        )
     buf = io.BytesIO()
     small.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
@@ -228,7 +235,7 @@ def build_site(images: Sequence[Path], per_page: int = 3) -> LocalSite:
     site = LocalSite(("www", "cdn", "blog"))
     data = [Path(p).read_bytes() for p in images]
     n_gallery = max(1, (2 * len(data)) // 3 - 1)
-    gallery, about, blog = data[:n_gallery], data[n_gallery], data[n_gallery + 1:]
+    gallery, about, blog = data[:n_gallery], data[n_gallery], data[n_gallery + 1 :]
     for label, disallow in (("www", DISALLOWED["www"]), ("cdn", None), ("blog", DISALLOWED["blog"])):
         lines = ["User-agent: *", f"Disallow: {disallow}" if disallow else "Allow: /"]
         if label == "www":
@@ -238,36 +245,56 @@ def build_site(images: Sequence[Path], per_page: int = 3) -> LocalSite:
     def picture_on_cdn(i: int, jpeg: bytes, alt: str) -> str:
         big = site.add("cdn", f"/img/person-{i:03d}.jpg", jpeg, "image/jpeg")
         small = site.add("cdn", f"/img/small/person-{i:03d}.jpg", _half(jpeg), "image/jpeg")
-        return (f'<figure><img src="{small}" srcset="{small} 1x, {big} 2x" alt="{html.escape(alt)}" '
-                f'loading="lazy"><figcaption>{html.escape(alt)}</figcaption></figure>')  # fmt: skip
+        return (
+            f'<figure><img src="{small}" srcset="{small} 1x, {big} 2x" alt="{html.escape(alt)}" '
+            f'loading="lazy"><figcaption>{html.escape(alt)}</figcaption></figure>'
+        )
 
     # www: gallery pages, about page (sitemap only), private area, logo, sitemap
-    pages = [gallery[k:k + per_page] for k in range(0, len(gallery), per_page)]
+    pages = [gallery[k : k + per_page] for k in range(0, len(gallery), per_page)]
     links = []
     for k, chunk in enumerate(pages, start=1):
-        figures = [picture_on_cdn((k - 1) * per_page + j, jpeg, f"person {(k - 1) * per_page + j + 1}")
-                   for j, jpeg in enumerate(chunk)]  # fmt: skip
+        figures = [
+            picture_on_cdn((k - 1) * per_page + j, jpeg, f"person {(k - 1) * per_page + j + 1}")
+            for j, jpeg in enumerate(chunk)
+        ]
         nav = f'<p><a href="/gallery/{k + 1}.html">next page</a></p>' if k < len(pages) else ""
-        site.add("www", f"/gallery/{k}.html", _page(f"Gallery page {k}", "\n".join(figures) + nav), "text/html")
+        site.add(
+            "www", f"/gallery/{k}.html", _page(f"Gallery page {k}", "\n".join(figures) + nav), "text/html"
+        )
         links.append(f'<li><a href="/gallery/{k}.html">Gallery page {k}</a></li>')
-    site.add("www", "/about.html", _page("About", picture_on_cdn(900, about, "the photographer")), "text/html")
+    site.add(
+        "www", "/about.html", _page("About", picture_on_cdn(900, about, "the photographer")), "text/html"
+    )
     site.add("www", "/static/logo.png", _logo(), "image/png")
     site.add("www", "/private/secret.jpg", gallery[0], "image/jpeg")
-    site.add("www", "/private/index.html",
-             _page("Private", '<img src="/private/secret.jpg" alt="private">'), "text/html")  # fmt: skip
-    index = (f'<img src="/static/logo.png" alt="logo">\n<ul>\n{"".join(links)}\n'
-             f'<li><a href="/private/index.html">Members only</a></li>\n'
-             f'<li><a href="{site.url("blog", "/")}">Our blog</a></li>\n</ul>')  # fmt: skip
+    site.add(
+        "www",
+        "/private/index.html",
+        _page("Private", '<img src="/private/secret.jpg" alt="private">'),
+        "text/html",
+    )
+    index = (
+        f'<img src="/static/logo.png" alt="logo">\n<ul>\n{"".join(links)}\n'
+        f'<li><a href="/private/index.html">Members only</a></li>\n'
+        f'<li><a href="{site.url("blog", "/")}">Our blog</a></li>\n</ul>'
+    )
     site.add("www", "/", _page("People gallery", index), "text/html")
-    urls = [site.url("www", "/"), *(site.url("www", f"/gallery/{k}.html") for k in range(1, len(pages) + 1)),
-            site.url("www", "/about.html")]  # fmt: skip
-    sitemap = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-               '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
-               + "".join(f"  <url><loc>{html.escape(u)}</loc></url>\n" for u in urls) + "</urlset>\n")  # fmt: skip
+    urls = [
+        site.url("www", "/"),
+        *(site.url("www", f"/gallery/{k}.html") for k in range(1, len(pages) + 1)),
+        site.url("www", "/about.html"),
+    ]
+    sitemap = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+        + "".join(f"  <url><loc>{html.escape(u)}</loc></url>\n" for u in urls)
+        + "</urlset>\n"
+    )
     site.add("www", "/sitemap.xml", sitemap, "application/xml")
 
     # blog: posts with <picture>, a copy of a gallery picture, a noimageai picture, a disallowed drafts area
-    posts = [blog[k:k + per_page] for k in range(0, len(blog), per_page)] or [[]]
+    posts = [blog[k : k + per_page] for k in range(0, len(blog), per_page)] or [[]]
     post_links = []
     for k, chunk in enumerate(posts, start=1):
         figures = []
@@ -275,18 +302,25 @@ def build_site(images: Sequence[Path], per_page: int = 3) -> LocalSite:
             name = f"/media/post{k}-{j}"
             small = site.add("blog", f"{name}-480.jpg", _half(jpeg), "image/jpeg")
             big = site.add("blog", f"{name}-960.jpg", jpeg, "image/jpeg")
-            figures.append(f'<picture><source srcset="{small} 480w, {big} 960w" type="image/jpeg">'
-                           f'<img src="{small}" alt="blog picture {k}.{j}"></picture>')  # fmt: skip
+            figures.append(
+                f'<picture><source srcset="{small} 480w, {big} 960w" type="image/jpeg">'
+                f'<img src="{small}" alt="blog picture {k}.{j}"></picture>'
+            )
         if k == 1:
             copy = site.add("blog", "/media/reposted.jpg", gallery[0], "image/jpeg")
-            noai = site.add("blog", "/media/no-ai.jpg", gallery[-1], "image/jpeg", **{"X-Robots-Tag": "noimageai"})
-            figures += [f'<img src="{copy}" alt="a gallery picture, reposted">',
-                        f'<img src="{noai}" alt="not for machine learning">']  # fmt: skip
+            noai = site.add(
+                "blog", "/media/no-ai.jpg", gallery[-1], "image/jpeg", **{"X-Robots-Tag": "noimageai"}
+            )
+            figures += [
+                f'<img src="{copy}" alt="a gallery picture, reposted">',
+                f'<img src="{noai}" alt="not for machine learning">',
+            ]
         site.add("blog", f"/posts/{k}.html", _page(f"Post {k}", "\n".join(figures)), "text/html")
         post_links.append(f'<li><a href="/posts/{k}.html">Post {k}</a></li>')
     site.add("blog", "/drafts/next.html", _page("Draft", '<img src="/media/post1-0-960.jpg">'), "text/html")
-    blog_index = (f'<ul>{"".join(post_links)}<li><a href="/drafts/next.html">Next post (draft)</a></li></ul>'
-                  f'<p><a href="{site.url("www", "/")}">Back to the gallery</a></p>')  # fmt: skip
+    blog_index = (
+        f'<ul>{"".join(post_links)}<li><a href="/drafts/next.html">Next post (draft)</a></li></ul>'
+        f'<p><a href="{site.url("www", "/")}">Back to the gallery</a></p>'
+    )
     site.add("blog", "/", _page("Blog", blog_index), "text/html")
     return site
-

@@ -39,34 +39,74 @@ def train_config(ctx: DemoContext) -> dict[str, Any]:
     if shipped is not None:
         # the shipped model's networks and input normalisation; a short, gentle fine-tune on the demo's shards
         return {
-            "model": shipped["model"], "transform": shipped["transform"],
+            "model": shipped["model"],
+            "transform": shipped["transform"],
             "loss": {**shipped["loss"], "edge_start_epoch": 0, "ramp_epochs": 0.0},
             "train": {
-                "optimizer": "adam", "lr": 0.00005, "batch_size": 32, "epochs": s.epochs, "scheduler": "cosine",
-                "seed": 123 + ctx.seed, "num_workers": 0, "shuffle_buffer": 512, "log_every": 10,
-                "ckpt_every_steps": 0, "val_batch_size": 160, "val_max_samples": s.val_samples,
-                "train_split": "train", "val_split": "test", "val_input": "gt", "best_metric": "pa_mpjpe",
+                "optimizer": "adam",
+                "lr": 0.00005,
+                "batch_size": 32,
+                "epochs": s.epochs,
+                "scheduler": "cosine",
+                "seed": 123 + ctx.seed,
+                "num_workers": 0,
+                "shuffle_buffer": 512,
+                "log_every": 10,
+                "ckpt_every_steps": 0,
+                "val_batch_size": 160,
+                "val_max_samples": s.val_samples,
+                "train_split": "train",
+                "val_split": "test",
+                "val_input": "gt",
+                "best_metric": "pa_mpjpe",
             },
-        }  # fmt: skip
+        }
     return {
         "model": {
-            "stage": "pose2mesh", "joint_set": "h36m",
+            "stage": "pose2mesh",
+            "joint_set": "h36m",
             "body": {"model": "anny", "topology": TOPOLOGY, "rig": "cmu_mb"},
             "posenet": {"hidden": 256, "num_blocks": 1, "dropout": 0.0, "activation": "relu"},
-            "meshnet": {"joint_channels": [16, 16], "level_channels": [[32, 32]] * 4, "head_channels": [16],
-                        "cheb_k": 3, "activation": "relu", "norm": "batch", "residual": "interpolate",
-                        "laplacian_scaling": "chebnet", "detach_lifted": True},
+            "meshnet": {
+                "joint_channels": [16, 16],
+                "level_channels": [[32, 32]] * 4,
+                "head_channels": [16],
+                "cheb_k": 3,
+                "activation": "relu",
+                "norm": "batch",
+                "residual": "interpolate",
+                "laplacian_scaling": "chebnet",
+                "detach_lifted": True,
+            },
         },
-        "loss": {"vertex": 1.0, "normal": 0.1, "edge": 20.0, "joint": 0.001, "lift": 0.001, "form": "l1",
-                 "edge_start_epoch": 1},
+        "loss": {
+            "vertex": 1.0,
+            "normal": 0.1,
+            "edge": 20.0,
+            "joint": 0.001,
+            "lift": 0.001,
+            "form": "l1",
+            "edge_start_epoch": 1,
+        },
         "transform": {"crop_width": 288, "crop_height": 384, "flip_prob": 0.0, "noise": {"kind": "gaussian"}},
         "train": {
-            "optimizer": "adam", "lr": 0.001, "batch_size": 32, "epochs": s.epochs,
-            "lr_steps": [max(1, s.epochs - 1)], "lr_factor": 0.1, "seed": 123 + ctx.seed, "num_workers": 0,
-            "shuffle_buffer": 512, "log_every": 10, "ckpt_every_steps": 0, "val_batch_size": 160,
-            "val_max_samples": s.val_samples, "train_split": "train", "val_split": "test",
+            "optimizer": "adam",
+            "lr": 0.001,
+            "batch_size": 32,
+            "epochs": s.epochs,
+            "lr_steps": [max(1, s.epochs - 1)],
+            "lr_factor": 0.1,
+            "seed": 123 + ctx.seed,
+            "num_workers": 0,
+            "shuffle_buffer": 512,
+            "log_every": 10,
+            "ckpt_every_steps": 0,
+            "val_batch_size": 160,
+            "val_max_samples": s.val_samples,
+            "train_split": "train",
+            "val_split": "test",
         },
-    }  # fmt: skip
+    }
 
 
 def quiet_native_stderr():
@@ -84,8 +124,15 @@ def make_people(ctx: DemoContext) -> str:
 
     s = ctx.sizes
     folder = ctx.work / "people"
-    options = SynthOptions(num=s.people, poses="cmu-eval", cameras="random", images=True, seed=ctx.seed + 7,
-                           image_size=s.image_size, name="people")  # fmt: skip
+    options = SynthOptions(
+        num=s.people,
+        poses="cmu-eval",
+        cameras="random",
+        images=True,
+        seed=ctx.seed + 7,
+        image_size=s.image_size,
+        name="people",
+    )
     synth(folder, options, progress=False)
     images = sorted((folder / "images").rglob("*.jpg"))
     if len(images) != s.people:
@@ -102,7 +149,9 @@ def serve_site(ctx: DemoContext) -> str:
     site = build_site(ctx.facts["people"])
     ctx.site = site.start()
     pages = sum(r.content_type == "text/html" for files in site.files.values() for r in files.values())
-    pictures = sum(r.content_type.startswith("image/") for files in site.files.values() for r in files.values())
+    pictures = sum(
+        r.content_type.startswith("image/") for files in site.files.values() for r in files.values()
+    )
     ctx.metric("site", "hosts", len(site.bases))
     ctx.metric("site", "pages", pages)
     ctx.metric("site", "image files", pictures)
@@ -116,9 +165,22 @@ def crawl_site(ctx: DemoContext) -> str:
 
     site = ctx.site
     out = ctx.work / "crawl"
-    result = crawl([site.url("www", "/")], out, allow_private=True, depth=3, delay=0.0, per_host=2, concurrency=8,
-                   retries=1, follow_robots_sitemaps=True, progress=False, manifest_every_s=0,
-                   connect_timeout=5.0, read_timeout=10.0, total_timeout=30.0)  # fmt: skip
+    result = crawl(
+        [site.url("www", "/")],
+        out,
+        allow_private=True,
+        depth=3,
+        delay=0.0,
+        per_host=2,
+        concurrency=8,
+        retries=1,
+        follow_robots_sitemaps=True,
+        progress=False,
+        manifest_every_s=0,
+        connect_timeout=5.0,
+        read_timeout=10.0,
+        total_timeout=30.0,
+    )
     stats = result.stats.get("counters", {})
     ctx.facts["crawl"] = out
     refused = int(stats.get("robots/forbidden", 0))
@@ -127,18 +189,27 @@ def crawl_site(ctx: DemoContext) -> str:
     noai = int(stats.get("x_robots/skipped", 0))
     pages = int(stats.get("page/parsed", 0))
     bad = site.disallowed_requests()
-    for name, value in (("pages read", pages), ("images stored", result.images_stored),
-                        ("URLs refused by robots.txt", refused), ("requests to disallowed paths", len(bad)),
-                        ("images rejected (too small...)", rejected), ("duplicate images", duplicates),
-                        ("images skipped by X-Robots-Tag", noai)):  # fmt: skip
+    for name, value in (
+        ("pages read", pages),
+        ("images stored", result.images_stored),
+        ("URLs refused by robots.txt", refused),
+        ("requests to disallowed paths", len(bad)),
+        ("images rejected (too small...)", rejected),
+        ("duplicate images", duplicates),
+        ("images skipped by X-Robots-Tag", noai),
+    ):
         ctx.metric("crawl", name, value)
     if bad:
         raise P2MError(f"the crawler fetched {len(bad)} URL(s) that robots.txt disallows: {bad[:3]}")
     if result.images_stored == 0:
-        raise P2MError(f"the crawl of {site.url('www', '/')} stored no image (finish reason "
-                       f"{result.finish_reason}; see {out / 'stats.json'})")  # fmt: skip
-    return (f"{pages} pages, {result.images_stored} images stored; {refused} URLs refused by robots.txt, "
-            f"{rejected} rejected, {duplicates} duplicate, {noai} X-Robots-Tag skipped -> {out}")  # fmt: skip
+        raise P2MError(
+            f"the crawl of {site.url('www', '/')} stored no image (finish reason "
+            f"{result.finish_reason}; see {out / 'stats.json'})"
+        )
+    return (
+        f"{pages} pages, {result.images_stored} images stored; {refused} URLs refused by robots.txt, "
+        f"{rejected} rejected, {duplicates} duplicate, {noai} X-Robots-Tag skipped -> {out}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 4. detect
@@ -156,11 +227,16 @@ def detect_people(ctx: DemoContext) -> str:
     ctx.metric("detect", "people detected", people)
     ctx.metric("detect", "visible keypoints", int(stats.get("keypoints/visible", 0)))
     if people == 0:
-        raise P2MError(f"MediaPipe found no person in the {total} crawled images ({out / 'detect_stats.json'})")
+        raise P2MError(
+            f"MediaPipe found no person in the {total} crawled images ({out / 'detect_stats.json'})"
+        )
     fig = skeleton_figure(out, ctx.figures / "detect.png")
     if fig is not None:
-        ctx.picture(fig, "Crawled pictures with detected keypoints",
-                    "MediaPipe Pose keypoints (COCO-17), as `p2m annotate detect` wrote them.")  # fmt: skip
+        ctx.picture(
+            fig,
+            "Crawled pictures with detected keypoints",
+            "MediaPipe Pose keypoints (COCO-17), as `p2m annotate detect` wrote them.",
+        )
     return f"{people} people in {with_people} of {total} crawled images -> {out}"
 
 
@@ -172,7 +248,9 @@ def fit_crawled_people(ctx: DemoContext) -> str:
 
     s = ctx.sizes
     options = replace(SolverOptions(), headings=s.fit_headings, starts=s.fit_starts)
-    stats = fit_bodies(ctx.facts["web"], device=ctx.device, iters=s.fit_iters, options=options, progress=False)
+    stats = fit_bodies(
+        ctx.facts["web"], device=ctx.device, iters=s.fit_iters, options=options, progress=False
+    )
     fitted, valid = int(stats.get("annotations/fitted", 0)), int(stats.get("annotations/valid", 0))
     error = stats.get("fit_error_px/mean")
     ctx.metric("fit", "people fitted", fitted)
@@ -182,8 +260,11 @@ def fit_crawled_people(ctx: DemoContext) -> str:
     ctx.facts["fit_valid"] = valid
     fig = mesh_figure(ctx.facts["web"], ctx.figures / "fit.png")
     if fig is not None:
-        ctx.picture(fig, "Fitted body meshes",
-                    "anny fitted to the detected keypoints by `p2m annotate fit`, drawn over the photo.")  # fmt: skip
+        ctx.picture(
+            fig,
+            "Fitted body meshes",
+            "anny fitted to the detected keypoints by `p2m annotate fit`, drawn over the photo.",
+        )
     err = f", mean reprojection error {error:.1f} px" if error is not None else ""
     return f"{fitted} people fitted, {valid} valid{err} ({stats.get('device')}, {s.fit_iters} iterations)"
 
@@ -209,18 +290,42 @@ def synth_training_data(ctx: DemoContext) -> str:
 
     s = ctx.sizes
     train_dir, eval_dir = ctx.work / "synth-train", ctx.work / "synth-eval"
-    train = synth(train_dir, SynthOptions(num=s.train_samples, poses="cmu-train", cameras="h36m", seed=ctx.seed + 1,
-                                          subjects=len(TRAIN_SUBJECTS), first_subject=TRAIN_SUBJECTS[0],
-                                          topology=TOPOLOGY, name="synth"), progress=False)  # fmt: skip
-    test = synth(eval_dir, SynthOptions(num=s.eval_samples, poses="cmu-eval", cameras="h36m", seed=ctx.seed + 2,
-                                        subjects=len(TEST_SUBJECTS), first_subject=TEST_SUBJECTS[0],
-                                        topology=TOPOLOGY, name="synth_eval"), progress=False)  # fmt: skip
+    train = synth(
+        train_dir,
+        SynthOptions(
+            num=s.train_samples,
+            poses="cmu-train",
+            cameras="h36m",
+            seed=ctx.seed + 1,
+            subjects=len(TRAIN_SUBJECTS),
+            first_subject=TRAIN_SUBJECTS[0],
+            topology=TOPOLOGY,
+            name="synth",
+        ),
+        progress=False,
+    )
+    test = synth(
+        eval_dir,
+        SynthOptions(
+            num=s.eval_samples,
+            poses="cmu-eval",
+            cameras="h36m",
+            seed=ctx.seed + 2,
+            subjects=len(TEST_SUBJECTS),
+            first_subject=TEST_SUBJECTS[0],
+            topology=TOPOLOGY,
+            name="synth_eval",
+        ),
+        progress=False,
+    )
     ctx.facts["synth"] = [train_dir, eval_dir]
     ctx.metric("synth", "training samples", train["images"])
     ctx.metric("synth", "evaluation samples", test["images"])
     subj = ",".join(f"S{i}" for i in TRAIN_SUBJECTS), ",".join(f"S{i}" for i in TEST_SUBJECTS)
-    return (f"{train['images']} training samples ({subj[0]}, CMU train clips) and {test['images']} evaluation "
-            f"samples ({subj[1]}, held-out CMU clips), pose-only, 4 cameras each")  # fmt: skip
+    return (
+        f"{train['images']} training samples ({subj[0]}, CMU train clips) and {test['images']} evaluation "
+        f"samples ({subj[1]}, held-out CMU clips), pose-only, 4 cameras each"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 8. shard
@@ -258,7 +363,9 @@ def train_model(ctx: DemoContext) -> str:
     raw = train_config(ctx)
     cfg = from_dict(Config, raw)
     run = ctx.work / "run"
-    init = "default" if raw["train"].get("best_metric") == "pa_mpjpe" else None  # the shipped model's fine-tune
+    init = (
+        "default" if raw["train"].get("best_metric") == "pa_mpjpe" else None
+    )  # the shipped model's fine-tune
     result = train(cfg, run, ctx.facts["shards"], device=ctx.device, progress=None, init=init)
     ctx.facts["run"] = run
     ctx.metric("train", "optimizer steps", int(result["step"]))
@@ -274,8 +381,10 @@ def train_model(ctx: DemoContext) -> str:
         ctx.picture(path, f"Training curves: {path.stem}", f"`p2m plot {run}`")
     best_text = f", best {best['metric']} {best['value']:.1f} mm" if best.get("value") is not None else ""
     start = "fine-tuned the shipped model: " if init else ""
-    return (f"{start}{result['step']} steps over {int(result['epoch']) + 1} epoch(s) of "
-            f"{ctx.facts['split_samples']['train']} samples{best_text} -> {run}")  # fmt: skip
+    return (
+        f"{start}{result['step']} steps over {int(result['epoch']) + 1} epoch(s) of "
+        f"{ctx.facts['split_samples']['train']} samples{best_text} -> {run}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 10. evaluate
@@ -290,11 +399,20 @@ def evaluate_model(ctx: DemoContext) -> str:
         ctx.metric("evaluate", METRICS[key], result.get(key), "mm")
     for key in ("edge_error", "normal_dev"):  # is the mesh smooth and untorn?
         ctx.metric("evaluate", METRICS[key], result.get(key), "%")
-    text = ", ".join(f"{METRICS[k].split(' (')[0]} {_mm(result.get(k))}" for k in ("mpjpe", "pa_mpjpe", "mpvpe"))
+    text = ", ".join(
+        f"{METRICS[k].split(' (')[0]} {_mm(result.get(k))}" for k in ("mpjpe", "pa_mpjpe", "mpvpe")
+    )
     text += f" on {result.get('samples')} held-out samples"
     if ctx.facts.get("fit_valid") and ctx.facts["split_samples"].get("web"):
-        web = evaluate_checkpoint(run, shards, split="web", device=ctx.device, eval_input="gt", progress=False,
-                                  out=run / "eval_web.json")  # fmt: skip
+        web = evaluate_checkpoint(
+            run,
+            shards,
+            split="web",
+            device=ctx.device,
+            eval_input="gt",
+            progress=False,
+            out=run / "eval_web.json",
+        )
         if web.get("mpjpe") is not None:
             ctx.metric("evaluate", "MPJPE vs. fitted crawled people", web["mpjpe"], "mm")
             text += f"; {web['mpjpe']:.1f} mm against the fits of {web.get('samples')} crawled people"
@@ -322,30 +440,62 @@ def infer_mesh(ctx: DemoContext) -> str:
     ctx.metric("infer", "known input joints", int(pr.known.sum()))
     ctx.metric("infer", "camera fit error", float(pr.camera.rms_px), "px RMS")
     if "png" in result.files:
-        ctx.picture(result.files["png"], "A crawled picture turned into a mesh",
-                    f"`p2m infer {ctx.facts['run']} --pose2d {data_json} --person 0`: the input keypoints, "
-                    "the predicted mesh through a weak-perspective camera, and a side view.")  # fmt: skip
+        ctx.picture(
+            result.files["png"],
+            "A crawled picture turned into a mesh",
+            f"`p2m infer {ctx.facts['run']} --pose2d {data_json} --person 0`: the input keypoints, "
+            "the predicted mesh through a weak-perspective camera, and a side view.",
+        )
     files = ", ".join(p.name for p in result.files.values())
-    return (f"{result.input.source}: {len(pr.vertices)}-vertex mesh, camera fit {pr.camera.rms_px:.1f} px RMS "
-            f"-> {out} ({files})")  # fmt: skip
+    return (
+        f"{result.input.source}: {len(pr.vertices)}-vertex mesh, camera fit {pr.camera.rms_px:.1f} px RMS "
+        f"-> {out} ({files})"
+    )
 
 
 STEPS: tuple[Step, ...] = (
     Step("people", "Render pictures of people (p2m synth --images)", make_people),
-    Step("site", "Serve them as a local website (3 hosts, robots.txt, sitemap)", serve_site, needs=("people",)),
+    Step(
+        "site", "Serve them as a local website (3 hosts, robots.txt, sitemap)", serve_site, needs=("people",)
+    ),
     Step("crawl", "Crawl the website (p2m crawl)", crawl_site, needs=("site",)),
-    Step("detect", "Detect 2D keypoints (p2m annotate detect)", detect_people, requires=("mediapipe",),
-         needs=("crawl",), hint="pip install 'p2m[detect]'"),  # fmt: skip
-    Step("fit", "Fit the body model in 3D (p2m annotate fit)", fit_crawled_people, requires=("p2m.annotate.fit",),
-         needs=("detect",)),  # fmt: skip
+    Step(
+        "detect",
+        "Detect 2D keypoints (p2m annotate detect)",
+        detect_people,
+        requires=("mediapipe",),
+        needs=("crawl",),
+        hint="pip install 'p2m[detect]'",
+    ),
+    Step(
+        "fit",
+        "Fit the body model in 3D (p2m annotate fit)",
+        fit_crawled_people,
+        requires=("p2m.annotate.fit",),
+        needs=("detect",),
+    ),
     Step("validate", "Validate the dataset (p2m annotate validate)", validate_web, needs=("detect",)),
     Step("synth", "Synthesise training and evaluation data (p2m synth)", synth_training_data),
     Step("shard", "Write WebDataset shards (p2m shard)", shard_all, needs=("synth",)),
-    Step("train", "Train a small Pose2Mesh (p2m train)", train_model, requires=("p2m.pose2mesh.train",),
-         needs=("shard",)),  # fmt: skip
-    Step("evaluate", "Evaluate it (p2m eval)", evaluate_model, requires=("p2m.pose2mesh.evaluate",),
-         needs=("train",)),  # fmt: skip
-    Step("infer", "Turn a crawled picture into a mesh (p2m infer)", infer_mesh, requires=("p2m.infer",),
-         needs=("train", "detect")),  # fmt: skip
+    Step(
+        "train",
+        "Train a small Pose2Mesh (p2m train)",
+        train_model,
+        requires=("p2m.pose2mesh.train",),
+        needs=("shard",),
+    ),
+    Step(
+        "evaluate",
+        "Evaluate it (p2m eval)",
+        evaluate_model,
+        requires=("p2m.pose2mesh.evaluate",),
+        needs=("train",),
+    ),
+    Step(
+        "infer",
+        "Turn a crawled picture into a mesh (p2m infer)",
+        infer_mesh,
+        requires=("p2m.infer",),
+        needs=("train", "detect"),
+    ),
 )
-

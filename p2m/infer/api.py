@@ -83,12 +83,16 @@ class InferResult:
         """One line: input, mesh size, camera and where the files are."""
         pr = self.prediction
         filled = [n for n, k in zip(self.joint_names, pr.known, strict=True) if not k]
-        mesh = f"{len(pr.vertices)}-vertex mesh" if pr.vertices is not None else "3D joints (no mesh: posenet)"
+        mesh = (
+            f"{len(pr.vertices)}-vertex mesh" if pr.vertices is not None else "3D joints (no mesh: posenet)"
+        )
         cam = pr.camera
-        return (f"{self.input.source} ({self.input.joint_set}, {int(pr.known.sum())}/{len(pr.known)} joints known"
-                f"{', filled ' + ','.join(filled) if filled else ''}) -> {mesh}; weak-perspective camera "
-                f"s={cam.scale:.4g} px/mm t=({cam.tx:.1f}, {cam.ty:.1f}) px, joint fit {cam.rms_px:.1f} px RMS; "
-                f"written to {self.out}")  # fmt: skip
+        return (
+            f"{self.input.source} ({self.input.joint_set}, {int(pr.known.sum())}/{len(pr.known)} joints known"
+            f"{', filled ' + ','.join(filled) if filled else ''}) -> {mesh}; weak-perspective camera "
+            f"s={cam.scale:.4g} px/mm t=({cam.tx:.1f}, {cam.ty:.1f}) px, joint fit {cam.rms_px:.1f} px RMS; "
+            f"written to {self.out}"
+        )
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -113,9 +117,15 @@ def mesh_file_vertices(vertices_mm: np.ndarray, mesh_axes: str = "y_up") -> np.n
 
 
 def write_outputs(
-    out: Path, pred: Predictor, prediction: Prediction, figure: Figure, record: dict[str, Any],
-    mesh_axes: str = "y_up", formats: tuple[str, ...] = MESH_FORMATS, extra_files: dict[str, Path] | None = None,
-) -> dict[str, Path]:  # fmt: skip
+    out: Path,
+    pred: Predictor,
+    prediction: Prediction,
+    figure: Figure,
+    record: dict[str, Any],
+    mesh_axes: str = "y_up",
+    formats: tuple[str, ...] = MESH_FORMATS,
+    extra_files: dict[str, Path] | None = None,
+) -> dict[str, Path]:
     """Write the mesh files, ``joints3d.json``, ``mesh.png`` and ``infer.json`` into ``out`` (atomically each).
 
     ``formats`` are trimesh's ("obj", "ply"); ``extra_files`` (kind -> path, already written, e.g. by
@@ -138,14 +148,18 @@ def write_outputs(
     joints = {
         "unit": "mm",
         "frame": "camera: x right, y down, z forward; root-relative (the root joint is at 0)",
-        "joint_set": pred.joint_set, "root": names[pred.root], "names": names,
+        "joint_set": pred.joint_set,
+        "root": names[pred.root],
+        "names": names,
         "source": "mesh" if prediction.vertices is not None else "posenet",
         "joints": _round(prediction.joints3d),
         "joints_lifted": _round(prediction.joints_lifted),
         "joints_2d_px": _round(prediction.camera.project(prediction.joints3d), 2),
-    }  # fmt: skip
+    }
     if record.get("root_translation_mm") is not None:  # the photo's intrinsics were known
-        joints["joints_camera_frame"] = _round(prediction.joints3d + np.asarray(record["root_translation_mm"]))
+        joints["joints_camera_frame"] = _round(
+            prediction.joints3d + np.asarray(record["root_translation_mm"])
+        )
     if prediction.joints_h36m is not None and pred.joint_set != "h36m":
         joints["joints_h36m"] = {"names": list(J.H36M_JOINTS), "joints": _round(prediction.joints_h36m)}
     files["joints"] = out / "joints3d.json"
@@ -223,7 +237,9 @@ def infer(
         raise ConfigError("--mesh full needs the refine fit: drop --no-refine / use --refine-method fit")
     check_options(formats, refine_method, texture, has_photo=True)
     pred = checkpoint if isinstance(checkpoint, Predictor) else load_predictor(checkpoint, device)
-    inp = read_pose2d(pose2d, joint_set, person=person, annotation_id=annotation_id, model_joint_set=pred.joint_set)
+    inp = read_pose2d(
+        pose2d, joint_set, person=person, annotation_id=annotation_id, model_joint_set=pred.joint_set
+    )
     if intrinsics is not None:
         fx, fy, cx, cy = (float(v) for v in intrinsics)
         if fx <= 0 or fy <= 0:
@@ -240,56 +256,113 @@ def infer(
     if mesh == "full":
         pred, prediction = full_resolution(pred, prediction, refined)
     photo = _read_image(img_path) if img_path is not None else None
-    if photo is not None and inp.image_size is not None and inp.image_size != (photo.shape[1], photo.shape[0]):
-        logger.warning("%s is %dx%d but %s states %dx%d: the joints may not match the picture", img_path,
-                       photo.shape[1], photo.shape[0], inp.path, *inp.image_size)  # fmt: skip
+    if (
+        photo is not None
+        and inp.image_size is not None
+        and inp.image_size != (photo.shape[1], photo.shape[0])
+    ):
+        logger.warning(
+            "%s is %dx%d but %s states %dx%d: the joints may not match the picture",
+            img_path,
+            photo.shape[1],
+            photo.shape[0],
+            inp.path,
+            *inp.image_size,
+        )
     cam = prediction.camera
-    captions = (f"input: {inp.joint_set.upper()} -> {pred.joint_set.upper()}"
-                f"{' (grey: filled in)' if not prediction.known.all() else ''}",
-                f"{'mesh' if prediction.vertices is not None else '3D joints'}, weak-perspective fit "
-                f"{cam.rms_px:.1f} px RMS",
-                "side view (from the right)")  # fmt: skip
-    figure = draw_figure(image=photo, joints2d=prediction.joints2d, known=prediction.known, names=pred.joint_names,
-                         edges=pred.skeleton, camera=cam, vertices_mm=prediction.vertices, faces=pred.faces,
-                         joints3d_mm=prediction.joints3d, captions=captions, crop=crop)  # fmt: skip
+    captions = (
+        f"input: {inp.joint_set.upper()} -> {pred.joint_set.upper()}"
+        f"{' (grey: filled in)' if not prediction.known.all() else ''}",
+        f"{'mesh' if prediction.vertices is not None else '3D joints'}, weak-perspective fit "
+        f"{cam.rms_px:.1f} px RMS",
+        "side view (from the right)",
+    )
+    figure = draw_figure(
+        image=photo,
+        joints2d=prediction.joints2d,
+        known=prediction.known,
+        names=pred.joint_names,
+        edges=pred.skeleton,
+        camera=cam,
+        vertices_mm=prediction.vertices,
+        faces=pred.faces,
+        joints3d_mm=prediction.joints3d,
+        captions=captions,
+        crop=crop,
+    )
     root_t = None
     if inp.focal is not None and inp.principal is not None:
         rel = prediction.joints3d - prediction.joints3d[root_index(pred.joint_set)]
-        root_t = root_from_projection(prediction.joints2d[None], rel[None], np.array([[*inp.focal, *inp.principal]]),
-                                      prediction.known.astype(np.float64)[None])[0]  # fmt: skip
-        if not np.isfinite(root_t).all() or root_t[2] <= 0:  # joints that no pinhole explains (an untrained model)
+        root_t = root_from_projection(
+            prediction.joints2d[None],
+            rel[None],
+            np.array([[*inp.focal, *inp.principal]]),
+            prediction.known.astype(np.float64)[None],
+        )[0]
+        if (
+            not np.isfinite(root_t).all() or root_t[2] <= 0
+        ):  # joints that no pinhole explains (an untrained model)
             logger.warning("the least-squares root is behind the camera; using the weak-perspective depth")
             root_t = cam.root_translation_mm(inp.focal, inp.principal)
     notes = [*inp.notes, *conv_notes]
     record = {
-        "checkpoint": str(pred.checkpoint), "epoch": pred.info.get("epoch"), "step": pred.info.get("step"),
-        "stage": pred.config.model.stage, "body": {"model": pred.config.model.body.model,
-                                                   "topology": pred.config.model.body.topology},
-        "input": {"file": str(inp.path), "source": inp.source, "joint_set": inp.joint_set, "person": inp.person,
-                  "annotation_id": inp.annotation_id, "image": None if img_path is None else str(img_path),
-                  "filled_in": [n for n, k in zip(pred.joint_names, prediction.known, strict=True) if not k],
-                  "notes": notes},
+        "checkpoint": str(pred.checkpoint),
+        "epoch": pred.info.get("epoch"),
+        "step": pred.info.get("step"),
+        "stage": pred.config.model.stage,
+        "body": {"model": pred.config.model.body.model, "topology": pred.config.model.body.topology},
+        "input": {
+            "file": str(inp.path),
+            "source": inp.source,
+            "joint_set": inp.joint_set,
+            "person": inp.person,
+            "annotation_id": inp.annotation_id,
+            "image": None if img_path is None else str(img_path),
+            "filled_in": [n for n, k in zip(pred.joint_names, prediction.known, strict=True) if not k],
+            "notes": notes,
+        },
         "model_joint_set": pred.joint_set,
         "camera": cam.to_dict(),
         "root_translation_mm": None if root_t is None else _round(root_t, 1),
         "refine": refine_record,
         "mesh": {"kind": mesh, "vertices": None if prediction.vertices is None else len(prediction.vertices)},
         "texture": None if not texture or prediction.vertices is None else {"image": str(img_path)},
-        "mesh_axes": "x right, y up, z towards the viewer (metres)" if mesh_axes == "y_up"
+        "mesh_axes": "x right, y up, z towards the viewer (metres)"
+        if mesh_axes == "y_up"
         else "camera: x right, y down, z forward (metres)",
-        "figure": {"size": [int(figure.image.shape[1]), int(figure.image.shape[0])],
-                   "panels": {k: list(v) for k, v in figure.panels.items()},
-                   "view": {k: [float(x) for x in v] for k, v in figure.view.items()}},
-    }  # fmt: skip
+        "figure": {
+            "size": [int(figure.image.shape[1]), int(figure.image.shape[0])],
+            "panels": {k: list(v) for k, v in figure.panels.items()},
+            "view": {k: [float(x) for x in v] for k, v in figure.view.items()},
+        },
+    }
     out_dir = Path(out)
     extra = write_extras(out_dir, pred, prediction, refined, formats, mesh_axes, photo if texture else None)
     own = tuple(f for f in formats if f in MESH_FORMATS and not (f == "obj" and "obj" in extra))
     files = write_outputs(out_dir, pred, prediction, figure, record, mesh_axes, own, extra)
-    result = InferResult(out_dir, files, prediction, inp, pred.joint_names,
-                         (int(figure.image.shape[1]), int(figure.image.shape[0])), figure.panels, figure.view, notes,
-                         pred.checkpoint, root_t)  # fmt: skip
+    result = InferResult(
+        out_dir,
+        files,
+        prediction,
+        inp,
+        pred.joint_names,
+        (int(figure.image.shape[1]), int(figure.image.shape[0])),
+        figure.panels,
+        figure.view,
+        notes,
+        pred.checkpoint,
+        root_t,
+    )
     logger.debug("%s", result.summary())
     return result
 
 
-__all__ = ["FORMATS", "MESH_AXES", "MESH_FORMATS", "InferResult", "infer", "mesh_file_vertices", "write_outputs"]
+__all__ = [
+    "FORMATS",
+    "MESH_AXES",
+    "MESH_FORMATS",
+    "InferResult",
+    "infer",
+    "mesh_file_vertices",
+    "write_outputs",
+]

@@ -23,8 +23,16 @@ from p2m.infer.refine_view import refine_figure, write_png
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "MESHES", "REFINE_METHODS", "RefineOutcome", "check_options", "full_resolution",
-           "refine_prediction", "write_extras"]
+__all__ = [
+    "FORMATS",
+    "MESHES",
+    "REFINE_METHODS",
+    "RefineOutcome",
+    "check_options",
+    "full_resolution",
+    "refine_prediction",
+    "write_extras",
+]
 
 #: Every file format ``p2m infer`` writes: obj and ply through trimesh, glb through :mod:`p2m.export`.
 FORMATS = ("obj", "ply", "glb")
@@ -58,9 +66,13 @@ class RefineOutcome:
     def to_dict(self, after: np.ndarray) -> dict[str, Any]:
         """The ``refine`` entry of ``infer.json`` (``after``: the refined (V, 3) mesh, mm)."""
         shift = np.linalg.norm(np.asarray(after) - self.before, axis=1)
-        return {"method": self.method, "fit_rms_mm": round(self.rms_mm, 3),
-                "vertices_changed": int((self.weight > 0).sum()), "max_shift_mm": round(float(shift.max()), 3),
-                "note": "hands and feet from the body model; joints and camera are the network's"}  # fmt: skip
+        return {
+            "method": self.method,
+            "fit_rms_mm": round(self.rms_mm, 3),
+            "vertices_changed": int((self.weight > 0).sum()),
+            "max_shift_mm": round(float(shift.max()), 3),
+            "note": "hands and feet from the body model; joints and camera are the network's",
+        }
 
 
 def check_options(formats: tuple[str, ...], refine_method: str, texture: bool, has_photo: bool) -> None:
@@ -75,8 +87,10 @@ def check_options(formats: tuple[str, ...], refine_method: str, texture: bool, h
     if refine_method not in REFINE_METHODS:
         raise ConfigError(f"refine method {refine_method!r}: expected one of {list(REFINE_METHODS)}")
     if texture and not has_photo:
-        raise ConfigError("--texture needs the photo the pose comes from: give --image PHOTO (or a data.json that "
-                          "names its photo)")  # fmt: skip
+        raise ConfigError(
+            "--texture needs the photo the pose comes from: give --image PHOTO (or a data.json that "
+            "names its photo)"
+        )
     if texture and not {"obj", "glb"} & set(formats):
         raise ConfigError(f"--texture needs a textured format: add obj or glb to the formats {list(formats)}")
 
@@ -95,10 +109,15 @@ def refine_prediction(pred: Any, prediction: Any, method: str = "fit") -> Refine
     res = refine_extremities(before, pred.body, method=method)
     after = np.asarray(res.vertices, dtype=np.float64)
     prediction.vertices = after
-    image = refine_figure({"before": before, "after": after}, pred.faces, extremity_regions(pred.body),
-                          weight=res.weight)  # fmt: skip
-    logger.info("refined hands and feet (%s): %d vertices changed, RMS %.1f mm", method,
-                int((res.weight > 0).sum()), float(res.fit_rms))  # fmt: skip
+    image = refine_figure(
+        {"before": before, "after": after}, pred.faces, extremity_regions(pred.body), weight=res.weight
+    )
+    logger.info(
+        "refined hands and feet (%s): %d vertices changed, RMS %.1f mm",
+        method,
+        int((res.weight > 0).sum()),
+        float(res.fit_rms),
+    )
     fit = res.fits[0] if res.fits else None
     return RefineOutcome(method, before, np.asarray(res.weight), float(res.fit_rms), image, fit)
 
@@ -114,7 +133,9 @@ def full_resolution(pred: Any, prediction: Any, refined: RefineOutcome | None) -
         ConfigError: no fit to take the parameters from (``--no-refine``, ``--refine-method paste``, posenet).
     """
     if refined is None or refined.fit is None or prediction.vertices is None:
-        raise ConfigError("--mesh full needs the refine fit (a pose2mesh checkpoint, --refine, --refine-method fit)")
+        raise ConfigError(
+            "--mesh full needs the refine fit (a pose2mesh checkpoint, --refine, --refine-method fit)"
+        )
     body = full_body(pred.body.rig, pred.config.model.body.model, FULL_TOPOLOGY)
     vertices = posed_mesh(body, refined.fit, unit_m=1e-3)
     faces = body.faces.cpu().numpy().astype(np.int64)
@@ -122,9 +143,15 @@ def full_resolution(pred: Any, prediction: Any, refined: RefineOutcome | None) -
 
 
 def write_extras(
-    out: Path, pred: Any, prediction: Any, refined: RefineOutcome | None, formats: tuple[str, ...],
-    mesh_axes: str = "y_up", photo: np.ndarray | None = None, tex_size: int = 1024,
-) -> dict[str, Path]:  # fmt: skip
+    out: Path,
+    pred: Any,
+    prediction: Any,
+    refined: RefineOutcome | None,
+    formats: tuple[str, ...],
+    mesh_axes: str = "y_up",
+    photo: np.ndarray | None = None,
+    tex_size: int = 1024,
+) -> dict[str, Path]:
     """Write ``refine.png`` and the :mod:`p2m.export` files into ``out``; returns kind -> path.
 
     Args:
@@ -150,9 +177,19 @@ def write_extras(
     if not export:
         return files
     cam = prediction.camera
-    res = export_mesh(out, pred.body, prediction.vertices, prediction.joints_h36m, name="mesh", formats=export,
-                      unit=1e-3, axes=mesh_axes, image=photo,
-                      weak_perspective=None if photo is None else (cam.scale, cam.tx, cam.ty),
-                      tex_size=tex_size, texture_name=TEXTURE_NAME)  # fmt: skip
+    res = export_mesh(
+        out,
+        pred.body,
+        prediction.vertices,
+        prediction.joints_h36m,
+        name="mesh",
+        formats=export,
+        unit=1e-3,
+        axes=mesh_axes,
+        image=photo,
+        weak_perspective=None if photo is None else (cam.scale, cam.tx, cam.ty),
+        tex_size=tex_size,
+        texture_name=TEXTURE_NAME,
+    )
     files.update(res.files)
     return files

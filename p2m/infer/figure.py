@@ -96,8 +96,15 @@ def person_crop(width: int, height: int, points: np.ndarray) -> tuple[int, int, 
     return x0, y0, x1, y1
 
 
-def _render_weak(vertices_mm: np.ndarray, faces: np.ndarray, fx: float, fy: float, c: Sequence[float],
-                 size: tuple[int, int], background: np.ndarray) -> Any:  # fmt: skip
+def _render_weak(
+    vertices_mm: np.ndarray,
+    faces: np.ndarray,
+    fx: float,
+    fy: float,
+    c: Sequence[float],
+    size: tuple[int, int],
+    background: np.ndarray,
+) -> Any:
     verts = np.asarray(vertices_mm, dtype=np.float64) + np.array([0.0, 0.0, ZC])
     return render_mesh(verts, faces, (fx * ZC, fy * ZC), c, size, background=background, color=MESH_COLOR)
 
@@ -137,14 +144,21 @@ def draw_figure(
     j2d = np.asarray(joints2d, dtype=np.float64)
     proj = camera.project(vertices_mm if vertices_mm is not None else joints3d_mm)
     if image is not None:
-        x0, y0, x1, y1 = person_crop(image.shape[1], image.shape[0], np.concatenate([proj, j2d])) if crop \
-            else (0, 0, image.shape[1], image.shape[0])  # fmt: skip
+        x0, y0, x1, y1 = (
+            person_crop(image.shape[1], image.shape[0], np.concatenate([proj, j2d]))
+            if crop
+            else (0, 0, image.shape[1], image.shape[0])
+        )
         image = image[y0:y1, x0:x1]
         h, w = image.shape[:2]
         d = _display_scale(w, h)
         pw, ph = max(1, round(w * d)), max(1, round(h * d))
         scale, origin = (pw / w, ph / h), (float(x0), float(y0))
-        bg = np.asarray(Image.fromarray(image).resize((pw, ph), Image.BICUBIC)) if (pw, ph) != (w, h) else image.copy()
+        bg = (
+            np.asarray(Image.fromarray(image).resize((pw, ph), Image.BICUBIC))
+            if (pw, ph) != (w, h)
+            else image.copy()
+        )
     else:
         pts = np.concatenate([proj, j2d[np.isfinite(j2d).all(axis=1)]])
         lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -178,8 +192,15 @@ def draw_figure(
         middle = overlay_mesh(bg, rend, alpha=0.85)
     else:
         sk = np.concatenate([to_view(proj), np.ones((len(proj), 1))], axis=1)
-        middle = draw_skeleton(bg, sk, edges, color=edge_colors(names, edges, np.ones(len(names), bool)),
-                               joint_color=(255, 255, 255), radius=lw + 1, width=lw + 1)  # fmt: skip
+        middle = draw_skeleton(
+            bg,
+            sk,
+            edges,
+            color=edge_colors(names, edges, np.ones(len(names), bool)),
+            joint_color=(255, 255, 255),
+            radius=lw + 1,
+            width=lw + 1,
+        )
 
     # side view: the prediction turned 90 degrees about the vertical axis (seen from the picture's right)
     pts3 = vertices_mm if vertices_mm is not None else joints3d_mm
@@ -191,11 +212,22 @@ def draw_figure(
     mid_x = 0.5 * (turned[:, 0].max() + turned[:, 0].min()) * camera.scale * sx
     c_side = (sw / 2 - mid_x, float(c_root[1]))
     if vertices_mm is not None and faces is not None:
-        side = _render_weak(turned, faces, camera.scale * sx, camera.scale * sy, c_side, (sw, ph), side_bg).image
+        side = _render_weak(
+            turned, faces, camera.scale * sx, camera.scale * sy, c_side, (sw, ph), side_bg
+        ).image
     else:
-        sk = np.concatenate([camera.scale * np.array([sx, sy]) * turned[:, :2] + c_side, np.ones((len(turned), 1))], 1)
-        side = draw_skeleton(side_bg, sk, edges, color=edge_colors(names, edges, np.ones(len(names), bool)),
-                             joint_color=(40, 40, 40), radius=lw + 1, width=lw + 1)  # fmt: skip
+        sk = np.concatenate(
+            [camera.scale * np.array([sx, sy]) * turned[:, :2] + c_side, np.ones((len(turned), 1))], 1
+        )
+        side = draw_skeleton(
+            side_bg,
+            sk,
+            edges,
+            color=edge_colors(names, edges, np.ones(len(names), bool)),
+            joint_color=(40, 40, 40),
+            radius=lw + 1,
+            width=lw + 1,
+        )
 
     cap = max(22, round(ph / 26))
     font = _font(max(12, round(cap * 0.62)))
@@ -205,10 +237,14 @@ def draw_figure(
     panels: dict[str, tuple[int, int, int, int]] = {}
     draw = ImageDraw.Draw(canvas)
     x = 0
-    for name, arr, text, wdt in zip(("input", "mesh", "side"), (left, middle, side), captions, widths, strict=True):
+    for name, arr, text, wdt in zip(
+        ("input", "mesh", "side"), (left, middle, side), captions, widths, strict=True
+    ):
         canvas.paste(Image.fromarray(arr), (x, cap))
         panels[name] = (x, cap, wdt, ph)
-        draw.text((x + 8, cap // 2), _fit_text(draw, text, font, wdt - 12), fill=CAPTION_FG, font=font, anchor="lm")
+        draw.text(
+            (x + 8, cap // 2), _fit_text(draw, text, font, wdt - 12), fill=CAPTION_FG, font=font, anchor="lm"
+        )
         x += wdt + GAP
     return Figure(np.asarray(canvas).copy(), panels, {"scale": scale, "origin": origin}, bg)
 

@@ -129,7 +129,9 @@ def read_pose2d(
     if fmt is not None:  # OpenPose / MMPose output: COCO-17 people (p2m.pose_formats)
         people = read_people(data, str(p), fmt)
         idx = _pick_index(p, len(people), person, "people")
-        return Pose2DInput(people[idx].keypoints, "coco", people[idx].where, p, person=idx, notes=[f"{fmt} JSON"])
+        return Pose2DInput(
+            people[idx].keypoints, "coco", people[idx].where, p, person=idx, notes=[f"{fmt} JSON"]
+        )
     if annotation_id is not None and not (isinstance(data, dict) and "annotations" in data):
         raise P2MError(f"{p}: an annotation id ({annotation_id}) needs a data.json with 'annotations'")
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
@@ -138,7 +140,9 @@ def read_pose2d(
         if person not in (None, 0):
             raise P2MError(f"{p}: holds one person (an annotation object); --person {person} does not exist")
         return _from_record(p, data, str(p), joint_set, model_joint_set)
-    if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):  # COCO results / people list
+    if (
+        isinstance(data, list) and data and all(isinstance(d, dict) for d in data)
+    ):  # COCO results / people list
         idx = _pick_index(p, len(data), person, "people")
         return _from_record(p, data[idx], f"{p}: person {idx}", joint_set, model_joint_set, person=idx)
     arr = _as_array(data, str(p), "the array" if suffix == ".npy" else "the list")
@@ -204,26 +208,39 @@ def _from_record(
             f"(17 x 3) or one of {list(_GENERIC_KEYS)}; found {sorted(rec)[:12]}"
         )
     if generic and not (has_coco or has_h36m):
-        joints = _shape_joints(_as_array(rec[generic], where, f"field {generic!r}"), where, f"field {generic!r}")
+        joints = _shape_joints(
+            _as_array(rec[generic], where, f"field {generic!r}"), where, f"field {generic!r}"
+        )
         stated = rec.get("joint_set")
         if joint_set == "auto" and stated is not None:
             if stated not in INPUT_JOINT_SETS:
-                raise P2MError(f"{where}: field 'joint_set' = {stated!r}, expected one of {list(INPUT_JOINT_SETS)}")
+                raise P2MError(
+                    f"{where}: field 'joint_set' = {stated!r}, expected one of {list(INPUT_JOINT_SETS)}"
+                )
             joint_set = stated
         name, note = _decide_joint_set(joints, joint_set, where)
         return Pose2DInput(joints, name, where, p, person=person, annotation_id=ann_id, notes=[note])
     h36m = None
     if has_h36m:
-        h36m = _shape_joints(_as_array(rec["joints_2d_h36m"], where, "field 'joints_2d_h36m'"), where,
-                             "field 'joints_2d_h36m'")  # fmt: skip
+        h36m = _shape_joints(
+            _as_array(rec["joints_2d_h36m"], where, "field 'joints_2d_h36m'"), where, "field 'joints_2d_h36m'"
+        )
     if joint_set == "h36m" or (joint_set == "auto" and not has_coco):
         if h36m is None:
             raise P2MError(f"{where}: --joint-set h36m but the record has no field 'joints_2d_h36m'")
-        return Pose2DInput(h36m, "h36m", where, p, person=person, annotation_id=ann_id,
-                           notes=["field joints_2d_h36m"])  # fmt: skip
+        return Pose2DInput(
+            h36m, "h36m", where, p, person=person, annotation_id=ann_id, notes=["field joints_2d_h36m"]
+        )
     if joint_set == "auto" and h36m is not None and model_joint_set == "h36m" and (h36m[:, 2] > 0).all():
-        return Pose2DInput(h36m, "h36m", where, p, person=person, annotation_id=ann_id,
-                           notes=["field joints_2d_h36m (all 17 labelled)"])  # fmt: skip
+        return Pose2DInput(
+            h36m,
+            "h36m",
+            where,
+            p,
+            person=person,
+            annotation_id=ann_id,
+            notes=["field joints_2d_h36m (all 17 labelled)"],
+        )
     if not has_coco:
         raise P2MError(f"{where}: --joint-set coco but the record has no field 'keypoints'")
     kp = _shape_joints(_as_array(rec["keypoints"], where, "field 'keypoints'"), where, "field 'keypoints'")
@@ -231,15 +248,21 @@ def _from_record(
 
 
 def _from_data_json(
-    p: Path, data: dict[str, Any], joint_set: str, person: int | None, annotation_id: int | None,
+    p: Path,
+    data: dict[str, Any],
+    joint_set: str,
+    person: int | None,
+    annotation_id: int | None,
     model_joint_set: str,
-) -> Pose2DInput:  # fmt: skip
+) -> Pose2DInput:
     anns = [a for a in data["annotations"] if isinstance(a, dict)]
     if annotation_id is not None:
         found = [i for i, a in enumerate(anns) if a.get("id") == annotation_id]
         if not found:
             ids = [a.get("id") for a in anns][:20]
-            raise P2MError(f"{p}: no annotation with id {annotation_id} (ids: {ids}{' ...' if len(anns) > 20 else ''})")
+            raise P2MError(
+                f"{p}: no annotation with id {annotation_id} (ids: {ids}{' ...' if len(anns) > 20 else ''})"
+            )
         idx = found[0]
     else:
         idx = _pick_index(p, len(anns), person, "annotations")
@@ -275,7 +298,9 @@ def _attach_camera(out: Pose2DInput, data_path: Path, img: dict[str, Any]) -> No
         f = np.asarray(cam["f"], dtype=np.float64).reshape(2)
         c = np.asarray(cam["c"], dtype=np.float64).reshape(2)
     except (P2MError, AttributeError, KeyError, TypeError, ValueError) as exc:
-        logger.warning("%s: camera %s unusable (%s); no perspective root estimate", cam_path, img["cam_idx"], exc)
+        logger.warning(
+            "%s: camera %s unusable (%s); no perspective root estimate", cam_path, img["cam_idx"], exc
+        )
         return
     out.focal, out.principal = (float(f[0]), float(f[1])), (float(c[0]), float(c[1]))
 
@@ -380,5 +405,11 @@ def to_model_joints(inp: Pose2DInput, model_joint_set: str) -> tuple[np.ndarray,
     return xy, known, notes
 
 
-__all__ = ["INPUT_JOINT_SETS", "Pose2DInput", "guess_joint_set", "head_top_from_coco", "read_pose2d",
-           "to_model_joints"]  # fmt: skip
+__all__ = [
+    "INPUT_JOINT_SETS",
+    "Pose2DInput",
+    "guess_joint_set",
+    "head_top_from_coco",
+    "read_pose2d",
+    "to_model_joints",
+]

@@ -37,8 +37,16 @@ from p2m.pose2mesh.weights import load_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FILL_ITERATIONS", "MIN_KNOWN_JOINTS", "Prediction", "Predictor", "load_predictor", "load_state",
-           "predict", "template_fill"]  # fmt: skip
+__all__ = [
+    "FILL_ITERATIONS",
+    "MIN_KNOWN_JOINTS",
+    "Prediction",
+    "Predictor",
+    "load_predictor",
+    "load_state",
+    "predict",
+    "template_fill",
+]
 
 #: Refinements of the filled-in joints (each one forward pass).
 FILL_ITERATIONS = 3
@@ -94,7 +102,9 @@ def _config_yaml_near(p: Path) -> dict[str, Any]:
         if cand.is_file():
             logger.info("%s: config from %s", p, cand)
             return to_dict(load_config(cand))
-    raise CheckpointError(f"{p}: holds no config, and there is no config.yaml beside it or in its parent folder")
+    raise CheckpointError(
+        f"{p}: holds no config, and there is no config.yaml beside it or in its parent folder"
+    )
 
 
 def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -128,7 +138,9 @@ def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
         raise CheckpointError(f"{p}: holds a {type(obj).__name__}, expected a checkpoint dict")
     if obj.get("format") == ckpt.FORMAT:
         if "model" not in obj or "config" not in obj:
-            raise CheckpointError(f"{p}: p2m checkpoint without 'model' or 'config' (keys: {sorted(obj)[:12]})")
+            raise CheckpointError(
+                f"{p}: p2m checkpoint without 'model' or 'config' (keys: {sorted(obj)[:12]})"
+            )
         info.update({k: obj.get(k) for k in ("epoch", "step")})
         return obj["model"], obj["config"], info
     if "state_dict" in obj:
@@ -170,7 +182,9 @@ def load_predictor(checkpoint: str | os.PathLike, device: str = "cpu") -> Predic
     with torch.no_grad():
         rest = body(torch.zeros(1, body.num_bones, 3), None, None)
     faces = body.faces.cpu().numpy().astype(np.int64) if mc.stage == "pose2mesh" else None
-    template = _model_joints(mc.joint_set, rest.joints[0].double().numpy(), rest.keypoints[0].double().numpy())
+    template = _model_joints(
+        mc.joint_set, rest.joints[0].double().numpy(), rest.keypoints[0].double().numpy()
+    )
     template = _anny_to_camera(template * 1000.0)
     template -= template[root_index(mc.joint_set)]
     logger.info("loaded %s (%s, %s joints, step %s)", path, mc.stage, mc.joint_set, info.get("step"))
@@ -192,8 +206,10 @@ def _model_joints(joint_set: str, h36m: np.ndarray, coco: np.ndarray | None) -> 
         return h36m
     if coco is None:
         raise ConfigError("a coco19 model needs a body model with a COCO regressor")
-    return np.concatenate([coco, (coco[..., 11:12, :] + coco[..., 12:13, :]) / 2,
-                           (coco[..., 5:6, :] + coco[..., 6:7, :]) / 2], axis=-2)  # fmt: skip
+    return np.concatenate(
+        [coco, (coco[..., 11:12, :] + coco[..., 12:13, :]) / 2, (coco[..., 5:6, :] + coco[..., 6:7, :]) / 2],
+        axis=-2,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ prediction
@@ -222,7 +238,9 @@ class Prediction:
     known: np.ndarray
 
 
-def _forward(pred: Predictor, joints2d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _forward(
+    pred: Predictor, joints2d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     t = pred.config.transform
     x = normalize_pose2d(joints2d, None, (t.crop_width, t.crop_height), t.standardize)
     with torch.inference_mode():
@@ -238,7 +256,9 @@ def _forward(pred: Predictor, joints2d: np.ndarray) -> tuple[np.ndarray, np.ndar
     if pred.joint_set != "h36m":
         coco = pred.body.coco_regressor.double().cpu().numpy() @ mesh
     joints = _model_joints(pred.joint_set, h36m, coco)
-    offset = joints[root].copy()  # the network's mesh is only nearly root-relative: centre it, as the original did
+    offset = joints[
+        root
+    ].copy()  # the network's mesh is only nearly root-relative: centre it, as the original did
     return joints - offset, lifted, h36m - offset, mesh - offset
 
 
@@ -264,8 +284,10 @@ def predict(pred: Predictor, joints2d: np.ndarray, known: np.ndarray, where: str
     known = np.asarray(known, dtype=bool) & np.isfinite(xy).all(axis=1)
     if known.sum() < MIN_KNOWN_JOINTS:
         missing = [n for n, k in zip(pred.joint_names, known, strict=True) if not k]
-        raise P2MError(f"{where}: only {int(known.sum())} of {len(known)} joints are labelled (missing: "
-                       f"{', '.join(missing)}); at least {MIN_KNOWN_JOINTS} are needed")  # fmt: skip
+        raise P2MError(
+            f"{where}: only {int(known.sum())} of {len(known)} joints are labelled (missing: "
+            f"{', '.join(missing)}); at least {MIN_KNOWN_JOINTS} are needed"
+        )
     filled = xy.copy()
     if not known.all():
         filled[~known] = template_fill(pred.template, xy, known)[~known]

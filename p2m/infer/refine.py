@@ -114,8 +114,10 @@ def _find_bone(names: list[str], candidates: tuple[str, ...], what: str) -> int:
     for cand in candidates:
         if cand in names:
             return names.index(cand)
-    raise ValueError(f"the body model's rig has no {what} bone (looked for {', '.join(candidates)}; it has "
-                     f"{', '.join(names[:8])}...)")  # fmt: skip
+    raise ValueError(
+        f"the body model's rig has no {what} bone (looked for {', '.join(candidates)}; it has "
+        f"{', '.join(names[:8])}...)"
+    )
 
 
 def extremity_regions(
@@ -154,7 +156,9 @@ def extremity_regions(
         upper = _find_bone(names, uppers, name)
         above = [upper] + ([parents[upper]] if parents[upper] >= 0 else [])
         limb = np.clip(member + weights[:, above].sum(axis=1), 0.0, 1.0)
-        out[name] = Extremity(name, root, upper, tuple(subtree), member, weight, np.flatnonzero(member >= CORE), limb)
+        out[name] = Extremity(
+            name, root, upper, tuple(subtree), member, weight, np.flatnonzero(member >= CORE), limb
+        )
     return out
 
 
@@ -172,9 +176,13 @@ def _neighbour_mean_matrix(faces: np.ndarray, num_vertices: int) -> torch.Tensor
 
 
 def blur_extremities(
-    vertices: torch.Tensor, faces: Any, weight: Any, iterations: int | None = None, step: float = 0.5,
+    vertices: torch.Tensor,
+    faces: Any,
+    weight: Any,
+    iterations: int | None = None,
+    step: float = 0.5,
     radius: float | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Laplacian smoothing weighted per vertex: a controlled stand-in for a graph CNN's blurred hands and feet.
 
     Each iteration moves vertex v by ``step * weight[v] * (mean of its neighbours - v)``. Give ``iterations``, or
@@ -201,7 +209,11 @@ def blur_extremities(
         edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
         edges = edges[(w_np[edges] > 0).all(axis=1)]
         first = x[0].detach().double().cpu().numpy()
-        mean_edge = float(np.linalg.norm(first[edges[:, 0]] - first[edges[:, 1]], axis=1).mean()) if len(edges) else 1.0
+        mean_edge = (
+            float(np.linalg.norm(first[edges[:, 0]] - first[edges[:, 1]], axis=1).mean())
+            if len(edges)
+            else 1.0
+        )
         iterations = max(1, round((float(radius) / mean_edge) ** 2 / float(step)))
     avg = _neighbour_mean_matrix(np.asarray(faces), nv).to(device=x.device, dtype=torch.float64)
     w = torch.as_tensor(w_np, dtype=torch.float64, device=x.device)[:, None] * float(step)
@@ -248,10 +260,21 @@ class ExtremityRefiner:
         seam: skinning membership (low, high) of the seam.
     """
 
-    def __init__(self, body: Any, method: str = "fit", blend: str = "extremities", *, unit_m: float = 1e-3,
-                 steps: int = FIT_STEPS, lr: float = FIT_LR, pose_prior_weight: float = POSE_PRIOR_WEIGHT,
-                 shape_prior_weight: float = SHAPE_PRIOR_WEIGHT, extremity_data_weight: float = EXTREMITY_DATA_WEIGHT,
-                 rigid: bool = True, seam: tuple[float, float] = SEAM) -> None:  # fmt: skip
+    def __init__(
+        self,
+        body: Any,
+        method: str = "fit",
+        blend: str = "extremities",
+        *,
+        unit_m: float = 1e-3,
+        steps: int = FIT_STEPS,
+        lr: float = FIT_LR,
+        pose_prior_weight: float = POSE_PRIOR_WEIGHT,
+        shape_prior_weight: float = SHAPE_PRIOR_WEIGHT,
+        extremity_data_weight: float = EXTREMITY_DATA_WEIGHT,
+        rigid: bool = True,
+        seam: tuple[float, float] = SEAM,
+    ) -> None:
         if method not in METHODS:
             raise ValueError(f"refine method {method!r}: expected one of {', '.join(METHODS)}")
         if blend not in BLENDS or (blend == "whole" and method != "fit"):
@@ -268,9 +291,16 @@ class ExtremityRefiner:
         if method == "fit":
             member = np.clip(sum(e.membership for e in self.regions.values()), 0.0, 1.0)
             digits = tuple(b for e in self.regions.values() for b in e.bones[1:]) if rigid else ()
-            self.fitter = MeshFitter(body, self.skin, 1.0 - (1.0 - float(extremity_data_weight)) * member, digits,
-                                     steps=steps, lr=lr, pose_prior_weight=pose_prior_weight,
-                                     shape_prior_weight=shape_prior_weight)  # fmt: skip
+            self.fitter = MeshFitter(
+                body,
+                self.skin,
+                1.0 - (1.0 - float(extremity_data_weight)) * member,
+                digits,
+                steps=steps,
+                lr=lr,
+                pose_prior_weight=pose_prior_weight,
+                shape_prior_weight=shape_prior_weight,
+            )
 
     # -------------------------------------------------------------------------------------------------- API
     def __call__(self, vertices: Any) -> RefineResult:
@@ -280,8 +310,10 @@ class ExtremityRefiner:
         single = x.dim() == 2
         nv = self.template.shape[0]
         if x.dim() not in (2, 3) or x.shape[-2:] != (nv, 3):
-            raise ValueError(f"vertices: shape {tuple(x.shape)}, expected (B, {nv}, 3) or ({nv}, 3) for the body "
-                             f"model's {getattr(self.body, 'topology', '')} mesh")  # fmt: skip
+            raise ValueError(
+                f"vertices: shape {tuple(x.shape)}, expected (B, {nv}, 3) or ({nv}, 3) for the body "
+                f"model's {getattr(self.body, 'topology', '')} mesh"
+            )
         if not torch.is_floating_point(x):
             x = x.double()
         x64 = (x[None] if single else x).to(self.template.device, torch.float64)
@@ -307,7 +339,9 @@ class ExtremityRefiner:
         rms = rms.double() / self.unit_m
         rms_out = (rms[0] if single else rms).cpu()
         fits = list(self.fitter.last_fits) if self.fitter is not None else None
-        return RefineResult(back(refined), weight, back(fitted), rms_out.numpy() if is_numpy else rms_out, fits)
+        return RefineResult(
+            back(refined), weight, back(fitted), rms_out.numpy() if is_numpy else rms_out, fits
+        )
 
     # -------------------------------------------------------------------------------------------------- paste
     def _skeleton_length(self, vertices: torch.Tensor) -> torch.Tensor:
@@ -332,17 +366,24 @@ class ExtremityRefiner:
             src = (template[idx] - head) * scale[:, None, None]
             rot, trans = kabsch(src, target[:, idx], anchor[idx])
             region = torch.as_tensor(ext.region, device=target.device)
-            placed = torch.einsum("bij,bvj->bvi", rot, (template[region] - head) * scale[:, None, None]) + trans[:, None]
+            placed = (
+                torch.einsum("bij,bvj->bvi", rot, (template[region] - head) * scale[:, None, None])
+                + trans[:, None]
+            )
             out[:, region] = placed
             core = torch.as_tensor(ext.core, device=target.device)
-            core_pos = torch.einsum("bij,bvj->bvi", rot, (template[core] - head) * scale[:, None, None]) + trans[:, None]
+            core_pos = (
+                torch.einsum("bij,bvj->bvi", rot, (template[core] - head) * scale[:, None, None])
+                + trans[:, None]
+            )
             sq = sq + ((core_pos - target[:, core]) ** 2).sum(-1).sum(-1)
             count += len(core)
         return out, (sq / max(count, 1)).sqrt()
 
 
-def refine_extremities(vertices: Any, body: Any, method: str = "fit", blend: str = "extremities",
-                       **options: Any) -> RefineResult:  # fmt: skip
+def refine_extremities(
+    vertices: Any, body: Any, method: str = "fit", blend: str = "extremities", **options: Any
+) -> RefineResult:
     """Restore the hands and feet of predicted meshes from the body model's geometry (module docstring).
 
     Args:

@@ -43,7 +43,9 @@ GN_EPS = 0.05
 FALLBACK_POSE_STD = 0.6
 
 
-def kabsch(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def kabsch(
+    src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted least-squares rigid transform (rotation, no reflection) with ``dst ~ src @ R^T + t``.
 
     Args:
@@ -56,7 +58,11 @@ def kabsch(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = 
     """
     dst64 = dst.double()
     src64 = src.double().expand_as(dst64)
-    w = torch.ones(dst64.shape[:-1], dtype=torch.float64, device=dst.device) if weights is None else weights.double()
+    w = (
+        torch.ones(dst64.shape[:-1], dtype=torch.float64, device=dst.device)
+        if weights is None
+        else weights.double()
+    )
     w = (w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)).expand(dst64.shape[:-1])
     mu_s = (w[..., None] * src64).sum(-2)
     mu_d = (w[..., None] * dst64).sum(-2)
@@ -92,9 +98,18 @@ class MeshFitter:
         steps, lr, pose_prior_weight, shape_prior_weight: Adam steps, learning rate and the priors' weights.
     """
 
-    def __init__(self, body: Any, skin: np.ndarray, data_weight: np.ndarray, digit_bones: tuple[int, ...] = (), *,
-                 steps: int = FIT_STEPS, lr: float = FIT_LR, pose_prior_weight: float = POSE_PRIOR_WEIGHT,
-                 shape_prior_weight: float = SHAPE_PRIOR_WEIGHT) -> None:  # fmt: skip
+    def __init__(
+        self,
+        body: Any,
+        skin: np.ndarray,
+        data_weight: np.ndarray,
+        digit_bones: tuple[int, ...] = (),
+        *,
+        steps: int = FIT_STEPS,
+        lr: float = FIT_LR,
+        pose_prior_weight: float = POSE_PRIOR_WEIGHT,
+        shape_prior_weight: float = SHAPE_PRIOR_WEIGHT,
+    ) -> None:
         self.body, self.skin = body, skin
         self.steps, self.lr = int(steps), float(lr)
         self.pose_prior_weight, self.shape_prior_weight = float(pose_prior_weight), float(shape_prior_weight)
@@ -115,18 +130,27 @@ class MeshFitter:
         """(mean (J-1, 3), free (J-1, 3) bool, chol_t (D, D)) of the pose prior over the non-root bones."""
         nb = self.body.num_bones
         if self.prior is None:
-            mean, free, chol_t = np.zeros((nb - 1, 3)), np.ones((nb - 1, 3), bool), np.eye(3 * (nb - 1)) / FALLBACK_POSE_STD
+            mean, free, chol_t = (
+                np.zeros((nb - 1, 3)),
+                np.ones((nb - 1, 3), bool),
+                np.eye(3 * (nb - 1)) / FALLBACK_POSE_STD,
+            )
         else:
             mean, free, chol_t = self.prior.mean, self.prior.free, self.prior.chol_t
-        if self.digit_bones:  # drop the digits' rows and columns: the Gaussian conditioned on them at their mean
+        if (
+            self.digit_bones
+        ):  # drop the digits' rows and columns: the Gaussian conditioned on them at their mean
             digits = np.zeros((nb - 1, 3), bool)
             digits[[b - 1 for b in self.digit_bones]] = True
             keep = ~digits[free]
             prec = chol_t.T @ chol_t
             chol_t = np.linalg.cholesky(prec[np.ix_(keep, keep)]).T
             free = free & ~digits
-        return (torch.as_tensor(mean, dtype=torch.float32, device=dev), torch.as_tensor(free, device=dev),
-                torch.as_tensor(chol_t, dtype=torch.float32, device=dev))  # fmt: skip
+        return (
+            torch.as_tensor(mean, dtype=torch.float32, device=dev),
+            torch.as_tensor(free, device=dev),
+            torch.as_tensor(chol_t, dtype=torch.float32, device=dev),
+        )
 
     def _bone_sets(self, free: np.ndarray) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """Per bone: the vertices (and weights) that move with it, for its rotation's initial guess.
@@ -165,8 +189,10 @@ class MeshFitter:
                 continue
             idx, w = (torch.as_tensor(a, device=dev) for a in sets[b])
             world[b] = kabsch(self.template[idx], local[:, idx], w)[0]
-        rel = [world[b] if parents[b] < 0 else world[parents[b]].transpose(1, 2) @ world[b]
-               for b in range(len(parents))]  # fmt: skip
+        rel = [
+            world[b] if parents[b] < 0 else world[parents[b]].transpose(1, 2) @ world[b]
+            for b in range(len(parents))
+        ]
         pose = roma.rotmat_to_rotvec(torch.stack(rel, dim=1).float())
         body_pose = torch.where(free, pose[:, 1:], mean)
         return torch.cat([pose[:, :1], body_pose], dim=1)
@@ -178,7 +204,9 @@ class MeshFitter:
         return d
 
     @torch.no_grad()
-    def _initial_shape(self, local: torch.Tensor, pose: torch.Tensor, vw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _initial_shape(
+        self, local: torch.Tensor, pose: torch.Tensor, vw: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Shape (B, S) and translation (B, 3) for a fixed pose: Gauss-Newton steps, finite-difference Jacobian.
 
         Height and build move every vertex (a tall person's hands are 10+ cm off at the default shape), which
@@ -194,13 +222,17 @@ class MeshFitter:
         for _ in range(GN_STEPS):
             probe = shape[:, None].repeat(1, ns + 1, 1)
             probe[:, 1:] += GN_EPS * torch.eye(ns, device=dev)
-            out = body(pose.repeat_interleave(ns + 1, 0), probe.reshape(-1, ns)).vertices.reshape(batch, ns + 1, nv, 3)
+            out = body(pose.repeat_interleave(ns + 1, 0), probe.reshape(-1, ns)).vertices.reshape(
+                batch, ns + 1, nv, 3
+            )
             jac_s = (out[:, 1:] - out[:, :1]) / GN_EPS  # (B, S, V, 3)
             jac_t = torch.eye(3, device=dev)[None, :, None, :].expand(batch, 3, nv, 3)
             jac = (torch.cat([jac_s, jac_t], 1) * sq_w.transpose(1, 2)).reshape(batch, ns + 3, -1).double()
             res = ((local - out[:, 0] - trans[:, None]) * sq_w[:, :, :, 0]).reshape(batch, -1).double()
             reg = torch.cat([prior, torch.zeros(3, device=dev)]).double()
-            step_ = torch.cat([(torch.tensor(SHAPE_MEAN, device=dev) - shape) * prior, torch.zeros(batch, 3, device=dev)], 1)
+            step_ = torch.cat(
+                [(torch.tensor(SHAPE_MEAN, device=dev) - shape) * prior, torch.zeros(batch, 3, device=dev)], 1
+            )
             lhs = jac @ jac.transpose(1, 2) + torch.diag_embed(reg + 1e-9)
             delta = torch.linalg.solve(lhs, (jac @ res[..., None])[..., 0] + step_.double()).float()
             shape = (shape + delta[:, :ns]).clamp(0.0, 1.0)
@@ -221,8 +253,9 @@ class MeshFitter:
         body_free = pose0[:, 1:][:, free].clone().requires_grad_(True)
         trans.requires_grad_(True)
         shape.requires_grad_(True)
-        opt = torch.optim.Adam([{"params": [root, body_free, shape], "lr": self.lr},
-                                {"params": [trans], "lr": self.lr * 0.1}])  # fmt: skip
+        opt = torch.optim.Adam(
+            [{"params": [root, body_free, shape], "lr": self.lr}, {"params": [trans], "lr": self.lr * 0.1}]
+        )
         bases = [g["lr"] for g in opt.param_groups]
 
         def pose_of() -> torch.Tensor:
@@ -251,5 +284,7 @@ class MeshFitter:
             fitted = torch.einsum("bij,bvj->bvi", rot, fitted_local) + trans0[:, None]
             params = [x.detach().cpu().double().numpy() for x in (pose_of(), shape, trans, rot, trans0)]
             self.last_fits = [BodyFit(*(x[i] for x in params), float(rms[i])) for i in range(batch)]
-        logger.debug("refine fit: %d steps, RMS %.1f mm (mean over %d)", self.steps, float(rms.mean()) * 1e3, batch)
+        logger.debug(
+            "refine fit: %d steps, RMS %.1f mm (mean over %d)", self.steps, float(rms.mean()) * 1e3, batch
+        )
         return fitted, rms

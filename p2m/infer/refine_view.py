@@ -74,13 +74,22 @@ def refine_figure(
             near = (np.linalg.norm(v - centre, axis=1) < 2.5 * radius) & (np.asarray(ext.limb) > 0.5)
             keep = near[tris].all(axis=1)
             cam = v - centre + np.array([0.0, 0.0, dist])
-            res = render_mesh(cam, tris[keep], focal, (panel / 2, panel / 2), (panel, panel),
-                              background=(245, 245, 245), color=colors)  # fmt: skip
+            res = render_mesh(
+                cam,
+                tris[keep],
+                focal,
+                (panel / 2, panel / 2),
+                (panel, panel),
+                background=(245, 245, 245),
+                color=colors,
+            )
             canvas.paste(Image.fromarray(res.image), (c * panel, HEADER_PX + r * panel))
             if c == 0:
                 draw.text((4, HEADER_PX + r * panel + 3), ext_name.replace("_", " "), fill=(0, 0, 0))
     for c in range(1, cols):
-        draw.line([(c * panel, HEADER_PX), (c * panel, HEADER_PX + rows * panel)], fill=(255, 255, 255), width=2)
+        draw.line(
+            [(c * panel, HEADER_PX), (c * panel, HEADER_PX + rows * panel)], fill=(255, 255, 255), width=2
+        )
     return np.asarray(canvas).copy()
 
 

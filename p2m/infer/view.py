@@ -52,11 +52,19 @@ class WeakPerspective:
         return np.array([(self.tx - principal[0]) * z / fx, (self.ty - principal[1]) * z / fy, z])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": "weak_perspective", "scale_px_per_mm": self.scale, "tx_px": self.tx, "ty_px": self.ty,
-                "rms_px": self.rms_px, "joints_used": self.joints_used}  # fmt: skip
+        return {
+            "model": "weak_perspective",
+            "scale_px_per_mm": self.scale,
+            "tx_px": self.tx,
+            "ty_px": self.ty,
+            "rms_px": self.rms_px,
+            "joints_used": self.joints_used,
+        }
 
 
-def fit_weak_perspective(joints3d: np.ndarray, joints2d: np.ndarray, weights: np.ndarray | None = None) -> WeakPerspective:
+def fit_weak_perspective(
+    joints3d: np.ndarray, joints2d: np.ndarray, weights: np.ndarray | None = None
+) -> WeakPerspective:
     """Least-squares ``min_{s, t} sum_j w_j |s X_j + t - p_j|^2`` (closed form).
 
     Args:
@@ -72,7 +80,11 @@ def fit_weak_perspective(joints3d: np.ndarray, joints2d: np.ndarray, weights: np
     """
     X = np.asarray(joints3d, dtype=np.float64)[:, :2]
     p = np.asarray(joints2d, dtype=np.float64)
-    w = np.isfinite(p).all(axis=1).astype(np.float64) if weights is None else np.asarray(weights, np.float64).copy()
+    w = (
+        np.isfinite(p).all(axis=1).astype(np.float64)
+        if weights is None
+        else np.asarray(weights, np.float64).copy()
+    )
     w[~np.isfinite(p).all(axis=1) | ~np.isfinite(X).all(axis=1)] = 0.0
     if (w > 0).sum() < 2:
         raise ValueError(f"a weak-perspective fit needs at least 2 joints, got {(w > 0).sum()}")
@@ -84,7 +96,9 @@ def fit_weak_perspective(joints3d: np.ndarray, joints2d: np.ndarray, weights: np
     s = float((w[:, None] * dX * dp).sum()) / max(den, 1e-12)
     if not s > 0:
         s = float(np.sqrt((w[:, None] * dp * dp).sum() / max(den, 1e-12)))
-        logger.debug("the weak-perspective fit gave a non-positive scale; using the ratio of spreads (%.4g)", s)
+        logger.debug(
+            "the weak-perspective fit gave a non-positive scale; using the ratio of spreads (%.4g)", s
+        )
     t = pm - s * Xm
     resid = np.linalg.norm(s * X0 + t - p0, axis=1)
     rms = float(np.sqrt((w * resid**2).sum() / wsum))

@@ -73,12 +73,18 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},  # fmt: skip
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() and torch.cuda.is_initialized()
+        "cuda": list(torch.cuda.get_rng_state_all())
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
         else [],
-    }  # fmt: skip
+    }
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
@@ -86,16 +92,20 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))  # fmt: skip
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available():
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
         else:
-            logger.warning("checkpoint holds %d CUDA RNG states for %d devices; CUDA RNGs not restored",
-                           len(cuda), torch.cuda.device_count())  # fmt: skip
+            logger.warning(
+                "checkpoint holds %d CUDA RNG states for %d devices; CUDA RNGs not restored",
+                len(cuda),
+                torch.cuda.device_count(),
+            )
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -105,8 +115,15 @@ def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
     """``{"run", "dir", "last", "best", "weights", "config", "metrics"}`` of a run folder."""
     run = Path(run_dir)
     ckpt = run / CHECKPOINT_DIR
-    return {"run": run, "dir": ckpt, "last": ckpt / LAST, "best": ckpt / BEST, "weights": run / WEIGHTS,
-            "config": run / "config.yaml", "metrics": run / "metrics.jsonl"}  # fmt: skip
+    return {
+        "run": run,
+        "dir": ckpt,
+        "last": ckpt / LAST,
+        "best": ckpt / BEST,
+        "weights": run / WEIGHTS,
+        "config": run / "config.yaml",
+        "metrics": run / "metrics.jsonl",
+    }
 
 
 def check_free_space(folder: Path, nbytes: int, what: str, reserve: int = RESERVE_BYTES) -> None:
@@ -135,10 +152,22 @@ def _write_file(path: Path, data: memoryview | bytes, what: str) -> None:
 
 
 def build_state(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, *, config: Config,
-    rng: Mapping[str, Any], epoch: int, epoch_done: bool, step: int, data: Mapping[str, Any],
-    best: Mapping[str, Any], world_size: int, init_posenet: str = "", meters: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    *,
+    config: Config,
+    rng: Mapping[str, Any],
+    epoch: int,
+    epoch_done: bool,
+    step: int,
+    data: Mapping[str, Any],
+    best: Mapping[str, Any],
+    world_size: int,
+    init_posenet: str = "",
+    meters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The checkpoint dict (every one of :data:`KEYS`) of a run at a step.
 
     Args:
@@ -155,12 +184,25 @@ def build_state(
     from p2m import __version__
 
     return {
-        "format": FORMAT, "version": VERSION, "p2m_version": __version__, "torch_version": str(torch.__version__),
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(), "rng": dict(rng), "epoch": int(epoch), "epoch_done": bool(epoch_done),
-        "step": int(step), "data": dict(data), "best": dict(best), "config": to_dict(config),
-        "world_size": int(world_size), "init_posenet": str(init_posenet), "meters": dict(meters or {}),
-    }  # fmt: skip
+        "format": FORMAT,
+        "version": VERSION,
+        "p2m_version": __version__,
+        "torch_version": str(torch.__version__),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": dict(rng),
+        "epoch": int(epoch),
+        "epoch_done": bool(epoch_done),
+        "step": int(step),
+        "data": dict(data),
+        "best": dict(best),
+        "config": to_dict(config),
+        "world_size": int(world_size),
+        "init_posenet": str(init_posenet),
+        "meters": dict(meters or {}),
+    }
 
 
 def serialize(state: Mapping[str, Any]) -> memoryview:
@@ -179,19 +221,30 @@ _PLAIN = (int, float, bool, str, bytes, type(None), torch.Tensor, torch.dtype, t
 
 def _check_plain(obj: Any, where: str) -> None:
     """Raise TypeError at the first value ``torch.load(weights_only=True)`` would refuse (e.g. a str subclass)."""
-    if isinstance(obj, (dict, list, tuple)) and type(obj) in (dict, list, tuple, collections.OrderedDict,
-                                                              collections.Counter):  # fmt: skip
+    if isinstance(obj, (dict, list, tuple)) and type(obj) in (
+        dict,
+        list,
+        tuple,
+        collections.OrderedDict,
+        collections.Counter,
+    ):
         items = obj.items() if isinstance(obj, dict) else enumerate(obj)
         for k, v in items:
             _check_plain(v, f"{where}[{k!r}]")
     elif type(obj) not in _PLAIN and not isinstance(obj, torch.Tensor):
-        raise TypeError(f"{where}: {type(obj).__name__} cannot be loaded with weights_only=True; store plain types")
+        raise TypeError(
+            f"{where}: {type(obj).__name__} cannot be loaded with weights_only=True; store plain types"
+        )
 
 
 def save_checkpoint(
-    run_dir: str | os.PathLike, state: Mapping[str, Any], *, best: bool = False, keep_last: int = 0,
+    run_dir: str | os.PathLike,
+    state: Mapping[str, Any],
+    *,
+    best: bool = False,
+    keep_last: int = 0,
     weights_metadata: Mapping[str, str] | None = None,
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """Write ``last.pt`` (and, when ``best``, ``best.pt`` + ``best.safetensors``; with ``keep_last``, a snapshot).
 
     Call on rank 0 only.
@@ -216,9 +269,12 @@ def save_checkpoint(
     if best:
         _link_or_copy(paths["last"], paths["best"])
         sizes["best"] = len(data)
-        sizes["weights"] = save_weights(paths["weights"], state["model"], state["config"],
-                                        {**(weights_metadata or {}), "step": str(state["step"]),
-                                         "epoch": str(state["epoch"])})  # fmt: skip
+        sizes["weights"] = save_weights(
+            paths["weights"],
+            state["model"],
+            state["config"],
+            {**(weights_metadata or {}), "step": str(state["step"]), "epoch": str(state["epoch"])},
+        )
     if keep_last > 0:
         snap = paths["dir"] / f"step-{int(state['step']):08d}.pt"
         _link_or_copy(paths["last"], snap)
@@ -240,14 +296,22 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def save_weights(path: Path, model_state: Mapping[str, torch.Tensor], config: Mapping[str, Any],
-                 metadata: Mapping[str, str] | None = None) -> int:  # fmt: skip
+def save_weights(
+    path: Path,
+    model_state: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    metadata: Mapping[str, str] | None = None,
+) -> int:
     """Write the weights (and the config, as JSON metadata) to a ``.safetensors`` file atomically; returns its size."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
-    meta = {"format": "p2m-weights", "version": str(VERSION), "config": json.dumps(config),
-            **{k: str(v) for k, v in (metadata or {}).items()}}  # fmt: skip
+    meta = {
+        "format": "p2m-weights",
+        "version": str(VERSION),
+        "config": json.dumps(config),
+        **{k: str(v) for k, v in (metadata or {}).items()},
+    }
     data = save(tensors, metadata=meta)
     check_free_space(path.parent, len(data), str(path))
     write_bytes(path, data)
@@ -266,8 +330,11 @@ def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
                 p.unlink(missing_ok=True)
                 removed.append(p)
     if removed:
-        logger.info("removed %d temporary file(s) left by an interrupted write: %s", len(removed),
-                    ", ".join(p.name for p in removed))  # fmt: skip
+        logger.info(
+            "removed %d temporary file(s) left by an interrupted write: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
     return removed
 
 
@@ -294,25 +361,41 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         keys = sorted(obj)[:12] if isinstance(obj, dict) else type(obj).__name__
-        hint = " (it looks like an original Pose2Mesh checkpoint)" if isinstance(obj, dict) and \
-            "model_state_dict" in obj else ""  # fmt: skip
-        raise CheckpointError(f"{p}: not a p2m checkpoint{hint}; expected format {FORMAT!r}, found keys {keys}")
+        hint = (
+            " (it looks like an original Pose2Mesh checkpoint)"
+            if isinstance(obj, dict) and "model_state_dict" in obj
+            else ""
+        )
+        raise CheckpointError(
+            f"{p}: not a p2m checkpoint{hint}; expected format {FORMAT!r}, found keys {keys}"
+        )
     if obj.get("version") != VERSION:
-        raise CheckpointError(f"{p}: checkpoint version {obj.get('version')!r}; this p2m reads version {VERSION}")
+        raise CheckpointError(
+            f"{p}: checkpoint version {obj.get('version')!r}; this p2m reads version {VERSION}"
+        )
     missing = [k for k in KEYS if k not in obj]
     if missing:
         raise CheckpointError(f"{p}: checkpoint lacks {missing}")
     return obj
 
 
-_UNSAFE_ADVICE = ("weights_only", "can still be loaded", "safe_globals", "trust", "two options", "documentation")
+_UNSAFE_ADVICE = (
+    "weights_only",
+    "can still be loaded",
+    "safe_globals",
+    "trust",
+    "two options",
+    "documentation",
+)
 
 
 def _load_reason(exc: BaseException) -> str:
     """The line of torch's load error that says what is wrong, without its advice on how to load unsafely."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     for line in lines:
-        if "Unsupported global" in line:  # "WeightsUnpickler error: Unsupported global: GLOBAL x.Y was not ..."
+        if (
+            "Unsupported global" in line
+        ):  # "WeightsUnpickler error: Unsupported global: GLOBAL x.Y was not ..."
             return line[line.index("Unsupported global") :].split(" was not an allowed global", 1)[0][:200]
     plain = [ln for ln in lines if not any(word in ln.lower() for word in _UNSAFE_ADVICE)]
     return plain[0][:200] if plain else type(exc).__name__
@@ -337,11 +420,15 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{p}: cannot read the safetensors file: {exc}") from exc
     if meta.get("format") != "p2m-weights" or "config" not in meta:
-        raise CheckpointError(f"{p}: not p2m weights (metadata format {meta.get('format')!r}, expected 'p2m-weights')")
+        raise CheckpointError(
+            f"{p}: not p2m weights (metadata format {meta.get('format')!r}, expected 'p2m-weights')"
+        )
     return tensors, json.loads(meta["config"]), meta
 
 
-def resolve_checkpoint(path: str | os.PathLike, prefer: tuple[str, ...] = ("best", "last", "weights")) -> Path:
+def resolve_checkpoint(
+    path: str | os.PathLike, prefer: tuple[str, ...] = ("best", "last", "weights")
+) -> Path:
     """A checkpoint file from a file path or a run folder (``best.pt``, then ``last.pt``, then the weights).
 
     Raises:
@@ -355,11 +442,15 @@ def resolve_checkpoint(path: str | os.PathLike, prefer: tuple[str, ...] = ("best
         for key in prefer:
             if paths[key].is_file():
                 return paths[key]
-        raise CheckpointError(f"{p}: a folder without {CHECKPOINT_DIR}/{BEST}, {CHECKPOINT_DIR}/{LAST} or {WEIGHTS}")
+        raise CheckpointError(
+            f"{p}: a folder without {CHECKPOINT_DIR}/{BEST}, {CHECKPOINT_DIR}/{LAST} or {WEIGHTS}"
+        )
     raise CheckpointError(f"{p}: no such checkpoint file or run folder")
 
 
-def load_model_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+def load_model_state(
+    path: str | os.PathLike,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """``(state_dict, config dict, info)`` from a ``.pt`` checkpoint, a ``.safetensors`` file or a run folder.
 
     ``info`` holds ``path``, ``epoch``, ``step`` and ``best`` where known. ``default`` is the shipped model.
@@ -369,7 +460,11 @@ def load_model_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     p = resolve_checkpoint(resolve(path))
     if p.suffix == ".safetensors":
         state, config, meta = load_weights(p)
-        info = {"path": str(p), "epoch": _int_or_none(meta.get("epoch")), "step": _int_or_none(meta.get("step"))}
+        info = {
+            "path": str(p),
+            "epoch": _int_or_none(meta.get("epoch")),
+            "step": _int_or_none(meta.get("step")),
+        }
         return state, config, info
     ckpt = load_checkpoint(p)
     info = {"path": str(p), "epoch": ckpt["epoch"], "step": ckpt["step"], "best": ckpt["best"]}
@@ -441,8 +536,10 @@ def load_init(model: torch.nn.Module, source: str | Path) -> str:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{info['path']}: its weights do not fit the model of this config (--init needs the "
-                              f"same model section): {exc}") from exc  # fmt: skip
+        raise CheckpointError(
+            f"{info['path']}: its weights do not fit the model of this config (--init needs the "
+            f"same model section): {exc}"
+        ) from exc
     logger.info("model initialised from %s (step %s)", info["path"], info.get("step"))
     return str(info["path"])
 
@@ -456,7 +553,9 @@ def load_posenet(model: torch.nn.Module, source: str | Path) -> str:
     try:
         model.posenet.load_state_dict(sub)
     except RuntimeError as exc:
-        raise CheckpointError(f"{info['path']}: PoseNet weights do not fit model.posenet of this config: {exc}") from exc
+        raise CheckpointError(
+            f"{info['path']}: PoseNet weights do not fit model.posenet of this config: {exc}"
+        ) from exc
     logger.info("PoseNet initialised from %s (step %s)", info["path"], info.get("step"))
     return str(info["path"])
 
@@ -481,5 +580,3 @@ def prepare_run(run: Path, cfg: Config, resume: bool) -> dict[str, Any] | None:
         check_resume_config(to_dict(load_config(paths["config"])), cfg, paths["config"])
     logger.warning("--resume: %s has no %s yet; starting the run from the beginning", run, paths["last"].name)
     return None
-
-

@@ -86,8 +86,15 @@ class MeshNetConfig:
 
     joint_channels: tuple[int, ...] = (32, 64, 64)
     level_channels: tuple[tuple[int, ...], ...] = (
-        (128, 256), (256, 256), (256, 256), (256, 256), (256, 256), (128, 128), (128, 128), (128, 128),
-    )  # fmt: skip
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 256),
+        (256, 256),
+        (128, 128),
+        (128, 128),
+        (128, 128),
+    )
     head_channels: tuple[int, ...] = (64,)
     cheb_k: int = 3
     activation: str = "relu"
@@ -399,12 +406,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
         where = ", ".join(_join(path, str(k)) for k in unknown)
         close = difflib.get_close_matches(str(unknown[0]), names, n=1)
         hint = f"; did you mean {_join(path, close[0])}?" if close else ""
-        raise ConfigError(f"unknown config key {where}{hint} (expected one of {[_join(path, n) for n in names]})")
+        raise ConfigError(
+            f"unknown config key {where}{hint} (expected one of {[_join(path, n) for n in names]})"
+        )
     kwargs = {k: _convert(hints[k], v, _join(path, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        field_name = str(exc).split(":", 1)[0]  # a check of the dataclass names its field: give the dotted path
+        field_name = str(exc).split(":", 1)[
+            0
+        ]  # a check of the dataclass names its field: give the dotted path
         joined = f"{path}.{exc}" if path and field_name in names else f"{path + ': ' if path else ''}{exc}"
         raise ConfigError(joined) from exc
     except (TypeError, ValueError) as exc:

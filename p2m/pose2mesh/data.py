@@ -48,7 +48,9 @@ def body_ids(body: BodyConfig) -> tuple[str, ...]:
     return (f"{body.model}/{body.rig}", body.model)
 
 
-def body_selection(data: str | Path, split: str, cfg: Config, need_body: bool) -> tuple[dict[str, Any], str | None]:
+def body_selection(
+    data: str | Path, split: str, cfg: Config, need_body: bool
+) -> tuple[dict[str, Any], str | None]:
     """ShardStream body arguments for ``split``, and the shard body-model id used (None: no mesh targets).
 
     Logs how many samples of the split will be trained on joints only.
@@ -66,9 +68,13 @@ def body_selection(data: str | Path, split: str, cfg: Config, need_body: bool) -
     if with_mesh < total:
         logger.warning(
             "split %r: %d of %d samples have no %s body parameters (body models in the shards: %s); their mesh "
-            "losses are masked (joints-only supervision)", split, total - with_mesh, total,
-            body_ids(cfg.model.body)[0], {k: v.get("samples") for k, v in models.items()} or "none",
-        )  # fmt: skip
+            "losses are masked (joints-only supervision)",
+            split,
+            total - with_mesh,
+            total,
+            body_ids(cfg.model.body)[0],
+            {k: v.get("samples") for k, v in models.items()} or "none",
+        )
     if chosen is None:
         return dict(NO_BODY), None
     return {"body_model": chosen}, chosen
@@ -133,8 +139,16 @@ class BatchPreparer:
         eval_seed: seed of the evaluation noise.
     """
 
-    def __init__(self, cfg: Config, body: torch.nn.Module | None, device: torch.device, *, train: bool = True,
-                 eval_input: str = "noisy", eval_seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: Config,
+        body: torch.nn.Module | None,
+        device: torch.device,
+        *,
+        train: bool = True,
+        eval_input: str = "noisy",
+        eval_seed: int = 0,
+    ) -> None:
         self.cfg, self.body, self.device, self.train = cfg, body, device, train
         self.eval_input, self.eval_seed = eval_input, int(eval_seed)
         joint_set = cfg.model.joint_set
@@ -176,15 +190,30 @@ class BatchPreparer:
             pose2d, lifted = res.pose2d, res.joints3d
         else:
             noisy = self.eval_input == "noisy"
-            pose2d = self.transform(j2d, vis, seeds=key_seeds(batch["key"], self.eval_seed, dev) if noisy else None).pose2d
+            pose2d = self.transform(
+                j2d, vis, seeds=key_seeds(batch["key"], self.eval_seed, dev) if noisy else None
+            ).pose2d
             lifted = joints
         assert lifted is not None
         cam_valid = batch["has_cam"].to(dev) & batch["has_j3d"].to(dev) if "has_cam" in batch else None
-        return BatchInputs(pose2d, joints, joints_valid, lifted, mesh, mesh_valid, list(batch["key"]), batch.get("meta"),
-                           j2d=j2d, cam=batch["cam"].to(dev) if "cam" in batch else None, cam_valid=cam_valid,
-                           root=j3d[:, 0])  # fmt: skip
+        return BatchInputs(
+            pose2d,
+            joints,
+            joints_valid,
+            lifted,
+            mesh,
+            mesh_valid,
+            list(batch["key"]),
+            batch.get("meta"),
+            j2d=j2d,
+            cam=batch["cam"].to(dev) if "cam" in batch else None,
+            cam_valid=cam_valid,
+            root=j3d[:, 0],
+        )
 
-    def _body_targets(self, batch: Mapping[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _body_targets(
+        self, batch: Mapping[str, Any], n: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mesh (B, V, 3), joints (B, 17, 3), valid (B,)) from the body parameters, on the device."""
         dev, body = self.device, self.body
         assert body is not None
@@ -211,19 +240,41 @@ class BatchPreparer:
 # ------------------------------------------------------------------------------------------------ readers
 
 
-def make_train_loader(data: str | Path, cfg: Config, micro_batch: int, rank: int, world_size: int,
-                      body_kwargs: Mapping[str, Any], pin_memory: bool = False) -> ShardLoader:  # fmt: skip
+def make_train_loader(
+    data: str | Path,
+    cfg: Config,
+    micro_batch: int,
+    rank: int,
+    world_size: int,
+    body_kwargs: Mapping[str, Any],
+    pin_memory: bool = False,
+) -> ShardLoader:
     """The shard loader of the training split (exact epochs unless ``train.epoch_length``)."""
     t = cfg.train
     return make_loader(
-        str(data), t.train_split, micro_batch, num_workers=t.num_workers, pin_memory=pin_memory,
-        shuffle_buffer=t.shuffle_buffer, seed=t.seed, epoch_length=t.epoch_length, rank=rank,
-        world_size=world_size, **body_kwargs,
-    )  # fmt: skip
+        str(data),
+        t.train_split,
+        micro_batch,
+        num_workers=t.num_workers,
+        pin_memory=pin_memory,
+        shuffle_buffer=t.shuffle_buffer,
+        seed=t.seed,
+        epoch_length=t.epoch_length,
+        rank=rank,
+        world_size=world_size,
+        **body_kwargs,
+    )
 
 
-def make_train_source(data: str | Path | None, cfg: Config, micro_batch: int, rank: int, world_size: int,
-                      body: torch.nn.Module | None, device: torch.device) -> Any:  # fmt: skip
+def make_train_source(
+    data: str | Path | None,
+    cfg: Config,
+    micro_batch: int,
+    rank: int,
+    world_size: int,
+    body: torch.nn.Module | None,
+    device: torch.device,
+) -> Any:
     """The training data source of ``cfg.synthetic.ratio``: the shard loader (0), the synthetic source drawing on
     ``device`` (1, no shards needed), or shard batches with synthetic rows appended (in between).
 
@@ -236,15 +287,21 @@ def make_train_source(data: str | Path | None, cfg: Config, micro_batch: int, ra
     syn, t = cfg.synthetic, cfg.train
     k = round(syn.ratio * micro_batch)
     if syn.ratio > 0 and k == 0:
-        raise ConfigError(f"synthetic.ratio {syn.ratio} of a micro-batch of {micro_batch} is no sample; raise it")
+        raise ConfigError(
+            f"synthetic.ratio {syn.ratio} of a micro-batch of {micro_batch} is no sample; raise it"
+        )
     if k < micro_batch and data is None:
-        raise ConfigError(f"synthetic.ratio {syn.ratio}: training shards are needed for the rest (--data), or set "
-                          "synthetic.ratio: 1")  # fmt: skip
+        raise ConfigError(
+            f"synthetic.ratio {syn.ratio}: training shards are needed for the rest (--data), or set "
+            "synthetic.ratio: 1"
+        )
     shards = None
     if k < micro_batch:
         assert data is not None
         body_kwargs, _ = body_selection(data, t.train_split, cfg, body is not None)
-        shards = make_train_loader(data, cfg, micro_batch - k, rank, world_size, body_kwargs, device.type == "cuda")
+        shards = make_train_loader(
+            data, cfg, micro_batch - k, rank, world_size, body_kwargs, device.type == "cuda"
+        )
         if k == 0:
             return shards
     if body is None:
@@ -252,9 +309,16 @@ def make_train_source(data: str | Path | None, cfg: Config, micro_batch: int, ra
 
         b = cfg.model.body
         body = create(b.model, topology=b.topology, rig=b.rig, device=device)
-    source = SyntheticSource(body, k, seed=t.seed * 1000 + rank, batches_per_epoch=syn.batches_per_epoch,
-                             poses=syn.poses, mirror_prob=syn.mirror_prob, random_camera_prob=syn.random_camera_prob,
-                             image_size=syn.image_size)  # fmt: skip
+    source = SyntheticSource(
+        body,
+        k,
+        seed=t.seed * 1000 + rank,
+        batches_per_epoch=syn.batches_per_epoch,
+        poses=syn.poses,
+        mirror_prob=syn.mirror_prob,
+        random_camera_prob=syn.random_camera_prob,
+        image_size=syn.image_size,
+    )
     return source if shards is None else MixedSource(shards, source)
 
 
@@ -264,17 +328,32 @@ def has_split(data: str | Path | None, split: str | None) -> bool:
 
 
 def iter_eval_batches(
-    data: str | Path, split: str, batch_size: int, *, rank: int = 0, world_size: int = 1,
-    body_kwargs: Mapping[str, Any] | None = None, max_samples: int | None = None,
-) -> Iterator[dict[str, Any]]:  # fmt: skip
+    data: str | Path,
+    split: str,
+    batch_size: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    body_kwargs: Mapping[str, Any] | None = None,
+    max_samples: int | None = None,
+) -> Iterator[dict[str, Any]]:
     """Every sample of ``split`` once, in index order, batched (the last batch may be smaller).
 
     The training reader with ``drop_last=False`` and no shuffling: shards are balanced over ranks by sample count;
     ``max_samples`` keeps the first samples of the split (in index order), whichever rank reads them.
     """
-    loader = make_loader(str(data), split, batch_size, rank=rank, world_size=world_size, drop_last=False,
-                         shuffle_buffer=0, shuffle_shards=False, max_samples=max_samples,
-                         **dict(body_kwargs or NO_BODY))  # fmt: skip
+    loader = make_loader(
+        str(data),
+        split,
+        batch_size,
+        rank=rank,
+        world_size=world_size,
+        drop_last=False,
+        shuffle_buffer=0,
+        shuffle_shards=False,
+        max_samples=max_samples,
+        **dict(body_kwargs or NO_BODY),
+    )
     yield from loader
 
 

@@ -53,8 +53,9 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: this torch build or machine has no usable CUDA device; "
-                              "use --device cpu")  # fmt: skip
+            raise ConfigError(
+                f"--device {device}: this torch build or machine has no usable CUDA device; use --device cpu"
+            )
         count = torch.cuda.device_count()
         gpu = int(index) if index else local_rank
         if gpu >= count:
@@ -90,8 +91,13 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
         torch.cuda.set_device(dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(seconds=timeout_s),
-                                rank=rank, world_size=world)  # fmt: skip
+        dist.init_process_group(
+            backend=backend,
+            init_method="env://",
+            timeout=timedelta(seconds=timeout_s),
+            rank=rank,
+            world_size=world,
+        )
     logger.info("distributed: rank %d of %d (local rank %d, %s, %s)", rank, world, local_rank, backend, dev)
     return DistInfo(rank, world, local_rank, dev, True)
 

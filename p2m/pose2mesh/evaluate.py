@@ -62,8 +62,11 @@ class MetricAccumulator:
     def __init__(self, faces: Any = None) -> None:
         self.errors: dict[str, list[np.ndarray]] = {k: [] for k in METRICS}
         self.actions: list[str] = []
-        self.faces = None if faces is None else np.asarray(faces.detach().cpu().numpy() if hasattr(faces, "detach")
-                                                           else faces)  # fmt: skip
+        self.faces = (
+            None
+            if faces is None
+            else np.asarray(faces.detach().cpu().numpy() if hasattr(faces, "detach") else faces)
+        )
 
     def add(self, out: Pose2MeshOutput, inp: BatchInputs) -> None:
         """Score one batch (rows without a GT pose are skipped; MPVPE is NaN where there is no GT mesh)."""
@@ -95,8 +98,12 @@ class MetricAccumulator:
             if ok.any():
                 idx = np.flatnonzero(rows)[ok]
                 j2d = inp.j2d.float().cpu().numpy()[idx]
-                root = M.root_from_projection(j2d, pred[ok] - pred[ok][:, :1], inp.cam.float().cpu().numpy()[idx],
-                                              weights=(j2d[..., 2] > 0).astype(np.float64))  # fmt: skip
+                root = M.root_from_projection(
+                    j2d,
+                    pred[ok] - pred[ok][:, :1],
+                    inp.cam.float().cpu().numpy()[idx],
+                    weights=(j2d[..., 2] > 0).astype(np.float64),
+                )
                 mrpe[ok] = M.mrpe(root, inp.root.float().cpu().numpy()[idx], reduce=False)
         e["mpvpe"].append(vpe)
         e["edge_error"].append(edge)
@@ -121,8 +128,9 @@ class MetricAccumulator:
         out.update(_means(errors, np.ones(len(actions), bool)))
         names = sorted(set(actions.tolist()), key=_natural)
         if len(names) > 1:
-            out["per_action"] = {a: {"samples": int((actions == a).sum()), **_means(errors, actions == a)}
-                                 for a in names}  # fmt: skip
+            out["per_action"] = {
+                a: {"samples": int((actions == a).sum()), **_means(errors, actions == a)} for a in names
+            }
         return out
 
 
@@ -145,17 +153,29 @@ def _natural(label: str) -> tuple[int, Any]:
 
 
 def evaluate_model(
-    model: torch.nn.Module, batches: Iterable[Mapping[str, Any]], preparer: BatchPreparer, *, amp: str = "off",
-    progress: bool | None = None, desc: str = "eval", total: int | None = None,
-) -> MetricAccumulator:  # fmt: skip
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    preparer: BatchPreparer,
+    *,
+    amp: str = "off",
+    progress: bool | None = None,
+    desc: str = "eval",
+    total: int | None = None,
+) -> MetricAccumulator:
     """Run ``model`` over ``batches`` under ``torch.inference_mode()`` and accumulate the errors of this rank."""
     from tqdm import tqdm
 
     acc = MetricAccumulator(faces=None if preparer.body is None else preparer.body.faces)
     was_training = model.training
     model.eval()
-    bar = tqdm(total=total, desc=desc, unit=" samples", disable=(not progress) if progress is not None else None,
-               leave=False, mininterval=0.5)  # fmt: skip
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit=" samples",
+        disable=(not progress) if progress is not None else None,
+        leave=False,
+        mininterval=0.5,
+    )
     try:
         with torch.inference_mode():
             for batch in batches:
@@ -175,10 +195,18 @@ def _float_output(out: Pose2MeshOutput) -> Pose2MeshOutput:
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, data: str | Path, *, split: str = "test", batch_size: int = 256, device: str = "auto",
-    eval_input: str = "noisy", seed: int = 0, max_samples: int | None = None, out: str | Path | None = None,
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str = "auto",
+    eval_input: str = "noisy",
+    seed: int = 0,
+    max_samples: int | None = None,
+    out: str | Path | None = None,
     progress: bool | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Score a checkpoint on a shard split and write the result as JSON (the entry of ``p2m eval``).
 
     Args:
@@ -222,14 +250,28 @@ def evaluate_checkpoint(
     body_kwargs, _ = body_selection(data, split, cfg, need_body=body is not None)
     prep = BatchPreparer(cfg, body, dev, train=False, eval_input=eval_input, eval_seed=seed)
     batches = iter_eval_batches(data, split, batch_size, body_kwargs=body_kwargs, max_samples=max_samples)
-    acc = evaluate_model(model, batches, prep, amp=cfg.train.amp, progress=progress, desc=f"eval {split}",
-                         total=split_size(data, split, max_samples))  # fmt: skip
+    acc = evaluate_model(
+        model,
+        batches,
+        prep,
+        amp=cfg.train.amp,
+        progress=progress,
+        desc=f"eval {split}",
+        total=split_size(data, split, max_samples),
+    )
     result: dict[str, Any] = {
-        "checkpoint": str(path), "epoch": info.get("epoch"), "step": info.get("step"), "data": str(data),
-        "split": split, "stage": cfg.model.stage,
-        "input": "gt" if eval_input == "gt" else f"noisy ({cfg.transform.noise.kind} error model, seed {seed})",
-        "unit": "mm", "percent": list(PERCENT),
-    }  # fmt: skip
+        "checkpoint": str(path),
+        "epoch": info.get("epoch"),
+        "step": info.get("step"),
+        "data": str(data),
+        "split": split,
+        "stage": cfg.model.stage,
+        "input": "gt"
+        if eval_input == "gt"
+        else f"noisy ({cfg.transform.noise.kind} error model, seed {seed})",
+        "unit": "mm",
+        "percent": list(PERCENT),
+    }
     result.update(MetricAccumulator.summarize([acc.state()], with_mesh=body is not None))
     result["seconds"] = round(time.perf_counter() - t0, 2)
     json_path = Path(out) if out is not None else default_eval_path(path, split)
@@ -261,8 +303,10 @@ def default_eval_path(checkpoint: Path, split: str) -> Path:
 
 def format_result(result: Mapping[str, Any]) -> str:
     """The summary table (and the per-action table) of :func:`evaluate_checkpoint`'s result."""
-    head = (f"{result.get('checkpoint')} (epoch {result.get('epoch')}, step {result.get('step')}) on split "
-            f"{result.get('split')!r}: {result.get('samples')} samples, input {result.get('input')}")  # fmt: skip
+    head = (
+        f"{result.get('checkpoint')} (epoch {result.get('epoch')}, step {result.get('step')}) on split "
+        f"{result.get('split')!r}: {result.get('samples')} samples, input {result.get('input')}"
+    )
     keys = [k for k in METRICS if result.get(k) is not None]
     width = max(len(METRICS[k]) for k in keys) if keys else 10
     lines = [head, f"{'metric'.ljust(width)}  value", f"{'-' * width}  --------"]

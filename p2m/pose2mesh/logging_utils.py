@@ -86,7 +86,9 @@ class MetricLogger:
 
     def state_dict(self) -> dict[str, Any]:
         """The meters as plain types (saved in a mid-epoch checkpoint, so a resumed epoch logs the same values)."""
-        return {k: {"values": list(m.values), "total": m.total, "count": m.count} for k, m in self.meters.items()}
+        return {
+            k: {"values": list(m.values), "total": m.total, "count": m.count} for k, m in self.meters.items()
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for k, rec in state.items():
@@ -211,7 +213,9 @@ EPOCH_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )  # fmt: skip
 
 
-def epoch_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str, str]] = EPOCH_COLUMNS) -> str:
+def epoch_table(
+    rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str, str]] = EPOCH_COLUMNS
+) -> str:
     """A plain-text table of the ``kind == "epoch"`` rows (losses unweighted; errors in mm)."""
     rows = [r for r in rows if r.get("kind") == "epoch"]
     cols = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]

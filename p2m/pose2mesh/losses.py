@@ -169,7 +169,9 @@ class Pose2MeshLoss(nn.Module):
         has_mesh = output.mesh is not None and mesh is not None
         ramp = self.ramp  # weights of the normal and edge losses while they enter (1 = full)
         if has_mesh and c.vertex > 0:
-            out["vertex"] = coord_loss(output.mesh / _MM_PER_M, mesh / _MM_PER_M, mesh_valid, c.form_of("vertex"), beta_m)
+            out["vertex"] = coord_loss(
+                output.mesh / _MM_PER_M, mesh / _MM_PER_M, mesh_valid, c.form_of("vertex"), beta_m
+            )
             total = total + c.vertex * out["vertex"]
         if has_mesh and c.normal > 0:
             out["normal"] = normal_loss(output.mesh, mesh, self._need(self.faces), mesh_valid)
@@ -183,7 +185,9 @@ class Pose2MeshLoss(nn.Module):
             if active:
                 total = total + c.edge * ramp(epoch, c.edge_start_epoch) * out["edge"]
         if output.joints_from_mesh is not None and joints is not None and c.joint > 0:
-            out["joint"] = coord_loss(output.joints_from_mesh, joints, joints_valid, c.form_of("joint"), beta_mm)
+            out["joint"] = coord_loss(
+                output.joints_from_mesh, joints, joints_valid, c.form_of("joint"), beta_mm
+            )
             total = total + c.joint * out["joint"]
         if lifted is not None and c.lift > 0:
             out["lift"] = coord_loss(output.joints_lifted, lifted, lift_valid, c.form_of("lift"), beta_mm)

@@ -202,9 +202,7 @@ def normal_deviation_share(
     return _reduce(bad.astype(np.float64), reduce)
 
 
-def root_from_projection(
-    joints2d: Any, joints3d_rel: Any, cam: Any, weights: Any = None
-) -> np.ndarray:
+def root_from_projection(joints2d: Any, joints3d_rel: Any, cam: Any, weights: Any = None) -> np.ndarray:
     """The camera-frame root position that best explains 2D joints given root-relative 3D joints (pinhole).
 
     With ``X_j = T + r_j`` and normalised image coordinates ``x_j = (u_j - cx) / fx`` (``y_j`` likewise), the
@@ -220,13 +218,17 @@ def root_from_projection(
     Returns:
         (N, 3) root positions, camera frame, mm.
     """
-    uv = np.asarray(joints2d.detach().cpu().double().numpy() if hasattr(joints2d, "detach") else joints2d,
-                    dtype=np.float64)[..., :2]  # fmt: skip
+    uv = np.asarray(
+        joints2d.detach().cpu().double().numpy() if hasattr(joints2d, "detach") else joints2d,
+        dtype=np.float64,
+    )[..., :2]
     r = _as_numpy(joints3d_rel, "joints3d_rel")
     k = _as_numpy(cam, "cam", last=4)
     if uv.ndim != 3 or r.shape != (*uv.shape[:2], 3) or k.shape != (uv.shape[0], 4):
-        raise ValueError(f"joints2d {uv.shape}, joints3d_rel {r.shape}, cam {k.shape}: expected (N, J, 2), "
-                         "(N, J, 3), (N, 4)")  # fmt: skip
+        raise ValueError(
+            f"joints2d {uv.shape}, joints3d_rel {r.shape}, cam {k.shape}: expected (N, J, 2), "
+            "(N, J, 3), (N, 4)"
+        )
     w = np.ones(uv.shape[:2]) if weights is None else _as_numpy(weights, "weights", last=uv.shape[1])
     x = (uv[..., 0] - k[:, None, 2]) / k[:, None, 0]
     y = (uv[..., 1] - k[:, None, 3]) / k[:, None, 1]

@@ -38,18 +38,33 @@ def run_summary(run: str | os.PathLike) -> dict[str, Any]:
     seconds = sum(float(r.get("seconds", 0.0)) for r in rows if r.get("kind") == "epoch")
     val = [r for r in rows if r.get("kind") == "val"]
     best = min(val, key=lambda r: r.get(cfg.train.best_metric) or float("inf")) if val else {}
-    return {"steps": steps, "samples": steps * cfg.train.batch_size, "epochs": sum(r.get("kind") == "epoch" for r in rows),
-            "seconds": seconds, "best": best, "config": cfg}  # fmt: skip
+    return {
+        "steps": steps,
+        "samples": steps * cfg.train.batch_size,
+        "epochs": sum(r.get("kind") == "epoch" for r in rows),
+        "seconds": seconds,
+        "best": best,
+        "config": cfg,
+    }
 
 
-def card_text(stage1: Mapping[str, Any], stage2: Mapping[str, Any], result: Mapping[str, Any], *, size_bytes: int,
-              hours: float, extra: str = "", middle: tuple[Mapping[str, Any], ...] = ()) -> str:  # fmt: skip
+def card_text(
+    stage1: Mapping[str, Any],
+    stage2: Mapping[str, Any],
+    result: Mapping[str, Any],
+    *,
+    size_bytes: int,
+    hours: float,
+    extra: str = "",
+    middle: tuple[Mapping[str, Any], ...] = (),
+) -> str:
     """The model card (Markdown): ``stage1`` (PoseNet), ``middle`` stages, ``stage2`` the shipped one."""
     cfg = stage2["config"]
     seen = "; ".join(
         f"stage {i} ({'PoseNet' if s['config'].model.stage == 'posenet' else 'PoseNet + MeshNet'}, normal weight "
         f"{s['config'].loss.normal:g}) {s['samples']:,} samples in {s['steps']:,} steps"
-        for i, s in enumerate((stage1, *middle, stage2), start=1))  # fmt: skip
+        for i, s in enumerate((stage1, *middle, stage2), start=1)
+    )
     pc, mc = cfg.model.posenet, cfg.model.meshnet
     gt, noisy = result.get("gt", {}), result.get("noisy", {})
     lines = [
@@ -116,8 +131,16 @@ def _fmt(value: Any, unit: str) -> str:
     return "-" if value is None else f"{float(value):.1f} {unit}"
 
 
-def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, result: Mapping[str, Any], *, hours: float,
-         folder: str | os.PathLike | None = None, extra: str = "", stages: tuple[str | os.PathLike, ...] = ()) -> str:  # fmt: skip
+def ship(
+    stage1: str | os.PathLike,
+    stage2: str | os.PathLike,
+    result: Mapping[str, Any],
+    *,
+    hours: float,
+    folder: str | os.PathLike | None = None,
+    extra: str = "",
+    stages: tuple[str | os.PathLike, ...] = (),
+) -> str:
     """Export the last stage's (``stage2``) best weights as the shipped model and write its model card (``stages``:
     runs between the first and the last); returns a one-line summary."""
     from p2m.io import write_text
@@ -129,6 +152,8 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, result: Mapping[s
     size = export_weights(stage2, out_dir / f"{stem}.safetensors", metadata={"eval_gt": json.dumps(meta)})
     s1, s2 = run_summary(stage1), run_summary(stage2)
     middle = tuple(run_summary(r) for r in stages)
-    write_text(out_dir / f"{stem}.md", card_text(s1, s2, result, size_bytes=size, hours=hours, extra=extra,
-                                                 middle=middle))  # fmt: skip
+    write_text(
+        out_dir / f"{stem}.md",
+        card_text(s1, s2, result, size_bytes=size, hours=hours, extra=extra, middle=middle),
+    )
     return f"shipped {out_dir / stem}.safetensors ({size / 1e6:.2f} MB) and its model card"

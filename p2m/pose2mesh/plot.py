@@ -48,7 +48,9 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     run = Path(run_dir)
     rows = read_metrics(run / "metrics.jsonl")
     if not rows:
-        raise CheckpointError(f"{run}: no metrics.jsonl rows to plot (not a p2m run folder, or no step logged yet)")
+        raise CheckpointError(
+            f"{run}: no metrics.jsonl rows to plot (not a p2m run folder, or no step logged yet)"
+        )
     dest = Path(out) if out is not None else run / "plots"
     written: list[Path] = []
 

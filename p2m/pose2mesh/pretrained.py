@@ -51,8 +51,10 @@ def shipped_path(name: str = DEFAULT, folder: str | os.PathLike | None = None) -
         raise CheckpointError(f"unknown shipped model {name!r}; shipped: {', '.join(SHIPPED)}")
     path = Path(folder or models_dir()) / f"{SHIPPED[name]}.safetensors"
     if not path.is_file():
-        raise CheckpointError(f"{path}: the shipped model {name!r} is not in this installation (reinstall p2m, "
-                              "or train one: python scripts/train_release.py)")  # fmt: skip
+        raise CheckpointError(
+            f"{path}: the shipped model {name!r} is not in this installation (reinstall p2m, "
+            "or train one: python scripts/train_release.py)"
+        )
     return path
 
 
@@ -66,8 +68,14 @@ def model_card(name: str = DEFAULT, folder: str | os.PathLike | None = None) -> 
     return shipped_path(name, folder).with_suffix(".md")
 
 
-def export_weights(source: str | os.PathLike, out: str | os.PathLike, *, half: bool = True,
-                   metadata: dict[str, Any] | None = None, max_bytes: int | None = MAX_BYTES) -> int:  # fmt: skip
+def export_weights(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    half: bool = True,
+    metadata: dict[str, Any] | None = None,
+    max_bytes: int | None = MAX_BYTES,
+) -> int:
     """Write the weights of a run folder or checkpoint as a shippable p2m-weights ``.safetensors``.
 
     Args:
@@ -89,12 +97,19 @@ def export_weights(source: str | os.PathLike, out: str | os.PathLike, *, half: b
 
     state, config, info = load_model_state(source)
     tensors = {k: (v.to(torch.float16) if half and v.is_floating_point() else v) for k, v in state.items()}
-    meta = {"source": str(info["path"]), "epoch": str(info.get("epoch")), "step": str(info.get("step")),
-            "dtype": "float16" if half else "float32", **{k: str(v) for k, v in (metadata or {}).items()}}  # fmt: skip
+    meta = {
+        "source": str(info["path"]),
+        "epoch": str(info.get("epoch")),
+        "step": str(info.get("step")),
+        "dtype": "float16" if half else "float32",
+        **{k: str(v) for k, v in (metadata or {}).items()},
+    }
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     if max_bytes is not None and size > max_bytes:
-        raise CheckpointError(f"{info['path']}: {size / 1e6:.1f} MB of weights, over the {max_bytes / 1e6:.1f} MB "
-                              "a shipped model may have; use a smaller config")  # fmt: skip
+        raise CheckpointError(
+            f"{info['path']}: {size / 1e6:.1f} MB of weights, over the {max_bytes / 1e6:.1f} MB "
+            "a shipped model may have; use a smaller config"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_weights(out, tensors, config, meta)

@@ -36,7 +36,9 @@ def parse_loggers(values: Iterable[str]) -> tuple[str, ...]:
     """
     names = {v.strip().lower() for arg in values for v in str(arg).split(",") if v.strip()}
     if bad := sorted(names - set(LOGGERS)):
-        raise ConfigError(f"--logger {', '.join(bad)}: expected {', '.join(LOGGERS)} (repeat or comma-separate)")
+        raise ConfigError(
+            f"--logger {', '.join(bad)}: expected {', '.join(LOGGERS)} (repeat or comma-separate)"
+        )
     return tuple(n for n in LOGGERS if n in names and n != "jsonl")
 
 
@@ -46,7 +48,9 @@ def check_available(loggers: Sequence[str]) -> None:
         try:
             import tensorboard  # noqa: F401
         except ImportError as exc:
-            raise ConfigError("--logger tensorboard needs the tensorboard package: pip install 'p2m[plot]'") from exc
+            raise ConfigError(
+                "--logger tensorboard needs the tensorboard package: pip install 'p2m[plot]'"
+            ) from exc
 
 
 def scalars(row: Mapping[str, Any]) -> dict[str, float]:
@@ -122,9 +126,14 @@ class CsvSink:
         for name in values.keys() - set(self.columns[kind]):
             if (kind, name) not in self._warned:
                 self._warned.add((kind, name))
-                logger.info("metrics_%s.csv: column %r appeared after the header; it is in metrics.jsonl only",
-                            kind, name)  # fmt: skip
-        cells = [row.get("step", ""), row.get("epoch", "")] + [values.get(c, "") for c in self.columns[kind][2:]]
+                logger.info(
+                    "metrics_%s.csv: column %r appeared after the header; it is in metrics.jsonl only",
+                    kind,
+                    name,
+                )
+        cells = [row.get("step", ""), row.get("epoch", "")] + [
+            values.get(c, "") for c in self.columns[kind][2:]
+        ]
         csv.writer(fh).writerow(cells)
 
     def write(self, row: Mapping[str, Any]) -> None:
@@ -153,9 +162,11 @@ class CsvSink:
 
 
 def open_sinks(
-    loggers: Sequence[str], run: str | Path, record: Sequence[Mapping[str, Any]] | None = None,
+    loggers: Sequence[str],
+    run: str | Path,
+    record: Sequence[Mapping[str, Any]] | None = None,
     resume_step: int | None = None,
-) -> list[Any]:  # fmt: skip
+) -> list[Any]:
     """The sinks named in ``loggers`` for ``run`` (``record``: the metrics.jsonl rows kept on resume)."""
     sinks: list[Any] = []
     if "csv" in loggers:

@@ -47,8 +47,14 @@ def held_out_subjects() -> frozenset[int]:
 def mirror_permutation(bone_names: tuple[str, ...] | list[str]) -> list[int]:
     """For each bone, the index of its left/right partner (itself for middle bones)."""
     names = list(bone_names)
-    swaps = (("Left", "Right"), ("Right", "Left"), ("LHip", "RHip"), ("RHip", "LHip"), ("LThumb", "RThumb"),
-             ("RThumb", "LThumb"))  # fmt: skip
+    swaps = (
+        ("Left", "Right"),
+        ("Right", "Left"),
+        ("LHip", "RHip"),
+        ("RHip", "LHip"),
+        ("LThumb", "RThumb"),
+        ("RThumb", "LThumb"),
+    )
     perm = []
     for name in names:
         partner = name
@@ -103,26 +109,44 @@ class SyntheticSource:
         key_prefix: start of every sample key.
     """
 
-    def __init__(self, body: torch.nn.Module, batch_size: int, seed: int = 0, *, batches_per_epoch: int = 1000,
-                 poses: str = "cmu-train", mirror_prob: float = 0.5, random_camera_prob: float = 0.5,
-                 image_size: int = 512, key_prefix: str = "gen") -> None:  # fmt: skip
+    def __init__(
+        self,
+        body: torch.nn.Module,
+        batch_size: int,
+        seed: int = 0,
+        *,
+        batches_per_epoch: int = 1000,
+        poses: str = "cmu-train",
+        mirror_prob: float = 0.5,
+        random_camera_prob: float = 0.5,
+        image_size: int = 512,
+        key_prefix: str = "gen",
+    ) -> None:
         if batch_size < 1 or batches_per_epoch < 1:
-            raise ConfigError(f"synthetic source: batch_size {batch_size}, batches_per_epoch {batches_per_epoch}; "
-                              "expected positive numbers")  # fmt: skip
+            raise ConfigError(
+                f"synthetic source: batch_size {batch_size}, batches_per_epoch {batches_per_epoch}; "
+                "expected positive numbers"
+            )
         for name, p in (("mirror_prob", mirror_prob), ("random_camera_prob", random_camera_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"synthetic source: {name} {p!r}, expected a probability")
         if poses in ("cmu-eval", "cmu"):
-            raise ConfigError(f"synthetic source: poses {poses!r} hold the held-out evaluation subjects; use cmu-train")
+            raise ConfigError(
+                f"synthetic source: poses {poses!r} hold the held-out evaluation subjects; use cmu-train"
+            )
         source = PoseSource.from_spec(poses)
         if source.poses is None:
-            raise ConfigError(f"synthetic source: poses {poses!r} is not a pose bank (the sampler is not supported)")
+            raise ConfigError(
+                f"synthetic source: poses {poses!r} is not a pose bank (the sampler is not supported)"
+            )
         leak = sorted(set(int(s) for s in source.clip_subject.tolist()) & held_out_subjects())
         if leak:
             raise ConfigError(f"synthetic source: poses {poses!r} hold held-out evaluation subjects {leak}")
         if tuple(getattr(body, "bone_names", ())) != tuple(source.bone_names):
-            raise ConfigError(f"synthetic source: the body model's bones ({getattr(body, 'rig', '?')}) are not the "
-                              "pose table's (anny cmu_mb rig)")  # fmt: skip
+            raise ConfigError(
+                f"synthetic source: the body model's bones ({getattr(body, 'rig', '?')}) are not the "
+                "pose table's (anny cmu_mb rig)"
+            )
         self.body, self.batch_size, self.seed = body, int(batch_size), int(seed)
         self.batches_per_epoch = int(batches_per_epoch)
         self.mirror_prob, self.random_camera_prob = float(mirror_prob), float(random_camera_prob)
@@ -158,15 +182,23 @@ class SyntheticSource:
 
     def state_dict(self) -> dict[str, Any]:
         """``{kind, seed, epoch, batch, batches, batch_size}`` (plain ints)."""
-        return {"kind": "synthetic", "seed": self.seed, "epoch": self._epoch, "batch": self._batch,
-                "batches": self.drawn, "batch_size": self.batch_size}  # fmt: skip
+        return {
+            "kind": "synthetic",
+            "seed": self.seed,
+            "epoch": self._epoch,
+            "batch": self._batch,
+            "batches": self.drawn,
+            "batch_size": self.batch_size,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a saved position (a different seed or batch size is refused)."""
         for key in ("seed", "batch_size"):
             if key in state and int(state[key]) != getattr(self, key):
-                raise ConfigError(f"synthetic source: resuming with {key} {getattr(self, key)}, the saved stream has "
-                                  f"{state[key]}")  # fmt: skip
+                raise ConfigError(
+                    f"synthetic source: resuming with {key} {getattr(self, key)}, the saved stream has "
+                    f"{state[key]}"
+                )
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
         if self._batch >= self.batches_per_epoch:  # saved after an epoch's last batch: the next epoch is due
             self._epoch, self._batch = self._epoch + 1, 0
@@ -220,11 +252,17 @@ class SyntheticSource:
         return {
             "key": keys,
             "j2d": torch.cat([j2d, vis[..., None]], dim=-1),
-            "j3d": j3d, "has_j3d": true,
-            "bbox": _bbox(torch.cat([j2d, k2d], dim=1), size), "cam": torch.cat([focal, centre], dim=1),
-            "has_cam": true.clone(), "R": rot,
-            "pose": pose, "shape": shape, "trans": trans, "has_body": true.clone(),
-        }  # fmt: skip
+            "j3d": j3d,
+            "has_j3d": true,
+            "bbox": _bbox(torch.cat([j2d, k2d], dim=1), size),
+            "cam": torch.cat([focal, centre], dim=1),
+            "has_cam": true.clone(),
+            "R": rot,
+            "pose": pose,
+            "shape": shape,
+            "trans": trans,
+            "has_body": true.clone(),
+        }
 
     def _cameras(self, gen: torch.Generator, joints_mm: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(R (B,3,3), t (B,3) mm, f (B,2), c (B,2), image size (B,2)) of rig or random cameras.
@@ -242,7 +280,9 @@ class SyntheticSource:
         az = uniform(0.0, 2 * math.pi)
         dist = uniform(*rig["distance"])
         eye_rig = torch.stack([torch.cos(az) * dist, torch.sin(az) * dist, uniform(*rig["height"])], dim=-1)
-        target_rig = joints_mm.new_tensor(rig["target"]) + uniform(-rig["target_jitter"], rig["target_jitter"], 3)
+        target_rig = joints_mm.new_tensor(rig["target"]) + uniform(
+            -rig["target_jitter"], rig["target_jitter"], 3
+        )
         f_rig = H36M_FOCAL * uniform(1 - rig["focal_jitter"], 1 + rig["focal_jitter"])
         size_rig = joints_mm.new_tensor(H36M_IMAGE_SIZE, dtype=torch.float32).expand(n, 2)
         c_rig = size_rig / 2 + uniform(-rig["centre_jitter"], rig["centre_jitter"], 2)
@@ -255,7 +295,9 @@ class SyntheticSource:
         dist_rnd = f_rnd * extent / (fill * side)
         az2 = uniform(0.0, 2 * math.pi)
         el = uniform(*(math.radians(a) for a in rc["elevation_deg"]))
-        direction = torch.stack([torch.cos(az2) * torch.cos(el), torch.sin(az2) * torch.cos(el), torch.sin(el)], -1)
+        direction = torch.stack(
+            [torch.cos(az2) * torch.cos(el), torch.sin(az2) * torch.cos(el), torch.sin(el)], -1
+        )
         eye_rnd = centre + dist_rnd[:, None] * direction
         target_rnd = centre + uniform(-rc["target_jitter"], rc["target_jitter"], 3)
         size_rnd = torch.full((n, 2), side, device=dev)
@@ -311,8 +353,10 @@ class MixedSource:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         syn = state["synthetic"]
         if int(syn["seed"]) != self.synthetic.seed or int(syn["batch_size"]) != self.synthetic.batch_size:
-            raise ConfigError(f"mixed source: the saved synthetic stream {dict(syn)} is not this one (seed "
-                              f"{self.synthetic.seed}, batch size {self.synthetic.batch_size})")  # fmt: skip
+            raise ConfigError(
+                f"mixed source: the saved synthetic stream {dict(syn)} is not this one (seed "
+                f"{self.synthetic.seed}, batch size {self.synthetic.batch_size})"
+            )
         self.shards.load_state_dict({k: v for k, v in state.items() if k != "synthetic"})
         self.drawn = int(syn["batches"])
 

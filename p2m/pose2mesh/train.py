@@ -73,11 +73,22 @@ class EpochResult:
 
 
 def train_one_epoch(
-    model: torch.nn.Module, criterion: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
-    device: torch.device, epoch: int, *, prepare: BatchPreparer, scaler: Any, cfg: TrainConfig, step: int,
-    rank: int = 0, meters: Mapping[str, Any] | None = None, after_step: AfterStep | None = None,
+    model: torch.nn.Module,
+    criterion: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Any,
+    device: torch.device,
+    epoch: int,
+    *,
+    prepare: BatchPreparer,
+    scaler: Any,
+    cfg: TrainConfig,
+    step: int,
+    rank: int = 0,
+    meters: Mapping[str, Any] | None = None,
+    after_step: AfterStep | None = None,
     progress: bool | None = None,
-) -> EpochResult:  # fmt: skip
+) -> EpochResult:
     """Train on the rest of the loader's epoch (``cfg.accum_steps`` micro-batches per optimizer step).
 
     Args:
@@ -116,9 +127,16 @@ def train_one_epoch(
             with nullcontext() if no_sync is None or m == group - 1 else no_sync():
                 with autocast_context(device, cfg.amp):
                     out = model(inp.pose2d)
-                losses = criterion(_float(out), mesh=inp.mesh, joints=inp.joints, lifted=inp.lifted,
-                                   mesh_valid=inp.mesh_valid, joints_valid=inp.joints_valid,
-                                   lift_valid=inp.joints_valid, epoch=progress_epoch)  # fmt: skip
+                losses = criterion(
+                    _float(out),
+                    mesh=inp.mesh,
+                    joints=inp.joints,
+                    lifted=inp.lifted,
+                    mesh_valid=inp.mesh_valid,
+                    joints_valid=inp.joints_valid,
+                    lift_valid=inp.joints_valid,
+                    epoch=progress_epoch,
+                )
                 scaler.scale(losses["total"] / group).backward()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach()
@@ -130,8 +148,10 @@ def train_one_epoch(
         scaler.update()
         step += 1
         host = torch.stack([v.float() for v in sums.values()]).tolist()  # one device sync per step
-        mlog.update(**{("loss" if k == "total" else k): v / group for k, v in zip(sums, host, strict=True)},
-                    lr=optimizer.param_groups[0]["lr"])  # fmt: skip
+        mlog.update(
+            **{("loss" if k == "total" else k): v / group for k, v in zip(sums, host, strict=True)},
+            lr=optimizer.param_groups[0]["lr"],
+        )
         mlog.step_done(data_s, time.perf_counter() - t0)
         bar.update(mlog.samples_per_step)
         stopped = after_step(step, mlog, bar) if after_step is not None else False
@@ -156,20 +176,39 @@ def _float(out: Pose2MeshOutput) -> Pose2MeshOutput:
 def _bar(progress: bool | None, total: int, desc: str) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=" samples", unit_scale=True, disable=None if progress is None else not progress,
-                mininterval=0.5, smoothing=0.1, dynamic_ncols=True)  # fmt: skip
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=" samples",
+        unit_scale=True,
+        disable=None if progress is None else not progress,
+        mininterval=0.5,
+        smoothing=0.1,
+        dynamic_ncols=True,
+    )
 
 
 def evaluate(
-    model: torch.nn.Module, batches: Iterable[Mapping[str, Any]], prepare: BatchPreparer, dist: DistInfo, *,
-    amp: str = "off", expected: int | None = None, progress: bool | None = None, desc: str = "val",
-) -> dict[str, Any]:  # fmt: skip
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    prepare: BatchPreparer,
+    dist: DistInfo,
+    *,
+    amp: str = "off",
+    expected: int | None = None,
+    progress: bool | None = None,
+    desc: str = "val",
+) -> dict[str, Any]:
     """Validation metrics (mm) of this rank's ``batches``, reduced over ranks (a collective)."""
-    acc = evaluate_model(model, batches, prepare, amp=amp, progress=progress if dist.is_main else False, desc=desc)
+    acc = evaluate_model(
+        model, batches, prepare, amp=amp, progress=progress if dist.is_main else False, desc=desc
+    )
     states = D.all_gather_object(dist, acc.state())
     summary = MetricAccumulator.summarize(states, with_mesh=prepare.body is not None)
     if expected is not None and summary["samples"] != expected:
-        logger.warning("validation scored %d samples of %d (the others have no 3D joints)", summary["samples"], expected)
+        logger.warning(
+            "validation scored %d samples of %d (the others have no 3D joints)", summary["samples"], expected
+        )
     return summary
 
 
@@ -240,10 +279,19 @@ class _RunState:
 
 
 def train(
-    cfg: Config, run_dir: str | Path, data: str | Path | None, *, resume: bool = False, device: str = "auto",
-    init_posenet: str | Path | None = None, keep_last: int = 0, max_steps: int | None = None,
-    progress: bool | None = None, loggers: Sequence[str] = (), init: str | Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    cfg: Config,
+    run_dir: str | Path,
+    data: str | Path | None,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    init_posenet: str | Path | None = None,
+    keep_last: int = 0,
+    max_steps: int | None = None,
+    progress: bool | None = None,
+    loggers: Sequence[str] = (),
+    init: str | Path | None = None,
+) -> dict[str, Any]:
     """Train a Pose2Mesh (or PoseNet) run from shards; the entry of ``p2m train``.
 
     Under torchrun (RANK / WORLD_SIZE set) every process calls this; rank 0 alone writes.
@@ -283,14 +331,27 @@ def train(
         raise ConfigError(f"--keep-last {keep_last}: expected >= 0")
     check_available(loggers)
     data = None if data is None else data_location(data)
-    if data is not None and cfg.train.data != data:  # the run's config records its shards: --resume needs no --data
+    if (
+        data is not None and cfg.train.data != data
+    ):  # the run's config records its shards: --resume needs no --data
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=data))
     dist = D.init_distributed(device)
     filt = D.quiet_non_main(dist)
     try:
-        return _train(cfg, Path(run_dir), None if data is None else str(data), dist, resume=resume, init=init,
-                      init_posenet=init_posenet, keep_last=keep_last, max_steps=max_steps, progress=progress,
-                      t_start=t_start, loggers=loggers)  # fmt: skip
+        return _train(
+            cfg,
+            Path(run_dir),
+            None if data is None else str(data),
+            dist,
+            resume=resume,
+            init=init,
+            init_posenet=init_posenet,
+            keep_last=keep_last,
+            max_steps=max_steps,
+            progress=progress,
+            t_start=t_start,
+            loggers=loggers,
+        )
     finally:
         D.remove_filter(filt)
         D.cleanup(dist)
@@ -302,9 +363,21 @@ def data_location(data: str | Path) -> str:
     return text if "://" in text or text.startswith("pipe:") else str(Path(text).resolve())
 
 
-def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: bool, init: str | Path | None,
-           init_posenet: str | Path | None, keep_last: int, max_steps: int | None, progress: bool | None,
-           t_start: float, loggers: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+def _train(
+    cfg: Config,
+    run: Path,
+    data: str | None,
+    dist: DistInfo,
+    *,
+    resume: bool,
+    init: str | Path | None,
+    init_posenet: str | Path | None,
+    keep_last: int,
+    max_steps: int | None,
+    progress: bool | None,
+    t_start: float,
+    loggers: Sequence[str],
+) -> dict[str, Any]:
     t, dev = cfg.train, dist.device
     micro = _micro_batch(t, dist.world_size)
     paths = ckpt.run_paths(run)
@@ -345,39 +418,71 @@ def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: 
     metrics = MetricsWriter(paths["metrics"], enabled=dist.is_main)
     start_epoch, rng, meters = 0, None, None
     if saved is not None:
-        start_epoch, rng, meters = _restore(saved, model, optimizer, scheduler, scaler, loader, metrics, state, dist,
-                                            paths["last"])  # fmt: skip
+        start_epoch, rng, meters = _restore(
+            saved, model, optimizer, scheduler, scaler, loader, metrics, state, dist, paths["last"]
+        )
     if dist.is_main and loggers:  # after _restore: the sinks mirror the record as truncated to the checkpoint
         resumed = saved is not None
-        metrics.sinks = open_sinks(loggers, run, read_metrics(metrics.path) if resumed else None,
-                                   state.step if resumed else None)  # fmt: skip
+        metrics.sinks = open_sinks(
+            loggers, run, read_metrics(metrics.path) if resumed else None, state.step if resumed else None
+        )
     # A checkpoint taken after an epoch's last step but before its end (--max-steps there): only the end is left.
     # The data source's position has already moved to the next epoch, so it must not train that epoch again.
-    end_only = saved is not None and not saved["epoch_done"] and int(saved["data"].get("batch", 0)) >= len(loader)
-    torch.manual_seed(t.seed + dist.rank)  # dropout differs between ranks (replaced by the saved state on resume)
+    end_only = (
+        saved is not None and not saved["epoch_done"] and int(saved["data"].get("batch", 0)) >= len(loader)
+    )
+    torch.manual_seed(
+        t.seed + dist.rank
+    )  # dropout differs between ranks (replaced by the saved state on resume)
     forward = model
     if dist.distributed:
-        forward = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                          find_unused_parameters=_unused_parameters(cfg))  # fmt: skip
+        forward = DistributedDataParallel(
+            model,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=_unused_parameters(cfg),
+        )
     if t.compile:
         forward = torch.compile(forward)
-    logger.info("training %s on %s: %d rank(s) x %d micro-batch x %d accumulation = batch %d; %d batches/epoch/rank",
-                cfg.model.stage, dev, dist.world_size, micro, t.accum_steps, t.batch_size, len(loader))  # fmt: skip
+    logger.info(
+        "training %s on %s: %d rank(s) x %d micro-batch x %d accumulation = batch %d; %d batches/epoch/rank",
+        cfg.model.stage,
+        dev,
+        dist.world_size,
+        micro,
+        t.accum_steps,
+        t.batch_size,
+        len(loader),
+    )
 
-    def checkpoint(epoch: int, *, epoch_done: bool, best: bool = False, mlog: MetricLogger | None = None) -> None:
+    def checkpoint(
+        epoch: int, *, epoch_done: bool, best: bool = False, mlog: MetricLogger | None = None
+    ) -> None:
         """A collective: RNG states come from every rank; rank 0 writes."""
-        ranks = D.all_gather_object(dist, {"rng": ckpt.rng_state(), "step": state.step,
-                                           "batch": loader.state_dict()["batch"]})  # fmt: skip
+        ranks = D.all_gather_object(
+            dist, {"rng": ckpt.rng_state(), "step": state.step, "batch": loader.state_dict()["batch"]}
+        )
         if len({(r["step"], r["batch"]) for r in ranks}) > 1:
-            raise RuntimeError(f"ranks are out of step at a checkpoint: {[(r['step'], r['batch']) for r in ranks]}")
+            raise RuntimeError(
+                f"ranks are out of step at a checkpoint: {[(r['step'], r['batch']) for r in ranks]}"
+            )
         if not dist.is_main:
             return
         full = ckpt.build_state(
-            model, optimizer, scheduler, scaler, config=cfg, epoch=epoch, epoch_done=epoch_done, step=state.step,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            config=cfg,
+            epoch=epoch,
+            epoch_done=epoch_done,
+            step=state.step,
             rng={"per_rank": [r["rng"] for r in ranks], "rank_steps": [r["step"] for r in ranks]},
-            data=loader.state_dict(), best=state.best, world_size=dist.world_size, init_posenet=state.init_posenet,
+            data=loader.state_dict(),
+            best=state.best,
+            world_size=dist.world_size,
+            init_posenet=state.init_posenet,
             meters=mlog.state_dict() if mlog is not None and not epoch_done else {},
-        )  # fmt: skip
+        )
         meta = {"metric": str(state.best.get("metric")), "value": str(state.best.get("value"))}
         ckpt.save_checkpoint(run, full, best=best, keep_last=keep_last, weights_metadata=meta)
         metrics.sync()
@@ -390,12 +495,22 @@ def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: 
         if state.first_step_s is None:
             state.first_step_s = time.perf_counter() - t_start
         if step % t.log_every == 0:
-            metrics.write({"kind": "train", "step": step, "epoch": epoch, **{k: m.median for k, m in mlog.meters.items()},
-                           "samples_per_s": mlog.rate(), "time": time.time()})  # fmt: skip
+            metrics.write(
+                {
+                    "kind": "train",
+                    "step": step,
+                    "epoch": epoch,
+                    **{k: m.median for k, m in mlog.meters.items()},
+                    "samples_per_s": mlog.rate(),
+                    "time": time.time(),
+                }
+            )
             if bar.disable and dist.is_main:
                 logger.info("epoch %d step %d  %s", epoch, step, mlog)
             else:
-                bar.set_postfix(loss=f"{mlog.meters['loss'].median:.4g}", lr=f"{mlog.meters['lr'].median:.2g}")
+                bar.set_postfix(
+                    loss=f"{mlog.meters['loss'].median:.4g}", lr=f"{mlog.meters['lr'].median:.2g}"
+                )
         hit_max = max_steps is not None and step >= max_steps
         if hit_max or (t.ckpt_every_steps and step % t.ckpt_every_steps == 0):
             checkpoint(epoch, epoch_done=False, mlog=mlog)
@@ -413,9 +528,22 @@ def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: 
             if end_only:
                 res, end_only = EpochResult(state.step, _meter_averages(meters, t), False), False
             else:
-                res = train_one_epoch(forward, criterion, optimizer, loader, dev, epoch, prepare=prepare,
-                                      scaler=scaler, cfg=t, step=state.step, rank=dist.rank, meters=meters,
-                                      after_step=after_step, progress=progress if dist.is_main else False)  # fmt: skip
+                res = train_one_epoch(
+                    forward,
+                    criterion,
+                    optimizer,
+                    loader,
+                    dev,
+                    epoch,
+                    prepare=prepare,
+                    scaler=scaler,
+                    cfg=t,
+                    step=state.step,
+                    rank=dist.rank,
+                    meters=meters,
+                    after_step=after_step,
+                    progress=progress if dist.is_main else False,
+                )
             state.step, meters = res.step, None
             if res.stopped:
                 stopped = True
@@ -424,21 +552,42 @@ def _train(cfg: Config, run: Path, data: str | None, dist: DistInfo, *, resume: 
             val = None
             if validate and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs):
                 assert t.val_split is not None
-                batches = iter_eval_batches(data, t.val_split, t.val_batch_size, rank=dist.rank,
-                                            world_size=dist.world_size, body_kwargs=val_body,
-                                            max_samples=t.val_max_samples)  # fmt: skip
-                val = evaluate(model, batches, val_prepare, dist, amp=t.amp, progress=progress, desc=f"val {epoch}",
-                               expected=split_size(data, t.val_split, t.val_max_samples))  # fmt: skip
+                batches = iter_eval_batches(
+                    data,
+                    t.val_split,
+                    t.val_batch_size,
+                    rank=dist.rank,
+                    world_size=dist.world_size,
+                    body_kwargs=val_body,
+                    max_samples=t.val_max_samples,
+                )
+                val = evaluate(
+                    model,
+                    batches,
+                    val_prepare,
+                    dist,
+                    amp=t.amp,
+                    progress=progress,
+                    desc=f"val {epoch}",
+                    expected=split_size(data, t.val_split, t.val_max_samples),
+                )
             improved = _end_epoch(epoch, res, val, lr, time.perf_counter() - t0, state, metrics, dist, t)
             checkpoint(epoch, epoch_done=True, best=improved)
             summary = val or summary
     finally:
         metrics.close()
     return {
-        "run": str(run), "step": state.step, "epoch": epoch, "stopped": stopped, "best": dict(state.best),
-        "val": summary, "first_step_s": state.first_step_s, "seconds": round(time.perf_counter() - t_start, 2),
-        "checkpoint_bytes": ckpt.disk_usage(run) if dist.is_main else None, "table": epoch_table(state.epoch_rows),
-    }  # fmt: skip
+        "run": str(run),
+        "step": state.step,
+        "epoch": epoch,
+        "stopped": stopped,
+        "best": dict(state.best),
+        "val": summary,
+        "first_step_s": state.first_step_s,
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "checkpoint_bytes": ckpt.disk_usage(run) if dist.is_main else None,
+        "table": epoch_table(state.epoch_rows),
+    }
 
 
 def _meter_averages(meters: Mapping[str, Any] | None, t: TrainConfig) -> dict[str, float]:
@@ -450,8 +599,17 @@ def _meter_averages(meters: Mapping[str, Any] | None, t: TrainConfig) -> dict[st
     return {k: v for k, v in mlog.averages().items() if k != "lr"}
 
 
-def _end_epoch(epoch: int, res: EpochResult, val: dict[str, Any] | None, lr: float, seconds: float, state: _RunState,
-               metrics: MetricsWriter, dist: DistInfo, t: TrainConfig) -> bool:  # fmt: skip
+def _end_epoch(
+    epoch: int,
+    res: EpochResult,
+    val: dict[str, Any] | None,
+    lr: float,
+    seconds: float,
+    state: _RunState,
+    metrics: MetricsWriter,
+    dist: DistInfo,
+    t: TrainConfig,
+) -> bool:
     """Update the best metric and write the epoch's rows; returns whether validation improved."""
     improved = False
     if val is not None:
@@ -463,21 +621,48 @@ def _end_epoch(epoch: int, res: EpochResult, val: dict[str, Any] | None, lr: flo
         metrics.write({"kind": "val", "step": state.step, "epoch": epoch, "split": t.val_split, **scalars})
     parts = [a for a in D.all_gather_object(dist, res.averages) if a]
     train_avg = {k: sum(p[k] for p in parts) / len(parts) for k in (parts[0] if parts else {})}
-    row = {"kind": "epoch", "step": state.step, "epoch": epoch, "lr": lr, **train_avg,
-           **{k: v for k, v in (val or {}).items() if k != "per_action"}, "seconds": seconds}  # fmt: skip
+    row = {
+        "kind": "epoch",
+        "step": state.step,
+        "epoch": epoch,
+        "lr": lr,
+        **train_avg,
+        **{k: v for k, v in (val or {}).items() if k != "per_action"},
+        "seconds": seconds,
+    }
     metrics.write(row)
     state.epoch_rows.append(row)
     if dist.is_main:
-        val_text = "" if val is None else "  " + "  ".join(
-            f"{k} {val[k]:.1f}" for k in ("mpjpe", "pa_mpjpe", "mpvpe") if val.get(k) is not None)  # fmt: skip
-        logger.info("epoch %d done: step %d, loss %.4g, %s%s%s", epoch, state.step, train_avg.get("loss", float("nan")),
-                    format_seconds(seconds), val_text, "  (best)" if improved else "")  # fmt: skip
+        val_text = (
+            ""
+            if val is None
+            else "  "
+            + "  ".join(f"{k} {val[k]:.1f}" for k in ("mpjpe", "pa_mpjpe", "mpvpe") if val.get(k) is not None)
+        )
+        logger.info(
+            "epoch %d done: step %d, loss %.4g, %s%s%s",
+            epoch,
+            state.step,
+            train_avg.get("loss", float("nan")),
+            format_seconds(seconds),
+            val_text,
+            "  (best)" if improved else "",
+        )
     return improved
 
 
-def _restore(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: Any, loader: Any, metrics: MetricsWriter, state: _RunState, dist: DistInfo,
-             where: Path) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:  # fmt: skip
+def _restore(
+    saved: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    loader: Any,
+    metrics: MetricsWriter,
+    state: _RunState,
+    dist: DistInfo,
+    where: Path,
+) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:
     """Load a checkpoint; returns (first epoch to run, this rank's RNG state, meters of a part-done epoch)."""
     try:
         model.load_state_dict(saved["model"])
@@ -487,19 +672,33 @@ def _restore(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.opt
     scheduler.load_state_dict(saved["scheduler"])
     if saved["scaler"]:
         scaler.load_state_dict(saved["scaler"])
-    state.step, state.best, state.init_posenet = int(saved["step"]), dict(saved["best"]), saved["init_posenet"]
+    state.step, state.best, state.init_posenet = (
+        int(saved["step"]),
+        dict(saved["best"]),
+        saved["init_posenet"],
+    )
     loader.load_state_dict(saved["data"])
     dropped = metrics.truncate_after(state.step)
     state.epoch_rows = [r for r in read_metrics(metrics.path) if r.get("kind") == "epoch"]
     per_rank = saved["rng"]["per_rank"]
     rng = per_rank[dist.rank] if dist.rank < len(per_rank) else None
     if saved["world_size"] != dist.world_size:
-        logger.warning("resuming a %d-rank run on %d ranks: data order and dropout masks differ from the saved run",
-                       saved["world_size"], dist.world_size)  # fmt: skip
+        logger.warning(
+            "resuming a %d-rank run on %d ranks: data order and dropout masks differ from the saved run",
+            saved["world_size"],
+            dist.world_size,
+        )
     epoch = int(saved["epoch"]) + (1 if saved["epoch_done"] else 0)
-    logger.info("resuming from %s: step %d, epoch %d%s; best %s %s; %d metric rows after the checkpoint dropped",
-                where, state.step, epoch, "" if saved["epoch_done"] else " (part-way)", state.best.get("metric"),
-                state.best.get("value"), dropped)  # fmt: skip
+    logger.info(
+        "resuming from %s: step %d, epoch %d%s; best %s %s; %d metric rows after the checkpoint dropped",
+        where,
+        state.step,
+        epoch,
+        "" if saved["epoch_done"] else " (part-way)",
+        state.best.get("metric"),
+        state.best.get("value"),
+        dropped,
+    )
     return epoch, rng, dict(saved["meters"]) or None
 
 

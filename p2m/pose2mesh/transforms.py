@@ -77,8 +77,12 @@ class JointSetInfo(NamedTuple):
 def joint_set_info(name: str, device: torch.device | str = "cpu") -> JointSetInfo:
     """Sigmas, groups, flip permutation and derived joints of "h36m" or "coco19"."""
     if name == "h36m":
-        sigmas, groups, perm, derived = H36M_SIGMAS, H36M_GROUPS, J.flip_permutation(J.H36M_FLIP_PAIRS,
-                                                                                    J.H36M_NUM_JOINTS), H36M_DERIVED  # fmt: skip
+        sigmas, groups, perm, derived = (
+            H36M_SIGMAS,
+            H36M_GROUPS,
+            J.flip_permutation(J.H36M_FLIP_PAIRS, J.H36M_NUM_JOINTS),
+            H36M_DERIVED,
+        )
     elif name == "coco19":
         sigmas, groups, derived = (*J.COCO_SIGMAS, 0.107, 0.079), COCO19_GROUPS, COCO19_DERIVED
         perm = J.flip_permutation(J.COCO19_FLIP_PAIRS, J.COCO19_NUM_JOINTS)
@@ -216,8 +220,9 @@ def crop_joints(joints2d: torch.Tensor, vis: torch.Tensor | None, crop_size: tup
     return to_crop(joints2d, bbox, crop_size)
 
 
-def normalize_pose2d(joints2d: Any, vis: Any = None, crop_size: tuple[int, int] = (288, 384),
-                     mode: str = "per_axis") -> Any:  # fmt: skip
+def normalize_pose2d(
+    joints2d: Any, vis: Any = None, crop_size: tuple[int, int] = (288, 384), mode: str = "per_axis"
+) -> Any:
     """The network input for clean (test-time) 2D joints: bbox -> aspect -> crop -> standardisation.
 
     Args:
@@ -275,7 +280,9 @@ def posefix_errors(
     valid = torch.ones(batch, joints, dtype=torch.bool, device=dev) if vis is None else vis > 0
     derived = torch.zeros(joints, dtype=torch.bool, device=dev)
     derived[list(info.derived)] = True
-    table = torch.tensor([cfg.posefix_head, cfg.posefix_torso, cfg.posefix_middle, cfg.posefix_end], device=dev)
+    table = torch.tensor(
+        [cfg.posefix_head, cfg.posefix_torso, cfg.posefix_middle, cfg.posefix_end], device=dev
+    )
     probs = table[info.groups].expand(batch, joints, 3).clone()  # jitter, miss, inversion
     few = valid.sum(dim=-1) <= cfg.few_valid
     probs[few] *= cfg.few_valid_scale
@@ -389,7 +396,9 @@ class Pose2DTransform:
                 crop, kind = posefix_errors(crop, rng, info, noise, vis)
             if self.cfg.flip_prob > 0:
                 flipped = rng.uniform(1)[:, 0] < self.cfg.flip_prob
-                crop = torch.where(flipped[:, None, None], flip_crop_joints(crop, self.crop_size[0], info.flip_perm), crop)
+                crop = torch.where(
+                    flipped[:, None, None], flip_crop_joints(crop, self.crop_size[0], info.flip_perm), crop
+                )
                 if q is not None:
                     q = torch.where(flipped[:, None, None], flip_joints3d(q, info.flip_perm), q)
         return TransformOutput(normalize_crop(crop, self.crop_size, self.cfg.standardize), q, flipped, kind)

@@ -15,7 +15,9 @@ WEIGHTS_FORMAT = "p2m-weights"
 __all__ = ["WEIGHTS_FORMAT", "load_weights"]
 
 
-def load_weights(path: str | os.PathLike, strict: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, str]]:
+def load_weights(
+    path: str | os.PathLike, strict: bool = True
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, str]]:
     """Read a safetensors file on the CPU: ``(state_dict, config dict, metadata)``.
 
     Args:

@@ -51,8 +51,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pytest.skip(f"p2m synth unavailable: {exc}")
     base = tmp_path_factory.mktemp("infer-data")
     try:
-        synth(base / "ds", SynthOptions(num=48, poses="sampler", subjects=3, topology=TOPOLOGY, seed=11),
-              progress=False)  # fmt: skip
+        synth(
+            base / "ds",
+            SynthOptions(num=48, poses="sampler", subjects=3, topology=TOPOLOGY, seed=11),
+            progress=False,
+        )
     except BodyModelError as exc:  # pragma: no cover - no anny cache
         pytest.skip(f"anny body model unavailable: {exc}")
     anns = json.loads((base / "ds" / "annotations" / "synth_subject3_data.json").read_text())["annotations"]
@@ -100,8 +103,14 @@ def test_h36m_npy_on_a_run_folder_writes_mesh_joints_and_picture(run, data, tmp_
     np.save(tmp_path / "pose.npy", _h36m(data["anns"][0])[:, :2])  # (17, 2): every joint visible
     res = infer(run, tmp_path / "pose.npy", tmp_path / "out")
     assert res.input.joint_set == "h36m" and res.prediction.known.all()
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"mesh.obj", "mesh.ply", "joints3d.json", "mesh.png",
-                                                              "refine.png", "infer.json"}  # fmt: skip
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "mesh.obj",
+        "mesh.ply",
+        "joints3d.json",
+        "mesh.png",
+        "refine.png",
+        "infer.json",
+    }
     body = create("anny", topology=TOPOLOGY)
     nv, nf = int(body.num_vertices), int(body.faces.shape[0])
     assert res.prediction.vertices.shape == (nv, 3)
@@ -140,7 +149,10 @@ def _mesh_drawn_where_it_projects(res, faces: np.ndarray, fig: np.ndarray, backg
     assert changed[px[:, 1], px[:, 0]].mean() > 0.9
     near = np.zeros((h, w), bool)  # the projected triangles' bounding boxes (+1 px)
     for tri in uv[faces]:
-        (xa, ya), (xb, yb) = np.floor(tri.min(axis=0)).astype(int) - 1, np.ceil(tri.max(axis=0)).astype(int) + 2
+        (xa, ya), (xb, yb) = (
+            np.floor(tri.min(axis=0)).astype(int) - 1,
+            np.ceil(tri.max(axis=0)).astype(int) + 2,
+        )
         near[max(ya, 0) : max(yb, 0), max(xa, 0) : max(xb, 0)] = True
     assert changed.any() and not changed[~near].any()
 
@@ -153,7 +165,9 @@ def _place(joints: np.ndarray, height: float, centre: tuple[float, float]) -> np
     return kp
 
 
-def test_the_camera_is_the_least_squares_fit_and_the_mesh_is_drawn_where_it_projects(predictor, data, tmp_path):
+def test_the_camera_is_the_least_squares_fit_and_the_mesh_is_drawn_where_it_projects(
+    predictor, data, tmp_path
+):
     from p2m.render import procedural_background
 
     photo = procedural_background(600, 500, np.random.default_rng(3))  # shown 1:1 (480 to 720 px tall)
@@ -186,10 +200,14 @@ def test_a_small_person_is_shown_cropped_and_enlarged(predictor, data, tmp_path)
     (tmp_path / "pose.json").write_text(json.dumps(kp.tolist()))
     res = infer(predictor, tmp_path / "pose.json", tmp_path / "out", image=tmp_path / "photo.png")
     (sx, sy), (ox, oy) = res.view["scale"], res.view["origin"]
-    assert ox > 700 and oy > 50 and sx == pytest.approx(sy, rel=0.01) and sx > 1 and res.panels["mesh"][3] == 480
+    assert (
+        ox > 700 and oy > 50 and sx == pytest.approx(sy, rel=0.01) and sx > 1 and res.panels["mesh"][3] == 480
+    )
     fig = np.asarray(Image.open(tmp_path / "out" / "mesh.png"))
     _mesh_drawn_where_it_projects(res, predictor.faces, fig, np.full((1, 1, 3), 30))
-    full = infer(predictor, tmp_path / "pose.json", tmp_path / "full", image=tmp_path / "photo.png", crop=False)
+    full = infer(
+        predictor, tmp_path / "pose.json", tmp_path / "full", image=tmp_path / "photo.png", crop=False
+    )
     assert full.view["origin"] == (0.0, 0.0) and full.panels["mesh"][2:] == (1008, 720)
 
 
@@ -264,17 +282,33 @@ def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predi
             kp = _coco(ann)
             lm[:, :2] = kp[:, :2].mean(axis=0)
             # shifted so that the ankles fall 60 px below the photo (whatever the synthetic person's size)
-            lm[list(J.MEDIAPIPE_TO_COCO), :2] = kp[:, :2] - [kp[:, 0].mean() - w / 2, kp[:, 1].max() - (h + 60)]
+            lm[list(J.MEDIAPIPE_TO_COCO), :2] = kp[:, :2] - [
+                kp[:, 0].mean() - w / 2,
+                kp[:, 1].max() - (h + 60),
+            ]
             lm[:, 2] = 0.95
             record, _, _ = person_annotation(lm, w, h)  # exactly what `p2m annotate detect` writes
             Image.fromarray(np.full((h, w, 3), 90 + 40 * k, np.uint8)).save(ds / "images" / f"p{k}.png")
             cam = Camera(R=np.eye(3), t=np.zeros(3), f=[800.0, 800.0], c=[320.0, 210.0])
             writer.add_camera(1, k + 1, cam)
-            writer.add_frame(1, {"file_name": f"p{k}.png", "width": w, "height": h, "action_idx": 1,
-                                 "subaction_idx": 1, "cam_idx": k + 1, "frame_idx": k}, [record])  # fmt: skip
+            writer.add_frame(
+                1,
+                {
+                    "file_name": f"p{k}.png",
+                    "width": w,
+                    "height": h,
+                    "action_idx": 1,
+                    "subaction_idx": 1,
+                    "cam_idx": k + 1,
+                    "frame_idx": k,
+                },
+                [record],
+            )
     data_json = ds / "annotations" / "photos_subject1_data.json"
     ids = [a["id"] for a in json.loads(data_json.read_text())["annotations"]]
-    res = infer(predictor, data_json, tmp_path / "out", person=1, crop=False)  # the whole photo in the picture
+    res = infer(
+        predictor, data_json, tmp_path / "out", person=1, crop=False
+    )  # the whole photo in the picture
     assert res.input.joint_set == "coco" and res.input.annotation_id == ids[1]
     assert res.input.image_path == ds / "images" / "p1.png"  # the photo the data.json names
     assert res.panels["mesh"][2:] == (731, 480)  # a photo under 480 px tall is enlarged to 480
@@ -283,7 +317,11 @@ def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predi
     assert off.any(), "the test needs off-image keypoints"
     xy, known, _ = to_model_joints(res.input, "h36m")
     filled = ~res.prediction.known
-    assert np.array_equal(known, res.prediction.known) and filled.any() and np.isfinite(res.prediction.joints2d).all()
+    assert (
+        np.array_equal(known, res.prediction.known)
+        and filled.any()
+        and np.isfinite(res.prediction.joints2d).all()
+    )
     assert np.array_equal(res.prediction.joints2d[known], xy[known])  # known joints kept as given
     assert res.root_translation_mm is not None and res.root_translation_mm[2] > 0
     # the root that makes the predicted joints project onto the known input joints through that camera (least
@@ -291,15 +329,21 @@ def test_a_detect_data_json_with_off_image_legs_finds_its_photo_and_camera(predi
     from p2m.pose2mesh.metrics import root_from_projection
 
     rel = res.prediction.joints3d - res.prediction.joints3d[0]
-    expected = root_from_projection(res.prediction.joints2d[None], rel[None], np.array([[800.0, 800.0, 320.0, 210.0]]),
-                                    known[None].astype(float))[0]  # fmt: skip
+    expected = root_from_projection(
+        res.prediction.joints2d[None],
+        rel[None],
+        np.array([[800.0, 800.0, 320.0, 210.0]]),
+        known[None].astype(float),
+    )[0]
     if expected[2] > 0:
         assert np.allclose(res.root_translation_mm, expected, rtol=1e-6, atol=1e-6)
     else:  # no pinhole explains this (barely trained) prediction: the weak-perspective depth instead
         weak = res.camera.root_translation_mm((800.0, 800.0), (320.0, 210.0))
         assert np.allclose(res.root_translation_mm, weak, rtol=1e-6, atol=1e-6)
     joints = json.loads((tmp_path / "out" / "joints3d.json").read_text())
-    assert np.allclose(joints["joints_camera_frame"], res.prediction.joints3d + res.root_translation_mm, atol=0.06)
+    assert np.allclose(
+        joints["joints_camera_frame"], res.prediction.joints3d + res.root_translation_mm, atol=0.06
+    )
     by_id = infer(predictor, data_json, tmp_path / "out2", annotation_id=ids[1])
     assert np.allclose(by_id.prediction.vertices, res.prediction.vertices)
     record = json.loads((tmp_path / "out" / "infer.json").read_text())
@@ -334,13 +378,22 @@ def test_every_checkpoint_form_gives_the_same_mesh(run, predictor, data, tmp_pat
     state = load_file(str(run / "best.safetensors"))
     plain = tmp_path / "plain" / "model.pt"
     plain.parent.mkdir()
-    torch.save({"config": to_dict(load_config(run / "config.yaml")), "state_dict": state}, plain)  # model.py's form
-    bare = tmp_path / "bare" / "weights.safetensors"  # weights without metadata + the run's config.yaml beside
+    torch.save(
+        {"config": to_dict(load_config(run / "config.yaml")), "state_dict": state}, plain
+    )  # model.py's form
+    bare = (
+        tmp_path / "bare" / "weights.safetensors"
+    )  # weights without metadata + the run's config.yaml beside
     bare.parent.mkdir()
     save_file(state, str(bare))
     (bare.parent / "config.yaml").write_text((run / "config.yaml").read_text())
-    for form in (run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt", run / "best.safetensors", plain,
-                 bare):  # fmt: skip
+    for form in (
+        run / "checkpoints" / "last.pt",
+        run / "checkpoints" / "best.pt",
+        run / "best.safetensors",
+        plain,
+        bare,
+    ):
         got = predict(load_predictor(form), xy, np.ones(17, bool)).vertices
         assert np.allclose(got, ref, atol=1e-4), form
 
@@ -355,7 +408,9 @@ def test_a_posenet_checkpoint_gives_joints_and_a_picture_without_mesh_files(data
 
     cfg = load_config(REPO / "configs" / "tiny_posenet.yaml")
     torch.save({"config": to_dict(cfg), "state_dict": build_model(cfg).state_dict()}, tmp_path / "posenet.pt")
-    (tmp_path / "pose.json").write_text(json.dumps({"keypoints": _coco(data["anns"][8]).reshape(-1).tolist()}))
+    (tmp_path / "pose.json").write_text(
+        json.dumps({"keypoints": _coco(data["anns"][8]).reshape(-1).tolist()})
+    )
     res = infer(tmp_path / "posenet.pt", tmp_path / "pose.json", tmp_path / "out")
     assert set(res.files) == {"joints", "png", "json"} and res.prediction.vertices is None
     joints = json.loads(res.files["joints"].read_text())
@@ -414,17 +469,41 @@ def test_cli_prints_camera_and_summary_and_fails_cleanly(run, data, tmp_path):
 
     (tmp_path / "pose.json").write_text(json.dumps(_coco(data["anns"][7]).tolist()))
     runner = CliRunner()
-    res = runner.invoke(main, ["infer", str(run / "best.safetensors"), "--pose2d", str(tmp_path / "pose.json"),
-                               "--out", str(tmp_path / "out"), "--mesh-axes", "camera"])  # fmt: skip
+    res = runner.invoke(
+        main,
+        [
+            "infer",
+            str(run / "best.safetensors"),
+            "--pose2d",
+            str(tmp_path / "pose.json"),
+            "--out",
+            str(tmp_path / "out"),
+            "--mesh-axes",
+            "camera",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "camera: {" in res.output and "scale_px_per_mm" in res.output and "-vertex mesh" in res.output
     assert (tmp_path / "out" / "mesh.png").is_file()
     record = json.loads((tmp_path / "out" / "infer.json").read_text())
     assert record["mesh_axes"].startswith("camera") and record["input"]["joint_set"] == "coco"
-    bad = runner.invoke(main, ["infer", str(run), "--pose2d", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        main, ["infer", str(run), "--pose2d", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "x")]
+    )
     assert bad.exit_code == 1 and "nope.npy: no such 2D pose file" in bad.output
-    bad = runner.invoke(main, ["infer", str(run), "--pose2d", str(tmp_path / "pose.json"), "--out", str(tmp_path / "x"),
-                               "--joint-set", "mpii"])  # fmt: skip
+    bad = runner.invoke(
+        main,
+        [
+            "infer",
+            str(run),
+            "--pose2d",
+            str(tmp_path / "pose.json"),
+            "--out",
+            str(tmp_path / "x"),
+            "--joint-set",
+            "mpii",
+        ],
+    )
     assert bad.exit_code == 2 and "mpii" in bad.output
 
 
@@ -432,7 +511,9 @@ def test_cli_prints_camera_and_summary_and_fails_cleanly(run, data, tmp_path):
 
 
 def _obj_vertices(path: Path) -> np.ndarray:
-    return np.array([[float(x) for x in ln.split()[1:4]] for ln in path.read_text().splitlines() if ln.startswith("v ")])
+    return np.array(
+        [[float(x) for x in ln.split()[1:4]] for ln in path.read_text().splitlines() if ln.startswith("v ")]
+    )
 
 
 def test_refine_is_on_by_default_and_no_refine_keeps_the_network_mesh(predictor, data, tmp_path):
@@ -444,18 +525,25 @@ def test_refine_is_on_by_default_and_no_refine_keeps_the_network_mesh(predictor,
     record = json.loads((tmp_path / "on" / "infer.json").read_text())
     assert record["refine"]["method"] == "fit" and record["refine"]["fit_rms_mm"] > 0
     assert record["files"]["refine_png"] == "refine.png"
-    with Image.open(tmp_path / "on" / "refine.png") as im:  # caption row + one row per extremity, before | after
+    with Image.open(
+        tmp_path / "on" / "refine.png"
+    ) as im:  # caption row + one row per extremity, before | after
         assert im.size == (2 * 200, 18 + 200 * len(extremity_regions(predictor.body)))
     weight = sum(e.weight for e in extremity_regions(predictor.body).values())
     moved = np.linalg.norm(on.prediction.vertices - net, axis=1)
-    assert np.array_equal(on.prediction.vertices[weight == 0], net[weight == 0])  # the body is left as predicted
+    assert np.array_equal(
+        on.prediction.vertices[weight == 0], net[weight == 0]
+    )  # the body is left as predicted
     assert moved[weight > 0.99].mean() > 1.0  # the hands and feet took the body model's geometry (mm)
-    assert np.allclose(_obj_vertices(tmp_path / "on" / "mesh.obj"), mesh_file_vertices(on.prediction.vertices),
-                       atol=2e-6)  # fmt: skip
+    assert np.allclose(
+        _obj_vertices(tmp_path / "on" / "mesh.obj"), mesh_file_vertices(on.prediction.vertices), atol=2e-6
+    )
     off = infer(predictor, tmp_path / "pose.json", tmp_path / "off", refine=False)
     assert not (tmp_path / "off" / "refine.png").exists() and "refine_png" not in off.files
     assert json.loads((tmp_path / "off" / "infer.json").read_text())["refine"] is None
-    assert np.array_equal(off.prediction.vertices, net) and not np.allclose(off.prediction.vertices, on.prediction.vertices)
+    assert np.array_equal(off.prediction.vertices, net) and not np.allclose(
+        off.prediction.vertices, on.prediction.vertices
+    )
     paste = infer(predictor, tmp_path / "pose.json", tmp_path / "paste", refine_method="paste")
     assert json.loads((tmp_path / "paste" / "infer.json").read_text())["refine"]["method"] == "paste"
     assert not np.allclose(paste.prediction.vertices, on.prediction.vertices)
@@ -465,11 +553,15 @@ def test_format_glb_writes_a_rigged_gltf_with_the_h36m_skeleton(predictor, data,
     import pygltflib
     import trimesh
 
-
     (tmp_path / "pose.json").write_text(json.dumps(_coco(data["anns"][5]).tolist()))
     res = infer(predictor, tmp_path / "pose.json", tmp_path / "out", formats=("glb",), refine_method="paste")
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"mesh.glb", "joints3d.json", "mesh.png", "refine.png",
-                                                              "infer.json"}  # fmt: skip
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "mesh.glb",
+        "joints3d.json",
+        "mesh.png",
+        "refine.png",
+        "infer.json",
+    }
     gltf = pygltflib.GLTF2().load(str(tmp_path / "out" / "mesh.glb"))
     assert len(gltf.skins) == 1 and len(gltf.skins[0].joints) == 17
     assert {gltf.nodes[j].name for j in gltf.skins[0].joints} == set(J.H36M_JOINTS)
@@ -488,10 +580,18 @@ def test_texture_from_the_photo_writes_a_textured_obj_and_needs_a_photo(predicto
     Image.fromarray(photo).save(tmp_path / "photo.png")
     kp = _place(_h36m(data["anns"][1]), 380, (300, 250))
     (tmp_path / "pose.json").write_text(json.dumps(kp.tolist()))
-    res = infer(predictor, tmp_path / "pose.json", tmp_path / "out", image=tmp_path / "photo.png", texture=True,
-                refine_method="paste")  # fmt: skip
+    res = infer(
+        predictor,
+        tmp_path / "pose.json",
+        tmp_path / "out",
+        image=tmp_path / "photo.png",
+        texture=True,
+        refine_method="paste",
+    )
     out = tmp_path / "out"
-    assert {"mesh.obj", "mesh.mtl", "mesh_texture.png", "mesh.ply", "mesh.png"} <= {p.name for p in out.iterdir()}
+    assert {"mesh.obj", "mesh.mtl", "mesh_texture.png", "mesh.ply", "mesh.png"} <= {
+        p.name for p in out.iterdir()
+    }
     assert res.files["obj"] == out / "mesh.obj" and res.files["texture"] == out / "mesh_texture.png"
     obj = (out / "mesh.obj").read_text()
     assert "mtllib mesh.mtl" in obj and "\nvt " in obj and "/" in obj.split("\nf ", 1)[1].split("\n", 1)[0]
@@ -514,11 +614,18 @@ def test_cli_format_refine_and_texture_options(run, data, tmp_path):
     (tmp_path / "pose.json").write_text(json.dumps(_coco(data["anns"][7]).tolist()))
     base = ["infer", str(run), "--pose2d", str(tmp_path / "pose.json")]
     runner = CliRunner()
-    res = runner.invoke(main, [*base, "--out", str(tmp_path / "a"), "--format", "ply,glb", "--format", "obj",
-                               "--no-refine"])  # fmt: skip
+    res = runner.invoke(
+        main, [*base, "--out", str(tmp_path / "a"), "--format", "ply,glb", "--format", "obj", "--no-refine"]
+    )
     assert res.exit_code == 0, res.output
-    assert {p.name for p in (tmp_path / "a").iterdir()} == {"mesh.obj", "mesh.ply", "mesh.glb", "joints3d.json",
-                                                            "mesh.png", "infer.json"}  # fmt: skip
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {
+        "mesh.obj",
+        "mesh.ply",
+        "mesh.glb",
+        "joints3d.json",
+        "mesh.png",
+        "infer.json",
+    }
     assert "(glb)" in res.output
     bad = runner.invoke(main, [*base, "--out", str(tmp_path / "b"), "--texture"])
     assert bad.exit_code == 1 and "--texture needs the photo" in bad.output and "--image" in bad.output
@@ -536,8 +643,15 @@ def test_mesh_full_is_the_refine_fit_on_the_full_anny_mesh_with_makehuman_uvs(pr
     Image.fromarray(photo).save(tmp_path / "photo.png")
     (tmp_path / "pose.json").write_text(json.dumps(_place(_h36m(data["anns"][1]), 380, (300, 250)).tolist()))
     net = infer(predictor, tmp_path / "pose.json", tmp_path / "net")
-    res = infer(predictor, tmp_path / "pose.json", tmp_path / "out", image=tmp_path / "photo.png", texture=True,
-                formats=("obj", "glb"), mesh="full")  # fmt: skip
+    res = infer(
+        predictor,
+        tmp_path / "pose.json",
+        tmp_path / "out",
+        image=tmp_path / "photo.png",
+        texture=True,
+        formats=("obj", "glb"),
+        mesh="full",
+    )
     out = tmp_path / "out"
     assert res.prediction.vertices.shape == (13718, 3) and net.prediction.vertices.shape[0] == 369
     record = json.loads((out / "infer.json").read_text())
@@ -572,8 +686,20 @@ def test_cli_reads_an_openpose_json_and_picks_the_person(run, data, tmp_path):
         body[list(BODY25_TO_COCO)] = np.where(kp[:, 2:] > 0, np.c_[kp[:, :2], np.full(17, 0.8)], 0.0)
         people.append({"person_id": [-1], "pose_keypoints_2d": body.reshape(-1).tolist()})
     (tmp_path / "photo_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
-    res = CliRunner().invoke(main, ["infer", str(run), "--pose2d", str(tmp_path / "photo_keypoints.json"),
-                                    "--person", "2", "--out", str(tmp_path / "out"), "--no-refine"])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "infer",
+            str(run),
+            "--pose2d",
+            str(tmp_path / "photo_keypoints.json"),
+            "--person",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-refine",
+        ],
+    )
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "out" / "infer.json").read_text())
     assert record["input"]["person"] == 2 and "openpose JSON" in record["input"]["notes"]

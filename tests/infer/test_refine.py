@@ -49,8 +49,12 @@ def test_regions_are_the_hands_and_feet(body_1229):
     assert list(regions) == ["left_hand", "right_hand", "left_foot", "right_foot"]
     names = body_1229.bone_names
     assert [names[regions[k].bone] for k in regions] == ["LeftHand", "RightHand", "LeftFoot", "RightFoot"]
-    assert {names[b] for b in regions["left_hand"].bones} == {"LeftHand", "LThumb", "LeftFingerBase",
-                                                              "LeftHandFinger1"}  # fmt: skip
+    assert {names[b] for b in regions["left_hand"].bones} == {
+        "LeftHand",
+        "LThumb",
+        "LeftFingerBase",
+        "LeftHandFinger1",
+    }
     assert {names[b] for b in regions["right_foot"].bones} == {"RightFoot", "RightToeBase"}
     lo, hi = R.SEAM
     for ext in regions.values():
@@ -103,11 +107,15 @@ def test_paste_is_batched_frame_free_and_keeps_torch_types(body_1229):
     assert single.vertices.shape == (body_1229.num_vertices, 3)
     torch.testing.assert_close(single.vertices, batch.vertices[1], atol=1e-3, rtol=0)
     far = torch.from_numpy(batch.weight == 0)
-    assert torch.equal(batch.vertices[:, far], torch.from_numpy(gt).float()[:, far])  # float32 kept bit for bit
+    assert torch.equal(
+        batch.vertices[:, far], torch.from_numpy(gt).float()[:, far]
+    )  # float32 kept bit for bit
     # a rigid motion of the input moves the output with it (the paste aligns to the mesh, in any frame)
     rot = _random_rotation(np.random.default_rng(7))
     moved = refiner(gt[1] @ rot.T + np.array([10.0, -20.0, 30.0])).vertices
-    np.testing.assert_allclose(moved, single.vertices.double().numpy() @ rot.T + [10.0, -20.0, 30.0], atol=1e-2)
+    np.testing.assert_allclose(
+        moved, single.vertices.double().numpy() @ rot.T + [10.0, -20.0, 30.0], atol=1e-2
+    )
 
 
 def test_paste_on_the_fine_topologies(body_notoes, body_full):
@@ -191,8 +199,13 @@ def test_figure(body_1229, tmp_path):
     inp = blurred(body_1229, gt[None])[0]
     res = R.refine_extremities(inp, body_1229, method="paste")
     regions = R.extremity_regions(body_1229)
-    img = refine_figure({"before": inp, "after": res.vertices, "truth": gt}, body_1229.faces, regions,
-                        weight=res.weight, panel=96)  # fmt: skip
+    img = refine_figure(
+        {"before": inp, "after": res.vertices, "truth": gt},
+        body_1229.faces,
+        regions,
+        weight=res.weight,
+        panel=96,
+    )
     assert img.shape == (18 + 4 * 96, 3 * 96, 3) and img.dtype == np.uint8
     panels = [img[18 + r * 96 : 18 + (r + 1) * 96, c * 96 : (c + 1) * 96] for r in range(4) for c in range(3)]
     assert all((p != 245).any(axis=-1).mean() > 0.03 for p in panels)  # every panel shows some mesh

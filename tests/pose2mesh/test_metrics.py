@@ -128,7 +128,11 @@ def test_normal_deviation_share_counts_faces_beyond_the_angle():
 
     def tilted(deg: float) -> np.ndarray:
         pred = gt.copy()
-        pred[0, 3:] = (tri @ Rotation.from_rotvec([np.radians(deg), 0.0, 0.0]).as_matrix().T) + [0.0, 0.0, 50.0]
+        pred[0, 3:] = (tri @ Rotation.from_rotvec([np.radians(deg), 0.0, 0.0]).as_matrix().T) + [
+            0.0,
+            0.0,
+            50.0,
+        ]
         return pred
 
     assert normal_deviation_share(tilted(50.0), gt, faces) == 0.0
@@ -152,8 +156,15 @@ def _scene(n: int, seed: int = 0):
     rel = rng.normal(0.0, 250.0, (n, 17, 3))
     rel -= rel[:, :1]
     root = np.stack([rng.uniform(-800, 800, n), rng.uniform(-500, 500, n), rng.uniform(3000, 7000, n)], -1)
-    cam = np.stack([rng.uniform(900, 1500, n), rng.uniform(900, 1500, n), rng.uniform(400, 600, n),
-                    rng.uniform(400, 600, n)], -1)  # fmt: skip
+    cam = np.stack(
+        [
+            rng.uniform(900, 1500, n),
+            rng.uniform(900, 1500, n),
+            rng.uniform(400, 600, n),
+            rng.uniform(400, 600, n),
+        ],
+        -1,
+    )
     xyz = rel + root[:, None]
     uv = xyz[..., :2] / xyz[..., 2:] * cam[:, None, :2] + cam[:, None, 2:]
     return rel, root, cam, uv, rng
@@ -165,7 +176,10 @@ def test_root_from_projection_recovers_the_root():
     rel, root, cam, uv, rng = _scene(64)
     exact = root_from_projection(uv, rel, cam)
     assert mrpe(exact, root) < 1e-6  # mm
-    assert np.abs(root_from_projection(torch.tensor(uv), torch.tensor(rel), torch.tensor(cam)) - exact).max() < 1e-6
+    assert (
+        np.abs(root_from_projection(torch.tensor(uv), torch.tensor(rel), torch.tensor(cam)) - exact).max()
+        < 1e-6
+    )
     # 2 px of detector-like noise at 3-7 m: tens of mm, mostly in depth
     noisy = root_from_projection(uv + rng.normal(0.0, 2.0, uv.shape), rel, cam)
     err = noisy - root

@@ -61,7 +61,9 @@ def test_chebconv_matches_the_polynomial(fin, fout, k):
 def test_graph_mm_sparse_equals_dense():
     lap = _random_laplacian(9, 1)
     x = torch.randn(9, 3, 4)
-    torch.testing.assert_close(graph_mm(torch.from_numpy(lap).float().to_sparse_csr(), x), graph_mm(torch.from_numpy(lap).float(), x))
+    torch.testing.assert_close(
+        graph_mm(torch.from_numpy(lap).float().to_sparse_csr(), x), graph_mm(torch.from_numpy(lap).float(), x)
+    )
 
 
 @pytest.fixture(scope="module")

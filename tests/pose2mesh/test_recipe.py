@@ -60,23 +60,50 @@ def test_ramped_edge_and_normal_terms_enter_the_total_gradually(body_369):
     gt = torch.randn(2, body_369.num_vertices, 3, generator=g) * 200
     pred = gt + torch.randn(gt.shape, generator=g) * 20
     out = Pose2MeshOutput(torch.zeros(2, 17, 3), pred, torch.zeros(2, 17, 3))
-    loss = Pose2MeshLoss(LossConfig(vertex=0, joint=0, lift=0, edge_start_epoch=0, ramp_epochs=2.0), body_369.faces)
+    loss = Pose2MeshLoss(
+        LossConfig(vertex=0, joint=0, lift=0, edge_start_epoch=0, ramp_epochs=2.0), body_369.faces
+    )
     totals = [float(loss(out, mesh=gt, epoch=e)["total"]) for e in (0.0, 1.0, 2.0, 5.0)]
-    full = 0.1 * float(loss(out, mesh=gt, epoch=5.0)["normal"]) + 20.0 * float(loss(out, mesh=gt, epoch=5.0)["edge"])
+    full = 0.1 * float(loss(out, mesh=gt, epoch=5.0)["normal"]) + 20.0 * float(
+        loss(out, mesh=gt, epoch=5.0)["edge"]
+    )
     assert totals[0] == 0.0 and totals[1] == pytest.approx(full / 2, rel=1e-5)
     assert totals[2] == pytest.approx(full, rel=1e-5) and totals[3] == pytest.approx(full, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["release_posenet", "release_pose2mesh", "release_smooth", "recipe_posenet",
-                                  "recipe_pose2mesh"])
+@pytest.mark.parametrize(
+    "name", ["release_posenet", "release_pose2mesh", "release_smooth", "recipe_posenet", "recipe_pose2mesh"]
+)
 def test_recipe_configs_load_and_carry_the_fixes(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg.transform.standardize == "one_scale" and cfg.synthetic.ratio == 1.0
     assert cfg.transform.noise.kind == "gaussian" and cfg.transform.noise.gaussian_scale == 0.08
     assert cfg.train.best_metric == "pa_mpjpe" and cfg.train.val_input == "gt"
-    mean_std_px = 0.08 * np.mean(
-        [0.107, 0.107, 0.087, 0.089, 0.107, 0.087, 0.089, 0.107, 0.079, 0.026, 0.035, 0.079, 0.072, 0.062, 0.079,
-         0.072, 0.062]) * cfg.transform.crop_height  # fmt: skip
+    mean_std_px = (
+        0.08
+        * np.mean(
+            [
+                0.107,
+                0.107,
+                0.087,
+                0.089,
+                0.107,
+                0.087,
+                0.089,
+                0.107,
+                0.079,
+                0.026,
+                0.035,
+                0.079,
+                0.072,
+                0.062,
+                0.079,
+                0.072,
+                0.062,
+            ]
+        )
+        * cfg.transform.crop_height
+    )
     assert 2.1 <= mean_std_px <= 2.7  # the original's error size in the 288 x 384 crop
     if cfg.model.stage == "pose2mesh" and name != "release_smooth":  # stage 3 starts from a trained mesh
         assert cfg.loss.ramp_epochs > 0 and cfg.loss.edge_start_epoch == 0
@@ -104,9 +131,20 @@ def test_evaluation_reports_mesh_quality_and_mrpe():
     cam = torch.tensor([1000.0, 1000.0, 500.0, 500.0]).expand(n, 4)
     xyz = joints + root[:, None]
     j2d = torch.cat([xyz[..., :2] / xyz[..., 2:] * 1000.0 + 500.0, torch.full((n, 17, 1), 2.0)], dim=-1)
-    inp = BatchInputs(torch.zeros(n, 17, 2), joints, torch.ones(n, dtype=torch.bool), joints, gt_mesh,
-                      torch.ones(n, dtype=torch.bool), [f"k{i}" for i in range(n)], None, j2d=j2d, cam=cam,
-                      cam_valid=torch.ones(n, dtype=torch.bool), root=root)  # fmt: skip
+    inp = BatchInputs(
+        torch.zeros(n, 17, 2),
+        joints,
+        torch.ones(n, dtype=torch.bool),
+        joints,
+        gt_mesh,
+        torch.ones(n, dtype=torch.bool),
+        [f"k{i}" for i in range(n)],
+        None,
+        j2d=j2d,
+        cam=cam,
+        cam_valid=torch.ones(n, dtype=torch.bool),
+        root=root,
+    )
     acc = MetricAccumulator(faces=faces)
     acc.add(Pose2MeshOutput(joints, pred_mesh, joints), inp)
     res = MetricAccumulator.summarize([acc.state()], with_mesh=True)
@@ -117,4 +155,6 @@ def test_evaluation_reports_mesh_quality_and_mrpe():
     # a prediction 10 % too big puts the root about 10 % too far
     acc2 = MetricAccumulator(faces=faces)
     acc2.add(Pose2MeshOutput(joints * 1.1, pred_mesh, joints * 1.1), inp)
-    assert MetricAccumulator.summarize([acc2.state()], with_mesh=True)["mrpe"] == pytest.approx(400.0, rel=0.1)
+    assert MetricAccumulator.summarize([acc2.state()], with_mesh=True)["mrpe"] == pytest.approx(
+        400.0, rel=0.1
+    )

@@ -14,7 +14,14 @@ def _rows(steps, loss_of=lambda s: 1.0 / s):
     for s in steps:
         yield {"kind": "train", "step": s, "epoch": 0, "loss": loss_of(s), "lr": 0.001, "time": 1e9 + s}
         if s % 2 == 0:
-            yield {"kind": "val", "step": s, "epoch": 0, "split": "test", "mpjpe": 100.0 - s, "pa_mpjpe": float("nan")}
+            yield {
+                "kind": "val",
+                "step": s,
+                "epoch": 0,
+                "split": "test",
+                "mpjpe": 100.0 - s,
+                "pa_mpjpe": float("nan"),
+            }
 
 
 def _read_tb(run):

@@ -93,7 +93,9 @@ def test_batches_project_like_p2m_camera(body_1229, source_cls):
     sizes = set()
     for i in range(32):
         t = j3d[i, 0] - rot[i] @ world[i, 0]
-        cam = Camera(R=rot[i], t=t, f=b["cam"][i, :2].tolist(), c=b["cam"][i, 2:].tolist())  # checks R is a rotation
+        cam = Camera(
+            R=rot[i], t=t, f=b["cam"][i, :2].tolist(), c=b["cam"][i, 2:].tolist()
+        )  # checks R is a rotation
         np.testing.assert_allclose(cam.world_to_camera(world[i]), j3d[i], atol=0.05)  # mm
         np.testing.assert_allclose(cam.project(world[i]), j2d[i, :, :2], atol=0.02)  # px
         x, y, w, h = b["bbox"][i].tolist()
@@ -115,7 +117,9 @@ def test_look_at_matches_camera_look_at():
     eye, target = rng.normal(0, 3000, (5, 3)), rng.normal(0, 300, (5, 3))
     ours = look_at(torch.as_tensor(eye), torch.as_tensor(target)).numpy()
     for i in range(5):
-        np.testing.assert_allclose(ours[i], Camera.look_at(eye[i], target[i], f=(1, 1), c=(0, 0)).R, atol=1e-9)
+        np.testing.assert_allclose(
+            ours[i], Camera.look_at(eye[i], target[i], f=(1, 1), c=(0, 0)).R, atol=1e-9
+        )
 
 
 def test_mirrored_poses_are_mirror_images(body_1229, source_cls):

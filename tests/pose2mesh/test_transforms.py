@@ -58,8 +58,12 @@ def test_bbox_and_aspect():
     p = _t([[10.0, 20.0], [30.0, 100.0], [0.0, 0.0]])
     torch.testing.assert_close(joints_bbox(p, torch.tensor([1, 1, 0])), _t([10, 20, 20, 80]))
     torch.testing.assert_close(joints_bbox(p), _t([0, 0, 30, 100]))
-    torch.testing.assert_close(expand_to_aspect(_t([10.0, 20.0, 20.0, 80.0]), 0.75), _t([-10, 20, 60, 80]))  # widen
-    torch.testing.assert_close(expand_to_aspect(_t([0.0, 0.0, 90.0, 60.0]), 0.75), _t([0, -30, 90, 120]))  # heighten
+    torch.testing.assert_close(
+        expand_to_aspect(_t([10.0, 20.0, 20.0, 80.0]), 0.75), _t([-10, 20, 60, 80])
+    )  # widen
+    torch.testing.assert_close(
+        expand_to_aspect(_t([0.0, 0.0, 90.0, 60.0]), 0.75), _t([0, -30, 90, 120])
+    )  # heighten
 
 
 def test_normalisation_is_the_numpy_one_in_float32():
@@ -119,7 +123,9 @@ def test_counter_rng_gives_uniform_and_normal_numbers():
     rng = CounterRNG(batch_seeds(4000, 5))
     u = rng.uniform(50)
     assert 0 <= float(u.min()) and float(u.max()) < 1
-    assert float(u.mean()) == pytest.approx(0.5, abs=0.003) and float(u.var()) == pytest.approx(1 / 12, abs=0.002)
+    assert float(u.mean()) == pytest.approx(0.5, abs=0.003) and float(u.var()) == pytest.approx(
+        1 / 12, abs=0.002
+    )
     hist = torch.histc(u, bins=10, min=0, max=1) / u.numel()
     assert float((hist - 0.1).abs().max()) < 0.003
     z = rng.normal(50)
@@ -168,9 +174,13 @@ def test_posefix_leaves_invalid_joints_and_raises_rates_with_few_valid():
     crop = _t(np.broadcast_to(_pose(4), (20000, 17, 2)).copy())
     vis = torch.ones(20000, 17)
     vis[:, 8:] = 0  # 8 valid joints -> few_valid_scale applies
-    noised, kind = posefix_errors(crop, CounterRNG(batch_seeds(20000, 2)), info, NoiseConfig(kind="posefix"), vis)
+    noised, kind = posefix_errors(
+        crop, CounterRNG(batch_seeds(20000, 2)), info, NoiseConfig(kind="posefix"), vis
+    )
     assert torch.equal(noised[:, 9:], crop[:, 9:]) and (kind[:, 9:] == -1).all()
-    assert float((kind[:, 3] == 1).float().mean()) == pytest.approx(0.30, abs=0.015)  # ankle jitter 0.20 x 1.5
+    assert float((kind[:, 3] == 1).float().mean()) == pytest.approx(
+        0.30, abs=0.015
+    )  # ankle jitter 0.20 x 1.5
 
 
 def test_flip_twice_is_identity_and_mirrors_3d():
@@ -188,11 +198,15 @@ def test_flip_in_the_pipeline_mirrors_input_and_target():
     out = Pose2DTransform(cfg, train=True)(p, joints3d=q, seeds=batch_seeds(2, 0))
     plain = normalize_pose2d(p)
     assert out.flipped.all()
-    torch.testing.assert_close(out.pose2d[..., 0], -plain[:, PERM, 0], atol=1e-5, rtol=0)  # x mirrored about 0
+    torch.testing.assert_close(
+        out.pose2d[..., 0], -plain[:, PERM, 0], atol=1e-5, rtol=0
+    )  # x mirrored about 0
     torch.testing.assert_close(out.pose2d[..., 1], plain[:, PERM, 1], atol=1e-5, rtol=0)
     torch.testing.assert_close(out.joints3d, flip_joints3d(q, PERM))
     half = Pose2DTransform(dataclasses.replace(cfg, flip_prob=0.5), train=True)
-    flips = half(p[:1].expand(4000, 17, 2), joints3d=q[:1].expand(4000, 17, 3), seeds=batch_seeds(4000, 1)).flipped
+    flips = half(
+        p[:1].expand(4000, 17, 2), joints3d=q[:1].expand(4000, 17, 3), seeds=batch_seeds(4000, 1)
+    ).flipped
     assert float(flips.float().mean()) == pytest.approx(0.5, abs=0.03)
 
 

@@ -14,8 +14,15 @@ from p2m.pose2mesh.weights import WEIGHTS_FORMAT, load_weights
 
 def test_reads_p2m_weights_and_their_config(tmp_path):
     path = tmp_path / "best.safetensors"
-    save_file({"a.weight": torch.arange(6.0).reshape(2, 3)}, str(path),
-              metadata={"format": WEIGHTS_FORMAT, "config": json.dumps({"model": {"stage": "posenet"}}), "step": "7"})
+    save_file(
+        {"a.weight": torch.arange(6.0).reshape(2, 3)},
+        str(path),
+        metadata={
+            "format": WEIGHTS_FORMAT,
+            "config": json.dumps({"model": {"stage": "posenet"}}),
+            "step": "7",
+        },
+    )
     state, config, meta = load_weights(path)
     assert torch.equal(state["a.weight"], torch.arange(6.0).reshape(2, 3))
     assert config == {"model": {"stage": "posenet"}} and meta["step"] == "7"

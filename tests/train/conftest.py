@@ -27,12 +27,20 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("train-data")
     try:
         with one_thread():
-            synth(base / "ds", SynthOptions(num=240, poses="sampler", subjects=4, topology="notoes_collapse3pc",
-                                            seed=7), progress=False)  # fmt: skip
+            synth(
+                base / "ds",
+                SynthOptions(num=240, poses="sampler", subjects=4, topology="notoes_collapse3pc", seed=7),
+                progress=False,
+            )
     except BodyModelError as exc:  # pragma: no cover - no anny cache
         pytest.skip(f"anny body model unavailable: {exc}")
-    build_shards([base / "ds"], base / "shards", splits={"train": "S1,S2,S3", "test": "S4"}, maxcount=60,
-                 progress=False)  # fmt: skip
+    build_shards(
+        [base / "ds"],
+        base / "shards",
+        splits={"train": "S1,S2,S3", "test": "S4"},
+        maxcount=60,
+        progress=False,
+    )
     return base / "shards"
 
 

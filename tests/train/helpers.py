@@ -47,10 +47,18 @@ def run_env() -> dict[str, str]:
     return env
 
 
-def p2m_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def p2m_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run ``python -m p2m ARGS`` in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "p2m", *args], cwd=REPO, env=env or run_env(), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "p2m", *args],
+        cwd=REPO,
+        env=env or run_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def p2m_killed(when: str, n: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -59,17 +67,34 @@ def p2m_killed(when: str, n: int, *args: str, timeout: float = 120) -> subproces
     driver = Path(__file__).with_name("kill_driver.py")
     env = run_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, str(driver), when, str(n), "--", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(driver), when, str(n), "--", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def train_args(config: Path, data: Path, out: Path, *extra: str, sets: tuple[str, ...] = TINY_SETS) -> list[str]:
-    args = ["train", "--config", str(config), "--data", str(data), "--out", str(out), "--device", "cpu", "--no-progress"]
+def train_args(
+    config: Path, data: Path, out: Path, *extra: str, sets: tuple[str, ...] = TINY_SETS
+) -> list[str]:
+    args = [
+        "train",
+        "--config",
+        str(config),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     for s in sets:
         args += ["--set", s]
     return args + list(extra)
-
-
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Run ``p2m ARGS`` in this process and SIGKILL it at a chosen point: the crash tests' fixture (p2m has no hook).
 
-    python tests/train/kill_driver.py after-step N -- train ...   # right after the checkpoint of step N is on disk
-    python tests/train/kill_driver.py during-save K -- train ...  # half-way through the K-th checkpoint file
+python tests/train/kill_driver.py after-step N -- train ...   # right after the checkpoint of step N is on disk
+python tests/train/kill_driver.py during-save K -- train ...  # half-way through the K-th checkpoint file
 """
 
 from __future__ import annotations

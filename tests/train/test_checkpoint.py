@@ -30,12 +30,28 @@ def _state(step: int = 7, seed: int = 0) -> dict:
     opt.step()
     sched.step()
     return ckpt.build_state(
-        model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), config=cfg,
-        rng={"per_rank": [ckpt.rng_state()], "rank_steps": [step]}, epoch=1, epoch_done=False, step=step,
-        data={"epoch": 1, "batch": 3, "seed": 123, "mode": "exact", "world_size": 1, "num_workers": 0, "batch_size": 16},
-        best={"metric": "mpjpe", "value": 80.5, "epoch": 0, "step": 5}, world_size=1,
+        model,
+        opt,
+        sched,
+        torch.amp.GradScaler("cpu", enabled=False),
+        config=cfg,
+        rng={"per_rank": [ckpt.rng_state()], "rank_steps": [step]},
+        epoch=1,
+        epoch_done=False,
+        step=step,
+        data={
+            "epoch": 1,
+            "batch": 3,
+            "seed": 123,
+            "mode": "exact",
+            "world_size": 1,
+            "num_workers": 0,
+            "batch_size": 16,
+        },
+        best={"metric": "mpjpe", "value": 80.5, "epoch": 0, "step": 5},
+        world_size=1,
         meters={"loss": {"values": [1.0, 0.5], "total": 1.5, "count": 2}},
-    )  # fmt: skip
+    )
 
 
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
@@ -44,7 +60,9 @@ def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
     paths = ckpt.run_paths(tmp_path)
     assert sorted(p.name for p in paths["dir"].iterdir()) == ["last.pt"]
     assert sizes["last"] == paths["last"].stat().st_size
-    raw = torch.load(paths["last"], map_location="cpu", weights_only=True)  # the contract, independently of p2m
+    raw = torch.load(
+        paths["last"], map_location="cpu", weights_only=True
+    )  # the contract, independently of p2m
     assert set(raw) == set(ckpt.KEYS)
     back = ckpt.load_checkpoint(paths["last"])
     for k, v in state["model"].items():
@@ -85,7 +103,9 @@ def test_full_disk_fails_clearly_and_keeps_the_previous_checkpoint(tmp_path, mon
     ckpt.save_checkpoint(tmp_path, _state(step=3))
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(CheckpointError, match=r"not enough free disk space.*last\.pt|last\.pt.*not enough free"):
+    with pytest.raises(
+        CheckpointError, match=r"not enough free disk space.*last\.pt|last\.pt.*not enough free"
+    ):
         ckpt.save_checkpoint(tmp_path, _state(step=6))
     monkeypatch.undo()
     paths = ckpt.run_paths(tmp_path)
@@ -157,4 +177,6 @@ def test_config_diff_and_resume_check():
     assert ("train.lr", 0.001, 0.01) in diff and ("loss.form", "l1", "l2") in diff
     with pytest.raises(CheckpointError, match=r"train\.lr: 0\.001 in the run, 0\.01 now"):
         check_resume_config(to_dict(a), b, ckpt.run_paths("RUN")["last"])
-    check_resume_config(to_dict(a), tiny_config("train.epochs=5", "train.log_every=7"), ckpt.run_paths("RUN")["last"])
+    check_resume_config(
+        to_dict(a), tiny_config("train.epochs=5", "train.log_every=7"), ckpt.run_paths("RUN")["last"]
+    )

@@ -55,8 +55,17 @@ def test_resume_needs_no_data_and_the_loggers_mirror_the_record(shards, tmp_path
     assert len(snapshots) == 2
     shutil.copyfile(snapshots[0], run / "checkpoints" / "last.pt")
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"] == [2, 4]
-    proc = p2m_cli("train", "--out", str(run), "--resume", "--device", "cpu", "--no-progress", "--logger",
-                   "tensorboard,csv")  # fmt: skip
+    proc = p2m_cli(
+        "train",
+        "--out",
+        str(run),
+        "--resume",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--logger",
+        "tensorboard,csv",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "done at step 22" in proc.stdout
     rows = read_metrics(run / "metrics.jsonl")

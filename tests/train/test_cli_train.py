@@ -25,9 +25,13 @@ def test_eval_prints_a_table_and_writes_json(tiny_run, shards, tmp_path):
 
     run, result = tiny_run
     run = shutil.copytree(run, tmp_path / "run")  # the shared run stays untouched
-    res = CliRunner().invoke(main, ["eval", str(run), "--data", str(shards), "--split", "test", "--no-progress"])
+    res = CliRunner().invoke(
+        main, ["eval", str(run), "--data", str(shards), "--split", "test", "--no-progress"]
+    )
     assert res.exit_code == 0, res.output
-    assert "MPJPE (14 joints)" in res.output and "PA-MPJPE (17 joints)" in res.output and "MPVPE" in res.output
+    assert (
+        "MPJPE (14 joints)" in res.output and "PA-MPJPE (17 joints)" in res.output and "MPVPE" in res.output
+    )
     data = json.loads((run / "eval_test.json").read_text())
     assert data["samples"] == 60 and data["unit"].startswith("mm") and data["split"] == "test"
     assert data["checkpoint"].endswith("best.pt")
@@ -35,8 +39,22 @@ def test_eval_prints_a_table_and_writes_json(tiny_run, shards, tmp_path):
     assert abs(data["mpjpe"] - result["best"]["value"]) < 1e-6
     assert data["pa_mpjpe"] < data["mpjpe"] and data["pa_mpjpe_17"] < data["mpjpe_17"]
     out = tmp_path / "gt.json"
-    res = CliRunner().invoke(main, ["eval", str(run / "best.safetensors"), "--data", str(shards), "--input", "gt",
-                                    "--max-samples", "20", "--out", str(out), "--no-progress"])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(run / "best.safetensors"),
+            "--data",
+            str(shards),
+            "--input",
+            "gt",
+            "--max-samples",
+            "20",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     gt = json.loads(out.read_text())
     assert gt["samples"] == 20 and gt["input"] == "gt"

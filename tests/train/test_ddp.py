@@ -18,14 +18,28 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 def test_torchrun_two_processes_on_cpu(shards, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "p2m",
-           *train_args(TINY_CONFIG, shards, run), "-v"]  # fmt: skip  (-v: the info lines checked below)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "p2m",
+        *train_args(TINY_CONFIG, shards, run),
+        "-v",
+    ]  # -v: the info lines checked below
     proc = subprocess.run(cmd, cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
     assert out.count("training pose2mesh on cpu: 2 rank(s) x 8 micro-batch") == 1  # rank 1 is quiet
     assert "Not using distributed mode" not in out
-    assert sorted(p.name for p in run.iterdir()) == ["best.safetensors", "checkpoints", "config.yaml", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.safetensors",
+        "checkpoints",
+        "config.yaml",
+        "metrics.jsonl",
+    ]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     last = ckpt.load_checkpoint(run / "checkpoints" / "last.pt")
     # 3 train shards of 60 -> ranks hold 120 and 60 samples; both run floor(60 / 8) = 7 steps per epoch

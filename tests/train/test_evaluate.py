@@ -13,11 +13,15 @@ from p2m.pose2mesh.model import Pose2MeshOutput
 def _inputs(gt: torch.Tensor, mesh: torch.Tensor, actions: list[int], joints_valid=None, mesh_valid=None):
     n = gt.shape[0]
     return BatchInputs(
-        pose2d=torch.zeros(n, 17, 2), joints=gt, joints_valid=torch.ones(n, dtype=torch.bool) if joints_valid is None
-        else joints_valid, lifted=gt, mesh=mesh,
+        pose2d=torch.zeros(n, 17, 2),
+        joints=gt,
+        joints_valid=torch.ones(n, dtype=torch.bool) if joints_valid is None else joints_valid,
+        lifted=gt,
+        mesh=mesh,
         mesh_valid=torch.ones(n, dtype=torch.bool) if mesh_valid is None else mesh_valid,
-        keys=[f"synth_s001_a{a:03d}_sa001_c0001_f{i:06d}_p00" for i, a in enumerate(actions)], meta=None,
-    )  # fmt: skip
+        keys=[f"synth_s001_a{a:03d}_sa001_c0001_f{i:06d}_p00" for i, a in enumerate(actions)],
+        meta=None,
+    )
 
 
 def test_known_errors():
@@ -32,8 +36,16 @@ def test_known_errors():
     acc = MetricAccumulator()
     out = Pose2MeshOutput(joints_lifted=(gt @ rot.T) * 1.5, mesh=mesh + 10.0, joints_from_mesh=pred)
     valid = torch.tensor([True, True, True, True, True, False])
-    acc.add(out, _inputs(gt, mesh, [2, 2, 3, 3, 3, 3], joints_valid=valid,
-                         mesh_valid=torch.tensor([True, True, True, False, True, True])))  # fmt: skip
+    acc.add(
+        out,
+        _inputs(
+            gt,
+            mesh,
+            [2, 2, 3, 3, 3, 3],
+            joints_valid=valid,
+            mesh_valid=torch.tensor([True, True, True, False, True, True]),
+        ),
+    )
     res = MetricAccumulator.summarize([acc.state()], with_mesh=True)
     assert res["samples"] == 5 and res["mesh_samples"] == 4
     assert abs(res["mpjpe"] - 50.0) < 1e-6  # 14 joints, none of them the pelvis

@@ -16,9 +16,22 @@ from .helpers import REPO, run_env
 def test_gpu_check_dry_run(tmp_path):
     env = run_env()
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path),
-                          "--python", sys.executable], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=1500)  # fmt: skip
+    res = subprocess.run(
+        [
+            "bash",
+            str(REPO / "benchmarks" / "gpu_check.sh"),
+            "--dry-run",
+            "--out",
+            str(tmp_path),
+            "--python",
+            sys.executable,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     out = json.loads((tmp_path / "gpu_check.json").read_text())
     assert out["dry_run"] is True and out["env"]["cuda"] is False

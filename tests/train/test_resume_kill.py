@@ -19,8 +19,10 @@ STEPS = 14  # crosses the epoch boundary at step 11 (validation, schedule step, 
 
 def _rows(run):
     keep = ("time", "samples_per_s", "seconds")
-    return [{k: v for k, v in json.loads(line).items() if k not in keep}
-            for line in (run / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in keep}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def _assert_same_run(a, b):

@@ -67,8 +67,10 @@ def test_mixed_batches_take_the_ratio_from_each_source(shards, tmp_path):
     train(cfg, tmp_path / "a", shards, device="cpu", progress=False, max_steps=6)
     train(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=2)
     train(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=6, resume=True)
-    _same_weights(ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt"),
-                  ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt"))  # fmt: skip
+    _same_weights(
+        ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt"),
+        ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt"),
+    )
 
 
 def test_init_starts_every_weight_from_another_run(tmp_path):
@@ -83,10 +85,14 @@ def test_init_starts_every_weight_from_another_run(tmp_path):
     fresh = tiny_config(*SYNTH)
     train(fresh, tmp_path / "fresh", None, device="cpu", progress=False, max_steps=1)
     scratch = ckpt.load_checkpoint(tmp_path / "fresh" / "checkpoints" / "last.pt")
-    assert (tuned["model"][w] - first["model"][w]).abs().max() < (scratch["model"][w] - first["model"][w]).abs().max()
+    assert (tuned["model"][w] - first["model"][w]).abs().max() < (
+        scratch["model"][w] - first["model"][w]
+    ).abs().max()
     other = tiny_config(*SYNTH, "model.posenet.hidden=32")
     with pytest.raises(Exception, match="do not fit the model of this config"):
-        train(other, tmp_path / "bad", None, device="cpu", progress=False, max_steps=1, init=tmp_path / "first")
+        train(
+            other, tmp_path / "bad", None, device="cpu", progress=False, max_steps=1, init=tmp_path / "first"
+        )
 
 
 def test_ship_writes_small_weights_and_a_model_card_that_p2m_loads(tmp_path):
@@ -95,14 +101,31 @@ def test_ship_writes_small_weights_and_a_model_card_that_p2m_loads(tmp_path):
 
     cfg = tiny_config(*SYNTH, "train.epochs=1")
     train(cfg, tmp_path / "run", None, device="cpu", progress=False, max_steps=2)
-    result = {"gt": {"samples": 10, "mpjpe": 55.0, "pa_mpjpe": 41.5, "mpvpe": 70.0, "edge_error": 8.0,
-                     "normal_dev": 1.5, "mrpe": 120.0}, "noisy": {"mpjpe": 60.0}}  # fmt: skip
+    result = {
+        "gt": {
+            "samples": 10,
+            "mpjpe": 55.0,
+            "pa_mpjpe": 41.5,
+            "mpvpe": 70.0,
+            "edge_error": 8.0,
+            "normal_dev": 1.5,
+            "mrpe": 120.0,
+        },
+        "noisy": {"mpjpe": 60.0},
+    }
     text = ship(tmp_path / "run", tmp_path / "run", result, hours=0.5, folder=tmp_path / "models")
     weights = resolve("default", folder=tmp_path / "models")
     assert weights.stat().st_size < 5 * 1024 * 1024 and "shipped" in text
     card = weights.with_suffix(".md").read_text()
-    for needle in ("| MPJPE, 14 joints | 55.0 mm | 60.0 mm | <= 60 mm |", "PA-MPJPE", "edge-length", "MRPE",
-                   "mocap.cs.cmu.edu", "0.50 h", "Apache-2.0"):  # fmt: skip
+    for needle in (
+        "| MPJPE, 14 joints | 55.0 mm | 60.0 mm | <= 60 mm |",
+        "PA-MPJPE",
+        "edge-length",
+        "MRPE",
+        "mocap.cs.cmu.edu",
+        "0.50 h",
+        "Apache-2.0",
+    ):
         assert needle in card, needle
     # the shipped file starts a fine-tuning run
     train(cfg, tmp_path / "tuned", None, device="cpu", progress=False, max_steps=1, init=weights)
@@ -132,5 +155,7 @@ def test_resume_at_an_epoch_end_from_shards(shards, tmp_path):
     train(cfg, tmp_path / "a", shards, device="cpu", progress=False)
     train(cfg, tmp_path / "b", shards, device="cpu", progress=False, max_steps=11)
     train(cfg, tmp_path / "b", shards, device="cpu", progress=False, resume=True)
-    _same_weights(ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt"),
-                  ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt"))  # fmt: skip
+    _same_weights(
+        ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt"),
+        ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt"),
+    )

@@ -22,21 +22,34 @@ def _rows(run):
 
 def test_a_run_folder_holds_contract_3_and_nothing_else(tiny_run):
     run, result = tiny_run
-    assert sorted(p.name for p in run.iterdir()) == ["best.safetensors", "checkpoints", "config.yaml", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.safetensors",
+        "checkpoints",
+        "config.yaml",
+        "metrics.jsonl",
+    ]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     last = ckpt.load_checkpoint(run / "checkpoints" / "last.pt")
     # 180 training samples / batch 16 = 11 full batches per epoch, 2 epochs
     assert last["step"] == result["step"] == 22 and last["epoch"] == 1 and last["epoch_done"]
     assert last["data"]["epoch"] == 2 and last["data"]["batch"] == 0
-    assert last["scheduler"]["last_epoch"] == 2 and last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    assert last["scheduler"]["last_epoch"] == 2 and last["optimizer"]["param_groups"][0][
+        "lr"
+    ] == pytest.approx(1e-4)
     rows = _rows(run)
     train = [r for r in rows if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(2, 23, 2))  # log_every 2, global steps, no duplicates
-    assert all(math.isfinite(r[k]) for r in train for k in ("loss", "vertex", "normal", "joint", "lift", "lr"))
+    assert all(
+        math.isfinite(r[k]) for r in train for k in ("loss", "vertex", "normal", "joint", "lift", "lr")
+    )
     assert len({r["time"] for r in train}) == len(train)  # wall-clock times kept to the millisecond
     val = [r for r in rows if r["kind"] == "val"]
     epochs = [r for r in rows if r["kind"] == "epoch"]
-    assert [(r["epoch"], r["step"]) for r in val] == [(0, 11), (1, 22)] == [(r["epoch"], r["step"]) for r in epochs]
+    assert (
+        [(r["epoch"], r["step"]) for r in val]
+        == [(0, 11), (1, 22)]
+        == [(r["epoch"], r["step"]) for r in epochs]
+    )
     for r in val:
         assert r["samples"] == 60 and r["mesh_samples"] == 60
         assert 0 < r["pa_mpjpe"] < r["mpjpe"] < 2000 and 0 < r["mpvpe"] < 2000
@@ -99,13 +112,16 @@ def test_samples_of_another_body_model_get_joint_supervision_only(shards, caplog
     from p2m.pose2mesh.transforms import batch_seeds
 
     cfg = tiny_config()
-    smpl_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, body=dataclasses.replace(
-        cfg.model.body, model="smpl")))  # fmt: skip
+    smpl_cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, body=dataclasses.replace(cfg.model.body, model="smpl"))
+    )
     with caplog.at_level("WARNING"):
         kwargs, chosen = body_selection(shards, "train", smpl_cfg, need_body=True)
     assert chosen is None and kwargs == NO_BODY and "joints-only supervision" in caplog.text
     body = create("anny", topology="notoes_collapse3pc")
-    batch = next(iter_eval_batches(shards, "test", 8, body_kwargs=body_selection(shards, "test", cfg, True)[0]))
+    batch = next(
+        iter_eval_batches(shards, "test", 8, body_kwargs=body_selection(shards, "test", cfg, True)[0])
+    )
     batch["has_body"][:4] = False  # as if the first four came from another body model
     inp = BatchPreparer(cfg, body, torch.device("cpu"), train=True)(batch, batch_seeds(8, 0))
     assert inp.mesh_valid.tolist() == [False] * 4 + [True] * 4
@@ -114,10 +130,23 @@ def test_samples_of_another_body_model_get_joint_supervision_only(shards, caplog
     model = build_model(cfg, body=body)
     loss = Pose2MeshLoss(cfg.loss, faces=body.faces)
     out = model(inp.pose2d)
-    masked = loss(out, mesh=inp.mesh, joints=inp.joints, lifted=inp.lifted, mesh_valid=inp.mesh_valid,
-                  joints_valid=inp.joints_valid, lift_valid=inp.joints_valid, epoch=5)  # fmt: skip
-    half = loss(type(out)(*(t[4:] for t in out)), mesh=inp.mesh[4:], joints=inp.joints[4:], lifted=inp.lifted[4:],
-                epoch=5)  # fmt: skip
+    masked = loss(
+        out,
+        mesh=inp.mesh,
+        joints=inp.joints,
+        lifted=inp.lifted,
+        mesh_valid=inp.mesh_valid,
+        joints_valid=inp.joints_valid,
+        lift_valid=inp.joints_valid,
+        epoch=5,
+    )
+    half = loss(
+        type(out)(*(t[4:] for t in out)),
+        mesh=inp.mesh[4:],
+        joints=inp.joints[4:],
+        lifted=inp.lifted[4:],
+        epoch=5,
+    )
     torch.testing.assert_close(masked["vertex"], half["vertex"])  # masked rows do not count at all
     torch.testing.assert_close(masked["edge"], half["edge"])
 
@@ -126,7 +155,9 @@ def test_eval_reader_visits_every_sample_once(shards):
     from p2m.pose2mesh.data import NO_BODY, iter_eval_batches
 
     def keys(**kw):
-        return [k for b in iter_eval_batches(shards, "train", 16, body_kwargs=NO_BODY, **kw) for k in b["key"]]
+        return [
+            k for b in iter_eval_batches(shards, "train", 16, body_kwargs=NO_BODY, **kw) for k in b["key"]
+        ]
 
     everything = keys()
     assert len(everything) == len(set(everything)) == 180  # the last, partial batch is kept
@@ -172,7 +203,11 @@ def test_each_coordinate_loss_takes_its_own_form():
     from p2m.pose2mesh.model import Pose2MeshOutput
 
     cfg = tiny_config("loss.form=l1", "loss.lift_form=l2", "loss.joint_form=smooth_l1")
-    assert (cfg.loss.form_of("vertex"), cfg.loss.form_of("joint"), cfg.loss.form_of("lift")) == ("l1", "smooth_l1", "l2")
+    assert (cfg.loss.form_of("vertex"), cfg.loss.form_of("joint"), cfg.loss.form_of("lift")) == (
+        "l1",
+        "smooth_l1",
+        "l2",
+    )
     g = torch.Generator().manual_seed(0)
     pred, gt = torch.randn(4, 17, 3, generator=g) * 50, torch.randn(4, 17, 3, generator=g) * 50
     out = Pose2MeshLoss(cfg.loss)(Pose2MeshOutput(pred, None, pred), joints=gt, lifted=gt)
