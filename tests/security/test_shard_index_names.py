@@ -9,38 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _toy_dataset import toy_dataset
 
-from p2m.camera import Camera, bbox_from_joints
-from p2m.layout import DatasetWriter
 from p2m.shards import build_shards
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _dataset(root: Path) -> Path:
-    """Two subjects of a small Human3.6M-like dataset (one camera, 3D joints)."""
-    cam = Camera.look_at([0.0, -4500.0, 1500.0], [0.0, 0.0, 900.0], f=[1145.0, 1144.0], c=[512.0, 515.0])
-    rng = np.random.default_rng(0)
-    with DatasetWriter(root, "h36m", info={"version": "test"}) as w:
-        for s in (1, 9):
-            w.add_camera(s, 1, cam)
-            for f in range(8):
-                X = rng.normal(0, 300, (17, 3)) + [0.0, 0.0, 900.0]
-                j2d = np.c_[cam.project(X), np.full(17, 2.0)]
-                ann = {"bbox": bbox_from_joints(j2d), "keypoints": j2d.copy(), "joints_2d_h36m": j2d}
-                image = {
-                    "file_name": f"S{s}/{f}.jpg",
-                    "width": 1000,
-                    "height": 1000,
-                    "action_idx": 2,
-                    "subaction_idx": 1,
-                    "cam_idx": 1,
-                    "frame_idx": f,
-                }
-                w.add_frame(s, image, [ann], joints_3d_world=X)
-    return root
+    return toy_dataset(root, subjects=(1, 9), frames=8, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _toy_dataset import toy_dataset
 
-from p2m.camera import Camera, bbox_from_joints
-from p2m.layout import DatasetWriter
 from p2m.shards import build_shards
 from p2m.shards.codec import BLOCK
 
@@ -24,25 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _dataset(root: Path) -> Path:
-    cam = Camera.look_at([0.0, -4500.0, 1500.0], [0.0, 0.0, 900.0], f=[1145.0, 1144.0], c=[512.0, 515.0])
-    rng = np.random.default_rng(1)
-    with DatasetWriter(root, "h36m", info={"version": "test"}) as w:
-        w.add_camera(1, 1, cam)
-        for f in range(6):
-            X = rng.normal(0, 300, (17, 3)) + [0.0, 0.0, 900.0]
-            j2d = np.c_[cam.project(X), np.full(17, 2.0)]
-            ann = {"bbox": bbox_from_joints(j2d), "keypoints": j2d.copy(), "joints_2d_h36m": j2d}
-            image = {
-                "file_name": f"{f}.jpg",
-                "width": 1000,
-                "height": 1000,
-                "action_idx": 2,
-                "subaction_idx": 1,
-                "cam_idx": 1,
-                "frame_idx": f,
-            }
-            w.add_frame(1, image, [ann], joints_3d_world=X)
-    return root
+    return toy_dataset(root, frames=6, seed=1)
 
 
 @pytest.fixture(scope="module")
